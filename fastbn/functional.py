@@ -1,71 +1,412 @@
-"""TEMPORARY placeholder: plain NumPy implementation with the final signatures.
+"""Public NumPy-level API: moments and batch-norm forward / backward.
 
-Being replaced by the Numba kernels; the signatures and return conventions are final.
+Every function here validates its input, maps it onto the kernels' canonical
+layout through :mod:`fastbn._axes`, calls a kernel from :mod:`fastbn.kernels`
+and restores the caller's shape. Statistics are accumulated in float64 in
+fixed-size chunks merged with Chan's formula: stable on offset data and
+bitwise independent of the number of threads.
 """
+import math
+import warnings
+
 import numpy as np
 
+from . import _config
+from . import kernels as K
+from ._axes import layout, normalize_axis
 
-def _feats(ndim, axis):
-    axes = (axis,) if np.isscalar(axis) else tuple(axis)
-    return tuple(sorted(int(a) % ndim for a in axes))
+__all__ = ["moments", "batch_norm_forward", "batch_norm_backward"]
 
-
-def _b(v, ndim, feats, shape):
-    s = [1] * ndim
-    for a in feats:
-        s[a] = shape[a]
-    return np.asarray(v, dtype=np.float64).reshape(s)
+_COMPUTE = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64,
+            np.dtype(np.float16): np.float32}
 
 
+# ----------------------------------------------------------------- validation
+def _float_input(x, name, fn):
+    """``x`` as an ndarray the kernels take (float32/64), and the dtype to return."""
+    a = np.asarray(x)
+    orig = a.dtype
+    compute = _COMPUTE.get(orig)
+    if compute is None:
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}; fastbn computes in float32 or "
+                        f"float64 (float16 is computed in float32). Convert it first, "
+                        f"e.g. {name}.astype(np.float32)")
+    if a.ndim == 0:
+        raise ValueError(f"{fn}: {name} is 0-d; it needs at least one axis")
+    if a.dtype != compute:
+        a = a.astype(compute)
+    return a, orig
+
+
+def _feature_array(v, shape, name, fn, axis):
+    """Validate a feature-shaped array (gamma, beta, mean, ...) and return it."""
+    a = np.asarray(v)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{fn}: {name} has dtype {a.dtype}; it must be real numbers")
+    if a.shape != shape:
+        raise ValueError(f"{fn}: {name} has shape {a.shape}, but x has shape {shape} "
+                         f"along axis={axis!r}, so {name} must have shape {shape}")
+    return a
+
+
+def _features(x, axis, fn):
+    """Feature axes of a batch-norm ``axis`` (Keras: the axes that are kept)."""
+    feats = normalize_axis(axis, x.ndim, fn=fn)
+    if not feats:
+        raise ValueError(f"{fn}: axis={axis!r} names no feature axis; pass the axis "
+                         f"(or axes) that hold the features, e.g. axis=-1")
+    if len(feats) == x.ndim:
+        raise ValueError(f"{fn}: axis={axis!r} covers every dimension of the "
+                         f"{x.ndim}-d input, leaving nothing to compute statistics over. "
+                         f"batch_norm axis names the features that are kept (Keras); "
+                         f"for NumPy-style reduced axes use fastbn.moments")
+    return feats
+
+
+def _serial(x):
+    return x.size < _config.SERIAL_BELOW
+
+
+# -------------------------------------------------------------- kernel calls
+def _stats(xk, lay):
+    """Kernel-order float64 ``(mean, m2)`` of a kernel-layout array."""
+    if lay.kind == "rows":
+        return K._moments_rows(xk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK, serial=_serial(xk))
+    return K._moments_planes(xk, K.PLANE_CHUNK, serial=_serial(xk))
+
+
+def _affine(xk, mean, scale, shift, yk, lay):
+    if lay.kind == "rows":
+        K._affine_rows(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK,
+                       serial=_serial(xk))
+    else:
+        K._affine_planes(xk, mean, scale, shift, yk, K.PLANE_CHUNK, serial=_serial(xk))
+
+
+def _grad_sums(dyk, xk, mean, lay):
+    if lay.kind == "rows":
+        return K._grad_sums_rows(dyk, xk, mean, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK,
+                                 serial=_serial(xk))
+    return K._grad_sums_planes(dyk, xk, mean, K.PLANE_CHUNK, serial=_serial(xk))
+
+
+def _grad_x(dyk, xk, mean, p, q, r, dxk, lay):
+    if lay.kind == "rows":
+        K._grad_x_rows(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK,
+                       serial=_serial(xk))
+    else:
+        K._grad_x_planes(dyk, xk, mean, p, q, r, dxk, K.PLANE_CHUNK, serial=_serial(xk))
+
+
+# ---------------------------------------------------------------- public API
 def moments(x, axis=None, *, keepdims=False, ddof=0):
-    x = np.asarray(x)
-    xd = x.astype(np.float64)
-    m = xd.mean(axis=axis, keepdims=True)
-    n = xd.size // m.size
-    v = ((xd - m) ** 2).sum(axis=axis, keepdims=keepdims) / (n - ddof)
-    if not keepdims:
-        m = m.reshape(v.shape)
-    return m.astype(x.dtype), v.astype(x.dtype)
+    r"""Mean and variance over ``axis``, NumPy-style, stable and parallel.
+
+    .. math::
+
+        \mu = \frac{1}{N}\sum_i x_i, \qquad
+        \sigma^2 = \frac{1}{N - \mathrm{ddof}} \sum_i (x_i - \mu)^2
+
+    computed in float64 as per-chunk ``(count, mean, M2)`` merged with Chan's
+    formula, so float32 input with a large offset keeps its variance (NumPy's
+    float32 ``x.var(axis=0)`` does not) and the variance is never negative.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (float16 is computed in float32), at least 1-d.
+    axis : None, int or tuple of ints, optional
+        Axes to **reduce** (NumPy semantics); None reduces all of them.
+    keepdims : bool, optional
+        Keep the reduced axes with length one, as NumPy does.
+    ddof : int, optional
+        Delta degrees of freedom: the divisor is ``N - ddof`` (0: biased).
+
+    Returns
+    -------
+    mean, var : ndarray or scalar
+        In ``x``'s dtype, shaped like ``x`` without the reduced axes.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float16/32/64, or a non-integer axis.
+    ValueError
+        For 0-d input, an axis out of range or repeated, nothing to reduce
+        over, or ``ddof`` that leaves no degrees of freedom.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbn
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> mean, var = fastbn.moments(x, axis=0)
+    >>> mean, var
+    (array([2., 4.]), array([1., 4.]))
+    >>> [float(v) for v in fastbn.moments(x)]
+    [3.0, 3.5]
+    """
+    fn = "moments"
+    xk_in, out_dtype = _float_input(x, "x", fn)
+    reduced = normalize_axis(axis, xk_in.ndim, fn=fn, allow_none=True)
+    if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer, float)):
+        raise TypeError(f"{fn}: ddof must be a number, got {ddof!r}")
+    feats = tuple(a for a in range(xk_in.ndim) if a not in reduced)
+    lay = layout(xk_in, feats)
+    n = lay.count
+    if lay.channels == 0:
+        mean = np.zeros(lay.feature_shape, np.float64)
+        var = mean.copy()
+    else:
+        if n == 0:
+            raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements along "
+                             f"axis={axis!r}; there is nothing to average")
+        if n - ddof <= 0:
+            raise ValueError(f"{fn}: ddof={ddof} leaves no degrees of freedom for {n} "
+                             f"element(s) per result (need N - ddof > 0)")
+        mean_k, m2_k = _stats(lay.view(xk_in), lay)
+        mean = lay.from_kernel(mean_k)
+        var = lay.from_kernel(m2_k / (n - ddof))
+    if keepdims:
+        kshape = tuple(1 if a in reduced else s for a, s in enumerate(xk_in.shape))
+        mean, var = mean.reshape(kshape), var.reshape(kshape)
+    mean, var = mean.astype(out_dtype), var.astype(out_dtype)
+    if mean.ndim == 0:
+        return mean[()], var[()]
+    return mean, var
 
 
 def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
                        moving_mean=None, moving_variance=None, momentum=0.99):
-    x = np.asarray(x)
-    f = _feats(x.ndim, axis)
-    red = tuple(a for a in range(x.ndim) if a not in f)
-    fshape = tuple(x.shape[a] for a in f)
-    xd = x.astype(np.float64)
-    if training:
-        mean = xd.mean(axis=red, keepdims=True)
-        var = ((xd - mean) ** 2).mean(axis=red, keepdims=True)
-        if moving_mean is not None:
-            moving_mean[...] = moving_mean * momentum + mean.reshape(fshape) * (1 - momentum)
-            moving_variance[...] = moving_variance * momentum + var.reshape(fshape) * (1 - momentum)
-    else:
-        mean = _b(moving_mean, x.ndim, f, x.shape)
-        var = _b(moving_variance, x.ndim, f, x.shape)
-    invstd = 1.0 / np.sqrt(var + epsilon)
-    y = (xd - mean) * invstd
+    r"""Batch normalization, forward: ``y = gamma * (x - mean) * invstd + beta``.
+
+    .. math::
+
+        \hat x = (x - \mu)\,(\sigma^2 + \epsilon)^{-1/2}, \qquad
+        y = \gamma \hat x + \beta
+
+    with ``mean`` :math:`\mu` and biased variance :math:`\sigma^2` taken per
+    feature over every axis **not** in ``axis`` (Keras semantics), or, with
+    ``training=False``, the moving statistics.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (float16 is computed in float32), at least 2-d in
+        practice: ``axis`` may not cover every dimension.
+    gamma, beta : array_like or None
+        Scale and offset, shaped like ``x`` along ``axis`` (for ``axis=(1, 2)``
+        on ``(N, 28, 28)``: ``(28, 28)``). None means no scale / no offset.
+    axis : int or tuple of ints, default -1
+        The **feature** axes that are kept; negative values count from the end.
+    epsilon : float, default 1e-3
+        Added to the variance (Keras' default; PyTorch uses 1e-5).
+    training : bool, default True
+        True: batch statistics, and the moving statistics, when given, are
+        updated **in place**:
+        ``moving = moving * momentum + batch * (1 - momentum)`` with the biased
+        batch variance (Keras). False: the moving statistics are used (and
+        required).
+    moving_mean, moving_variance : ndarray, optional
+        Feature-shaped float arrays. PyTorch keeps an *unbiased* running
+        variance and its momentum ``m`` is ``1 - momentum`` here.
+    momentum : float, default 0.99
+        Keras' momentum, in [0, 1].
+
+    Returns
+    -------
+    y : ndarray
+        Shaped and laid out like ``x``, in ``x``'s dtype.
+    mean, invstd : ndarray
+        The statistics used, feature-shaped, in float64 (the precision they
+        are computed in, so that :func:`batch_norm_backward` is exact): pass
+        them to the backward pass. ``invstd = 1 / sqrt(var + epsilon)``.
+
+    Raises
+    ------
+    TypeError
+        For a dtype other than float16/32/64 or a non-integer axis.
+    ValueError
+        For bad axes, mismatched shapes, no elements per feature, missing
+        moving statistics in inference, negative epsilon, momentum outside
+        [0, 1], or read-only moving statistics.
+
+    Warns
+    -----
+    RuntimeWarning
+        In training with one value per feature: the variance is 0 and the
+        output is ``beta`` (as in Keras; PyTorch raises instead).
+
+    Examples
+    --------
+    >>> import numpy as np, fastbn
+    >>> x = np.array([[1.0, 10.0], [3.0, 30.0]], dtype=np.float32)
+    >>> y, mean, invstd = fastbn.batch_norm_forward(x, None, None, epsilon=0.0)
+    >>> y
+    array([[-1., -1.],
+           [ 1.,  1.]], dtype=float32)
+    >>> mean
+    array([ 2., 20.])
+    >>> mm, mv = np.zeros(2), np.ones(2)
+    >>> _ = fastbn.batch_norm_forward(x, None, None, moving_mean=mm,
+    ...                               moving_variance=mv, momentum=0.9)
+    >>> mm
+    array([0.2, 2. ])
+    """
+    fn = "batch_norm_forward"
+    xk_in, out_dtype = _float_input(x, "x", fn)
+    feats = _features(xk_in, axis, fn)
+    _check_epsilon(epsilon, fn)
+    if not (isinstance(momentum, (int, float, np.floating, np.integer))
+            and 0.0 <= momentum <= 1.0):
+        raise ValueError(f"{fn}: momentum must be a number in [0, 1] (Keras convention; "
+                         f"PyTorch's momentum m corresponds to 1 - m), got {momentum!r}")
+    lay = layout(xk_in, feats)
+    fshape = lay.feature_shape
     if gamma is not None:
-        y = y * _b(gamma, x.ndim, f, x.shape)
+        gamma = _feature_array(gamma, fshape, "gamma", fn, axis)
     if beta is not None:
-        y = y + _b(beta, x.ndim, f, x.shape)
-    return y.astype(x.dtype), mean.reshape(fshape), invstd.reshape(fshape)
+        beta = _feature_array(beta, fshape, "beta", fn, axis)
+    if (moving_mean is None) != (moving_variance is None):
+        raise ValueError(f"{fn}: pass both moving_mean and moving_variance, or neither")
+    if training:
+        if moving_mean is not None:
+            for name, arr in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
+                _check_moving(arr, fshape, name, fn, axis)
+    else:
+        if moving_mean is None:
+            raise ValueError(f"{fn}: training=False normalizes with the moving statistics; "
+                             f"pass moving_mean= and moving_variance=")
+        moving_mean = _feature_array(moving_mean, fshape, "moving_mean", fn, axis)
+        moving_variance = _feature_array(moving_variance, fshape, "moving_variance", fn, axis)
+        if np.any(np.asarray(moving_variance) < 0):
+            raise ValueError(f"{fn}: moving_variance has negative entries")
+    c, n = lay.channels, lay.count
+    if c and n == 0:
+        raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature "
+                         f"(axis={axis!r}); batch statistics need at least one")
+    y, yk = lay.empty(xk_in.dtype)
+    xk = lay.view(xk_in)
+    if training:
+        if n == 1:
+            warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
+                          f"the batch variance is 0 and the output equals beta (Keras "
+                          f"behaviour)", RuntimeWarning, stacklevel=2)
+        mean_k, m2_k = _stats(xk, lay) if c else (np.zeros(0), np.zeros(0))
+        var_k = m2_k / max(n, 1)
+    else:
+        mean_k, var_k = lay.to_kernel(moving_mean), lay.to_kernel(moving_variance)
+    invstd_k = 1.0 / np.sqrt(var_k + epsilon)
+    scale = invstd_k if gamma is None else invstd_k * lay.to_kernel(gamma)
+    shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
+    _affine(xk, mean_k, scale, shift, yk, lay)
+    mean, invstd = lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
+    if training and moving_mean is not None:
+        var = lay.from_kernel(var_k)
+        for arr, batch in ((moving_mean, mean), (moving_variance, var)):
+            arr[...] = arr.astype(np.float64) * momentum + batch * (1.0 - momentum)
+    return (y if out_dtype == y.dtype else y.astype(out_dtype)), mean, invstd
 
 
 def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
-    x = np.asarray(x)
-    f = _feats(x.ndim, axis)
-    red = tuple(a for a in range(x.ndim) if a not in f)
-    fshape = tuple(x.shape[a] for a in f)
-    n = x.size // max(1, int(np.prod(fshape)))
-    xd = x.astype(np.float64)
-    m = _b(mean, x.ndim, f, x.shape)
-    s = _b(invstd, x.ndim, f, x.shape)
-    g = 1.0 if gamma is None else _b(gamma, x.ndim, f, x.shape)
-    xhat = (xd - m) * s
-    dy = np.asarray(dy, dtype=np.float64)
-    db = dy.sum(axis=red, keepdims=True)
-    dg = (dy * xhat).sum(axis=red, keepdims=True)
-    dx = g * s * (dy - db / n - xhat * dg / n) if training else g * s * dy
-    return dx.astype(x.dtype), dg.reshape(fshape).astype(x.dtype), db.reshape(fshape).astype(x.dtype)
+    r"""Batch normalization, backward: gradients of ``y`` w.r.t. x, gamma, beta.
+
+    With :math:`\hat x = (x - \mu)\,s` (``s = invstd``), ``N`` elements per
+    feature and sums over them:
+
+    .. math::
+
+        \frac{\partial L}{\partial\beta} = \sum dy, \qquad
+        \frac{\partial L}{\partial\gamma} = \sum dy\,\hat x, \\
+        \frac{\partial L}{\partial x} = \gamma s \Big(dy
+            - \frac{1}{N}\frac{\partial L}{\partial\beta}
+            - \frac{\hat x}{N}\frac{\partial L}{\partial\gamma}\Big)
+        \quad\text{(training)}, \qquad
+        \frac{\partial L}{\partial x} = \gamma s\, dy \quad\text{(frozen)}.
+
+    One reduction pass (``sum(dy)``, ``sum(dy * (x - mean))``) and one
+    elementwise pass that recomputes :math:`\hat x` from ``mean`` and
+    ``invstd``, so nothing the size of ``x`` needs saving from the forward.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss w.r.t. the forward output, shaped like ``x``.
+    x : array_like
+        The forward input.
+    mean, invstd : array_like
+        The statistics returned by :func:`batch_norm_forward`.
+    gamma : array_like or None
+        The scale used in the forward pass (None: no scale).
+    axis : int or tuple of ints, default -1
+        The feature axes, as in the forward pass.
+    training : bool, default True
+        True: full gradient, ``mean`` and ``invstd`` depend on ``x``. False:
+        they are constants (frozen statistics, e.g. fine-tuning).
+
+    Returns
+    -------
+    dx : ndarray
+        Shaped and laid out like ``x``, in ``x``'s dtype.
+    dgamma, dbeta : ndarray
+        Feature-shaped, in ``x``'s dtype; returned even when ``gamma`` is None.
+
+    Examples
+    --------
+    >>> import numpy as np, fastbn
+    >>> x = np.array([[1.0], [2.0], [4.0]])
+    >>> y, mean, invstd = fastbn.batch_norm_forward(x, None, None)
+    >>> dx, dgamma, dbeta = fastbn.batch_norm_backward(np.ones_like(x), x, mean, invstd, None)
+    >>> np.abs(dx).max() < 1e-12, dbeta
+    (True, array([3.]))
+    """
+    fn = "batch_norm_backward"
+    xk_in, out_dtype = _float_input(x, "x", fn)
+    dy_in, _ = _float_input(dy, "dy", fn)
+    if dy_in.shape != xk_in.shape:
+        raise ValueError(f"{fn}: dy has shape {dy_in.shape} but x has shape {xk_in.shape}; "
+                         f"dy is the gradient of the forward output and must be shaped like x")
+    if dy_in.dtype != xk_in.dtype:
+        dy_in = dy_in.astype(xk_in.dtype)
+    feats = _features(xk_in, axis, fn)
+    lay = layout(xk_in, feats)
+    fshape = lay.feature_shape
+    mean_k = lay.to_kernel(_feature_array(mean, fshape, "mean", fn, axis))
+    invstd_k = lay.to_kernel(_feature_array(invstd, fshape, "invstd", fn, axis))
+    gamma_k = (np.ones(lay.channels) if gamma is None
+               else lay.to_kernel(_feature_array(gamma, fshape, "gamma", fn, axis)))
+    c, n = lay.channels, lay.count
+    if c and n == 0:
+        raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature")
+    xk = lay.view(xk_in)
+    dyk = lay.view(dy_in)
+    sum_g, sum_gx = _grad_sums(dyk, xk, mean_k, lay) if c else (np.zeros(0), np.zeros(0))
+    dbeta_k = sum_g
+    dgamma_k = sum_gx * invstd_k
+    p = gamma_k * invstd_k
+    dx, dxk = lay.empty(xk_in.dtype)
+    if training:
+        q = p * invstd_k * dgamma_k / n
+        r = p * dbeta_k / n
+        _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
+    else:                                     # dx = p * dy: no need to read x again
+        _affine(dyk, np.zeros(c), p, np.zeros(c), dxk, lay)
+    out = (dx, lay.from_kernel(dgamma_k, out_dtype), lay.from_kernel(dbeta_k, out_dtype))
+    return (out[0] if out_dtype == dx.dtype else out[0].astype(out_dtype)), out[1], out[2]
+
+
+def _check_epsilon(epsilon, fn):
+    if not (isinstance(epsilon, (int, float, np.floating, np.integer))
+            and math.isfinite(epsilon) and epsilon >= 0):
+        raise ValueError(f"{fn}: epsilon must be a finite number >= 0, got {epsilon!r}")
+
+
+def _check_moving(arr, shape, name, fn, axis):
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"{fn}: {name} must be a NumPy array (it is updated in place), "
+                        f"got {type(arr).__name__}")
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{fn}: {name} has dtype {arr.dtype}; it is updated in place and "
+                        f"must be a float array")
+    _feature_array(arr, shape, name, fn, axis)
+    if not arr.flags.writeable:
+        raise ValueError(f"{fn}: {name} is read-only, but training updates it in place")

@@ -1,0 +1,152 @@
+"""The one axis shim: any (shape, strides, axis) -> one canonical kernel layout.
+
+Kernels never see ``axis``. They see either
+
+* ``rows``:   a 2-D ``(N, C)`` array, features along the last axis
+  (``(N, C)`` input, NHWC, anything whose features vary fastest), or
+* ``planes``: a 3-D ``(outer, C, inner)`` array, ``inner`` > 1 elements per
+  feature stored next to each other (NCHW, ``axis=(1, 2)`` of ``(N, H, W)``,
+  Fortran-ordered or transposed ``(N, C)``, or plain reductions).
+
+The shim orders the axes by stride (memory order), labels each one feature
+or reduced, and reads off the pattern. ``[reduced][features][reduced]`` (each
+part optional) maps onto the layouts above by a transpose and a reshape, and
+NumPy makes that reshape a view whenever the strides allow, so contiguous,
+Fortran-ordered, transposed and sliced inputs are not copied. Any other
+pattern (features interleaved with reduced axes in memory, e.g. ``axis=(0, 2)``
+of a C-ordered 4-D array) is copied once into the ``rows`` layout, as are
+runs of axes whose strides cannot be merged (e.g. ``x[::2]`` of NHWC).
+"""
+from functools import lru_cache
+from math import prod
+
+import numpy as np
+
+
+def normalize_axis(axis, ndim, *, fn, allow_none=False):
+    """Return ``axis`` as a sorted tuple of non-negative ints.
+
+    Raises ``TypeError`` for non-integers and ``ValueError`` for axes out of
+    ``range(-ndim, ndim)`` or repeated.
+    """
+    if axis is None:
+        if allow_none:
+            return tuple(range(ndim))
+        raise TypeError(f"{fn}: axis=None is not allowed here; pass the feature axis "
+                        f"or axes as an int or a tuple of ints")
+    items = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    out = []
+    for a in items:
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{fn}: axis must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{fn}: axis {int(a)} is out of range for a {ndim}-d input "
+                             f"(valid axes are {-ndim}..{ndim - 1})")
+        out.append(int(a) % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{fn}: axis {axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+class Layout:
+    """How one input maps onto the kernels' canonical layout.
+
+    Attributes
+    ----------
+    kind : {"rows", "planes"}
+    kshape : tuple
+        ``(N, C)`` for rows, ``(outer, C, inner)`` for planes.
+    perm : tuple
+        Axes of the input in kernel order (outer axes, feature axes, inner axes).
+    channels, count : int
+        Number of features ``C`` and of elements per feature ``N``.
+    copies : bool
+        True when the input's strides force a copy into the kernel layout.
+    """
+
+    __slots__ = ("shape", "perm", "kshape", "kind", "channels", "count", "feature_shape",
+                 "_fperm", "_finv", "_kfshape", "_inv", "_pshape", "copies")
+
+    def __init__(self, shape, strides, features):
+        self.shape = shape
+        fset = set(features)
+        order = sorted((a for a in range(len(shape)) if shape[a] != 1),
+                       key=lambda a: (-abs(strides[a]), a))
+        runs = []                           # [(is_feature, [axes...]), ...] in memory order
+        for a in order:
+            if runs and runs[-1][0] == (a in fset):
+                runs[-1][1].append(a)
+            else:
+                runs.append((a in fset, [a]))
+        pattern = tuple(f for f, _ in runs)
+        unit_f = [a for a in features if shape[a] == 1]
+        unit_r = [a for a in range(len(shape)) if shape[a] == 1 and a not in fset]
+        if pattern in ((), (True,), (False, True)):
+            outer, feats, inner = ([a for f, r in runs if not f for a in r],
+                                   [a for f, r in runs if f for a in r], [])
+        elif pattern in ((False,), (True, False)):
+            outer, feats, inner = [], [a for f, r in runs if f for a in r], runs[-1][1]
+        elif pattern == (False, True, False):
+            outer, feats, inner = runs[0][1], runs[1][1], runs[2][1]
+        else:                               # interleaved: copy into rows
+            outer = [a for a in order if a not in fset]
+            feats, inner = [a for a in order if a in fset], []
+        outer, feats = unit_r + outer, feats + unit_f
+        self.perm = tuple(outer + feats + inner)
+        n_out, c, n_in = (prod(shape[a] for a in g) for g in (outer, feats, inner))
+        self.kind = "planes" if inner else "rows"
+        self.kshape = (n_out, c, n_in) if inner else (n_out, c)
+        self.channels, self.count = c, n_out * n_in
+        self.feature_shape = tuple(shape[a] for a in sorted(features))
+        self._fperm = tuple(sorted(features).index(a) for a in feats)
+        self._finv = tuple(np.argsort(self._fperm))
+        self._kfshape = tuple(shape[a] for a in feats)
+        self._inv = tuple(np.argsort(self.perm))
+        self._pshape = tuple(shape[a] for a in self.perm)
+        self.copies = False
+
+    def view(self, a):
+        """``a`` (shaped like the input) in kernel layout: a view when possible."""
+        return a.transpose(self.perm).reshape(self.kshape)
+
+    def empty(self, dtype):
+        """A new array shaped like the input, laid out like it, and its kernel view."""
+        buf = np.empty(self._pshape, dtype=dtype)
+        return buf.transpose(self._inv), buf.reshape(self.kshape)
+
+    def to_kernel(self, v):
+        """A feature-shaped array as a contiguous float64 vector in kernel order."""
+        v = np.asarray(v, dtype=np.float64)
+        return np.ascontiguousarray(v.transpose(self._fperm)).reshape(self.channels)
+
+    def from_kernel(self, vec, dtype=np.float64):
+        """A kernel-order vector as a feature-shaped array (a new, contiguous one)."""
+        out = vec.reshape(self._kfshape).transpose(self._finv)
+        return np.ascontiguousarray(out, dtype=dtype)
+
+
+@lru_cache(maxsize=512)
+def _layout(shape, strides, features):
+    lay = Layout(shape, strides, features)
+    lay.copies = _needs_copy(lay, shape, strides)
+    return lay
+
+
+def _needs_copy(lay, shape, strides):
+    """True when some run of axes merged by ``lay.kshape`` cannot be one stride."""
+    k, groups = 0, []
+    for size in lay.kshape:                 # split perm into the axes of each kshape dim
+        axes, n = [], 1
+        while n != size or (k < len(lay.perm) and shape[lay.perm[k]] == 1):
+            axes.append(lay.perm[k])
+            n *= shape[lay.perm[k]]
+            k += 1
+        groups.append([a for a in axes if shape[a] != 1])
+    return any(strides[p] != strides[q] * shape[q]
+               for g in groups for p, q in zip(g, g[1:]))
+
+
+def layout(x, features):
+    """The (cached) :class:`Layout` of array ``x`` with feature axes ``features``."""
+    strides = x.strides if x.size else (0,) * x.ndim
+    return _layout(x.shape, strides, tuple(features))

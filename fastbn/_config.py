@@ -1,0 +1,62 @@
+"""Numba options in one place.
+
+``FASTBN_FASTMATH=1`` opts in to LLVM fast-math (off by default: it lets the
+compiler reassociate the reductions, and the results then depend on the
+vector width of the build). ``FASTBN_NO_CACHE=1`` disables the on-disk cache.
+
+Every kernel is compiled twice: a ``parallel=True`` version for large inputs
+and a serial twin for small ones, where waking the thread pool costs more
+than the work. Both run the same arithmetic in the same order, so which one
+runs never changes a result.
+"""
+import os
+import types
+
+import numba
+
+FASTMATH = os.environ.get("FASTBN_FASTMATH", "0") == "1"
+CACHE = os.environ.get("FASTBN_NO_CACHE", "0") != "1"
+
+#: Inputs with fewer elements than this run on the serial twin.
+SERIAL_BELOW = 1 << 15
+
+_OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
+
+
+def _renamed(func, suffix):
+    """A copy of ``func`` under another name.
+
+    Numba's cache index is keyed by the function's qualified name and
+    bytecode, not by the ``parallel`` flag, so the serial twin of a kernel
+    needs a name of its own or the two would overwrite each other's cache.
+    """
+    twin = types.FunctionType(func.__code__, func.__globals__, func.__name__ + suffix,
+                              func.__defaults__, func.__closure__)
+    twin.__qualname__ = func.__qualname__ + suffix
+    twin.__module__ = func.__module__
+    twin.__doc__ = func.__doc__
+    return twin
+
+
+class Kernel:
+    """A parallel kernel and its serial twin; call with ``serial=`` to pick."""
+
+    def __init__(self, func):
+        self.py_func = func
+        self.parallel = numba.njit(parallel=True, **_OPTIONS)(func)
+        self.serial = numba.njit(parallel=False, **_OPTIONS)(_renamed(func, "_serial"))
+        self.__doc__ = func.__doc__
+        self.__name__ = func.__name__
+
+    def __call__(self, *args, serial=False):
+        return (self.serial if serial else self.parallel)(*args)
+
+
+def kernel(func):
+    """Decorator: compile ``func`` as a :class:`Kernel` (parallel + serial)."""
+    return Kernel(func)
+
+
+def inline(func):
+    """Decorator for helpers called from kernels (compiled into the caller)."""
+    return numba.njit(inline="never", **_OPTIONS)(func)

@@ -1,0 +1,130 @@
+"""Backward passes: one fused reduction, one elementwise pass.
+
+The reduction gives, per feature, ``sum(dy)`` and ``sum(dy * (x - mean))``
+(fixed chunks, merged in a fixed order); the elementwise pass recomputes
+``x - mean`` instead of reading a saved ``x_hat`` (one array less to store
+and to read back).
+"""
+import numpy as np
+from numba import prange
+
+from .._config import kernel
+from ._chunks import _n_chunks, _sum_prod_dev
+
+
+@kernel
+def _grad_sums_rows(dy, x, mean, rows_per_chunk, cols_per_block):
+    """``(sum(dy), sum(dy * (x - mean)))`` per column of ``(N, C)``."""
+    n, c = x.shape
+    n_chunks = _n_chunks(n, rows_per_chunk)
+    n_blocks = _n_chunks(c, cols_per_block)
+    part_g = np.empty((n_chunks, c))
+    part_gx = np.empty((n_chunks, c))
+    for task in prange(n_chunks * n_blocks):
+        k = task // n_blocks
+        r0 = k * rows_per_chunk
+        r1 = min(n, r0 + rows_per_chunk)
+        c0 = (task - k * n_blocks) * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        sg = np.zeros(c1 - c0)
+        sgx = np.zeros(c1 - c0)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                g = dy[i, j]
+                sg[j - c0] += g
+                sgx[j - c0] += g * (x[i, j] - mean[j])
+        part_g[k, c0:c1] = sg
+        part_gx[k, c0:c1] = sgx
+    sum_g = np.zeros(c)
+    sum_gx = np.zeros(c)
+    for b in prange(n_blocks):
+        c0 = b * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        for k in range(n_chunks):
+            for j in range(c0, c1):
+                sum_g[j] += part_g[k, j]
+                sum_gx[j] += part_gx[k, j]
+    return sum_g, sum_gx
+
+
+@kernel
+def _grad_sums_planes(dy, x, mean, chunk):
+    """``(sum(dy), sum(dy * (x - mean)))`` per feature of ``(outer, C, inner)``."""
+    outer, c, inner = x.shape
+    m = outer * inner
+    n_chunks = _n_chunks(m, chunk)
+    part_g = np.empty((c, n_chunks))
+    part_gx = np.empty((c, n_chunks))
+    for task in prange(c * n_chunks):
+        ch = task // n_chunks
+        j0 = (task - ch * n_chunks) * chunk
+        j1 = min(m, j0 + chunk)
+        mu = mean[ch]
+        o = j0 // inner
+        i = j0 - o * inner
+        j = j0
+        sg = 0.0
+        sgx = 0.0
+        while j < j1:
+            e = min(inner, i + (j1 - j))
+            a, b = _sum_prod_dev(dy[o, ch], x[o, ch], i, e, mu)
+            sg += a
+            sgx += b
+            j += e - i
+            o += 1
+            i = 0
+        part_g[ch, task - ch * n_chunks] = sg
+        part_gx[ch, task - ch * n_chunks] = sgx
+    sum_g = np.zeros(c)
+    sum_gx = np.zeros(c)
+    for ch in prange(c):
+        for k in range(n_chunks):
+            sum_g[ch] += part_g[ch, k]
+            sum_gx[ch] += part_gx[ch, k]
+    return sum_g, sum_gx
+
+
+@kernel
+def _grad_x_rows(dy, x, mean, p, q, r, dx, rows_per_chunk, cols_per_block):
+    """``dx[i, j] = dy[i, j] * p[j] - (x[i, j] - mean[j]) * q[j] - r[j]``."""
+    n, c = x.shape
+    n_chunks = _n_chunks(n, rows_per_chunk)
+    n_blocks = _n_chunks(c, cols_per_block)
+    for task in prange(n_chunks * n_blocks):
+        k = task // n_blocks
+        r0 = k * rows_per_chunk
+        r1 = min(n, r0 + rows_per_chunk)
+        c0 = (task - k * n_blocks) * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                dx[i, j] = dy[i, j] * p[j] - (x[i, j] - mean[j]) * q[j] - r[j]
+
+
+@kernel
+def _grad_x_planes(dy, x, mean, p, q, r, dx, chunk):
+    """``dx = dy * p[c] - (x - mean[c]) * q[c] - r[c]`` on ``(outer, C, inner)``."""
+    outer, c, inner = x.shape
+    m = outer * inner
+    n_chunks = _n_chunks(m, chunk)
+    for task in prange(c * n_chunks):
+        ch = task // n_chunks
+        j0 = (task - ch * n_chunks) * chunk
+        j1 = min(m, j0 + chunk)
+        mu = mean[ch]
+        pc = p[ch]
+        qc = q[ch]
+        rc = r[ch]
+        o = j0 // inner
+        i = j0 - o * inner
+        j = j0
+        while j < j1:
+            e = min(inner, i + (j1 - j))
+            gr = dy[o, ch]
+            xr = x[o, ch]
+            dr = dx[o, ch]
+            for t in range(i, e):
+                dr[t] = gr[t] * pc - (xr[t] - mu) * qc - rc
+            j += e - i
+            o += 1
+            i = 0

@@ -1,0 +1,113 @@
+"""Per-feature (mean, M2) by fixed chunks merged with Chan's formula.
+
+Each chunk is reduced by two passes while it is in cache (sum, then sum of
+squared deviations from the chunk mean), in float64, so float32 data with a
+1e5 offset keeps its variance to ~1e-12 relative and no M2 is ever negative.
+"""
+import numpy as np
+from numba import prange
+
+from .._config import kernel
+from ._chunks import _chan_merge, _n_chunks, _sum, _sum_sq_dev
+
+
+@kernel
+def _moments_rows(x, rows_per_chunk, cols_per_block):
+    """``(mean, m2)`` of each column of a 2-D ``(N, C)`` array, N >= 1."""
+    n, c = x.shape
+    n_chunks = _n_chunks(n, rows_per_chunk)
+    n_blocks = _n_chunks(c, cols_per_block)
+    part_mean = np.empty((n_chunks, c))
+    part_m2 = np.empty((n_chunks, c))
+    for task in prange(n_chunks * n_blocks):
+        k = task // n_blocks
+        r0 = k * rows_per_chunk
+        r1 = min(n, r0 + rows_per_chunk)
+        c0 = (task - k * n_blocks) * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        mu = np.zeros(c1 - c0)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                mu[j - c0] += x[i, j]
+        for j in range(c1 - c0):
+            mu[j] /= r1 - r0
+        m2 = np.zeros(c1 - c0)
+        for i in range(r0, r1):
+            for j in range(c0, c1):
+                d = x[i, j] - mu[j - c0]
+                m2[j - c0] += d * d
+        part_mean[k, c0:c1] = mu
+        part_m2[k, c0:c1] = m2
+    mean = np.empty(c)
+    m2 = np.empty(c)
+    for b in prange(n_blocks):
+        c0 = b * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        for j in range(c0, c1):
+            mean[j] = part_mean[0, j]
+            m2[j] = part_m2[0, j]
+        count = float(min(n, rows_per_chunk))
+        for k in range(1, n_chunks):
+            count_k = float(min(n, (k + 1) * rows_per_chunk) - k * rows_per_chunk)
+            total = count + count_k
+            w_mean = count_k / total
+            w_m2 = count * count_k / total
+            for j in range(c0, c1):
+                delta = part_mean[k, j] - mean[j]
+                mean[j] += delta * w_mean
+                m2[j] += part_m2[k, j] + delta * delta * w_m2
+            count = total
+    return mean, m2
+
+
+@kernel
+def _moments_planes(x, chunk):
+    """``(mean, m2)`` of each feature ``c`` of a 3-D ``(outer, C, inner)`` array.
+
+    A feature's ``outer * inner`` elements, in storage order, are cut into
+    chunks of ``chunk`` elements; every (feature, chunk) is one task.
+    """
+    outer, c, inner = x.shape
+    m = outer * inner
+    n_chunks = _n_chunks(m, chunk)
+    part_mean = np.empty((c, n_chunks))
+    part_m2 = np.empty((c, n_chunks))
+    for task in prange(c * n_chunks):
+        ch = task // n_chunks
+        j0 = (task - ch * n_chunks) * chunk
+        j1 = min(m, j0 + chunk)
+        o = j0 // inner
+        i = j0 - o * inner
+        j = j0
+        s = 0.0
+        while j < j1:
+            e = min(inner, i + (j1 - j))
+            s += _sum(x[o, ch], i, e)
+            j += e - i
+            o += 1
+            i = 0
+        mu = s / (j1 - j0)
+        o = j0 // inner
+        i = j0 - o * inner
+        j = j0
+        s = 0.0
+        while j < j1:
+            e = min(inner, i + (j1 - j))
+            s += _sum_sq_dev(x[o, ch], i, e, mu)
+            j += e - i
+            o += 1
+            i = 0
+        part_mean[ch, task - ch * n_chunks] = mu
+        part_m2[ch, task - ch * n_chunks] = s
+    mean = np.empty(c)
+    m2 = np.empty(c)
+    for ch in prange(c):
+        mu = part_mean[ch, 0]
+        q = part_m2[ch, 0]
+        count = float(min(m, chunk))
+        for k in range(1, n_chunks):
+            count_k = float(min(m, (k + 1) * chunk) - k * chunk)
+            mu, q, count = _chan_merge(mu, q, count, part_mean[ch, k], part_m2[ch, k], count_k)
+        mean[ch] = mu
+        m2[ch] = q
+    return mean, m2
