@@ -121,8 +121,7 @@ class Layout:
 
     def from_kernel(self, vec, dtype=np.float64):
         """A kernel-order vector as a feature-shaped array (a new, contiguous one)."""
-        out = vec.reshape(self._kfshape).transpose(self._finv)
-        return np.ascontiguousarray(out, dtype=dtype)
+        return vec.reshape(self._kfshape).transpose(self._finv).astype(dtype, order="C")
 
 
 @lru_cache(maxsize=512)

@@ -1,0 +1,298 @@
+"""fastbn.functional against the float64 reference, over shapes x axes x dtypes x layouts."""
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbn
+from fastbn import _axes
+
+import reference as R
+
+SHAPES_AXES = [
+    ((37, 5), None),                      # None: every int axis in range(-ndim, ndim)
+    ((6, 4, 7), None),
+    ((3, 4, 5, 6), None),
+    ((3, 4, 5, 6), (1, 2)),
+    ((3, 4, 5, 6), (0, 2)),               # non-adjacent features: the copying path
+    ((3, 4, 5, 6), (-1, 1)),
+    ((3, 4, 5, 6), (0, 1, 3)),
+    ((20, 28, 28), (1, 2)),
+    ((600, 3), None),                     # several row chunks
+    ((3, 9000), 0),                       # several plane chunks per feature
+]
+
+
+def _cases():
+    for shape, axes in SHAPES_AXES:
+        ndim = len(shape)
+        for axis in (range(-ndim, ndim) if axes is None else [axes]):
+            yield shape, axis
+
+
+def _layouts(x):
+    """The same values in different memory layouts (all compare equal to x)."""
+    yield "C", x
+    yield "F", np.asfortranarray(x)
+    t = np.ascontiguousarray(x.T).T
+    yield "transposed", t
+    big = np.zeros(tuple(2 * s for s in x.shape), x.dtype)
+    sl = tuple(slice(None, None, 2) for _ in x.shape)
+    big[sl] = x
+    yield "strided", big[sl]
+    rev = np.ascontiguousarray(x[..., ::-1])[..., ::-1]
+    yield "reversed", rev
+
+
+def _tol(dtype):
+    return dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+
+
+def _data(shape, dtype, rng, offset=0.0):
+    return (rng.standard_normal(shape) * 2.0 + offset).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", list(_cases()))
+def test_forward_backward_match_reference(shape, axis, dtype):
+    rng = np.random.default_rng(abs(hash((shape, str(axis)))) % 2**32)
+    x0 = _data(shape, dtype, rng, offset=3.0)
+    feats = R.feature_axes(len(shape), axis)
+    fshape = tuple(shape[a] for a in feats)
+    gamma, beta = rng.standard_normal(fshape), rng.standard_normal(fshape)
+    dy0 = rng.standard_normal(shape).astype(dtype)
+    yr, mr, sr = R.batch_norm_forward(x0, gamma, beta, axis=axis)
+    dxr, dgr, dbr = R.batch_norm_backward(dy0, x0, mr, sr, gamma, axis=axis)
+    tol = _tol(dtype)
+    for name, x in _layouts(x0):
+        for _, dy in list(_layouts(dy0))[::2]:
+            y, m, s = fastbn.batch_norm_forward(x, gamma, beta, axis=axis)
+            assert y.shape == shape and y.dtype == dtype, name
+            assert m.shape == fshape and m.dtype == np.float64
+            np.testing.assert_allclose(y, yr, err_msg=name, **tol)
+            np.testing.assert_allclose(m, mr, err_msg=name, **tol)
+            np.testing.assert_allclose(s, sr, err_msg=name, **tol)
+            dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, gamma, axis=axis)
+            assert dx.shape == shape and dx.dtype == dtype and dg.shape == fshape
+            scale = np.abs(dxr).max()
+            np.testing.assert_allclose(dx / scale, dxr / scale, err_msg=name, **tol)
+            np.testing.assert_allclose(dg, dgr, err_msg=name, **tol)
+            np.testing.assert_allclose(db, dbr, err_msg=name, **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", list(_cases()))
+def test_moments_match_reference(shape, axis, dtype):
+    rng = np.random.default_rng(7)
+    x0 = _data(shape, dtype, rng, offset=-5.0)
+    red = R.reduced_axes(len(shape), axis)          # moments takes the reduced axes
+    mr, vr = R.moments(x0, axis=red)
+    for name, x in _layouts(x0):
+        m, v = fastbn.moments(x, axis=red)
+        assert m.dtype == dtype and m.shape == mr.shape, name
+        np.testing.assert_allclose(m, mr, err_msg=name, **_tol(dtype))
+        np.testing.assert_allclose(v, vr, err_msg=name, **_tol(dtype))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 1), (0, 2), ()])
+@pytest.mark.parametrize("keepdims", [False, True])
+@pytest.mark.parametrize("ddof", [0, 1])
+def test_moments_numpy_semantics(axis, keepdims, ddof):
+    x = np.random.default_rng(1).standard_normal((5, 6, 7))
+    if axis == () and ddof:             # one element per result: no degrees of freedom
+        with pytest.raises(ValueError, match="degrees of freedom"):
+            fastbn.moments(x, axis=axis, keepdims=keepdims, ddof=ddof)
+        return
+    m, v = fastbn.moments(x, axis=axis, keepdims=keepdims, ddof=ddof)
+    np.testing.assert_allclose(m, x.mean(axis=axis, keepdims=keepdims), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(v, x.var(axis=axis, keepdims=keepdims, ddof=ddof),
+                               rtol=1e-12, atol=1e-14)
+    assert np.shape(m) == np.shape(x.mean(axis=axis, keepdims=keepdims))
+
+
+@pytest.mark.parametrize("shape,axis", [((4000, 64), -1), ((64, 4000), 0), ((8, 16, 40, 40), 1),
+                                        ((8, 40, 40, 16), -1), ((200, 28, 28), (1, 2)),
+                                        ((16, 8, 30, 30), (0, 2))])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_offset_1e5_float32_accuracy(shape, axis, order):
+    """Variance within 1e-6 relative of float64 truth at offset 1e5, in every layout."""
+    rng = np.random.default_rng(3)
+    x = np.asarray(rng.standard_normal(shape) + 1e5, dtype=np.float32, order=order)
+    xd = x.astype(np.float64)
+    feats = R.feature_axes(x.ndim, axis)
+    red = R.reduced_axes(x.ndim, axis)
+    true_var = xd.var(axis=red)
+    _, var = fastbn.moments(x, axis=red)
+    assert np.max(np.abs(var / true_var - 1)) < 1e-6
+    beta = rng.standard_normal([x.shape[a] for a in feats])
+    eps = 1e-3
+    y, mean, invstd = fastbn.batch_norm_forward(x, None, beta, axis=axis, epsilon=eps)
+    np.testing.assert_allclose(mean, xd.mean(axis=red), rtol=1e-12)
+    y = y.astype(np.float64)
+    assert np.max(np.abs(y.mean(axis=red) - beta)) < 1e-4
+    assert np.max(np.abs(y.std(axis=red) - np.sqrt(true_var / (true_var + eps)))) < 1e-4
+    # Backward at the offset: compare with the float64 reference on the same data.
+    dy = rng.standard_normal(shape).astype(np.float32)
+    dx, dg, db = fastbn.batch_norm_backward(dy, x, mean, invstd, None, axis=axis)
+    dxr, dgr, dbr = R.batch_norm_backward(dy, xd, mean, invstd, None, axis=axis)
+    np.testing.assert_allclose(dx, dxr, rtol=1e-5, atol=1e-5 * np.abs(dxr).max())
+    np.testing.assert_allclose(dg, dgr, rtol=1e-5, atol=1e-5 * np.abs(dgr).max())
+
+
+def test_numpy_float32_var_is_the_problem_we_solve():
+    """Keeps the claim in the README honest: NumPy's float32 var fails where fastbn holds."""
+    x = (np.random.default_rng(0).standard_normal((100_000, 4)) + 1e5).astype(np.float32)
+    truth = x.astype(np.float64).var(axis=0)
+    assert np.max(np.abs(fastbn.moments(x, axis=0)[1] / truth - 1)) < 1e-6
+    assert np.max(np.abs(x.var(axis=0) / truth - 1)) > 1e-3
+
+
+def test_large_values_do_not_overflow_float32():
+    """Squares of 1e30 overflow float32; the float64 accumulators do not."""
+    x = (np.random.default_rng(0).standard_normal((500, 3)) * 1e30).astype(np.float32)
+    y, mean, invstd = fastbn.batch_norm_forward(x, None, None)
+    yr, mr, sr = R.batch_norm_forward(x)
+    assert np.all(np.isfinite(y))
+    np.testing.assert_allclose(y, yr, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(invstd, sr, rtol=1e-12)
+    x18 = (x.astype(np.float64) * 1e-12).astype(np.float32)     # var ~1e36 fits float32
+    _, var = fastbn.moments(x18, axis=0)
+    np.testing.assert_allclose(var, x18.astype(np.float64).var(axis=0), rtol=1e-6)
+
+
+def test_moving_statistics_update_in_place_keras_rule():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((50, 3, 4)).astype(np.float32)
+    mm = np.full((3,), 0.5, np.float32)
+    mv = np.full((3,), 2.0, np.float32)
+    mm_id, mv_id = id(mm), id(mv)
+    _, mean, invstd = fastbn.batch_norm_forward(x, None, None, axis=1, moving_mean=mm,
+                                                moving_variance=mv, momentum=0.9)
+    _, rm, _ = R.batch_norm_forward(x, axis=1)
+    batch_var = x.astype(np.float64).var(axis=(0, 2))      # biased, as Keras
+    np.testing.assert_allclose(mm, 0.5 * 0.9 + rm * 0.1, rtol=1e-6)
+    np.testing.assert_allclose(mv, 2.0 * 0.9 + batch_var * 0.1, rtol=1e-6)
+    assert id(mm) == mm_id and id(mv) == mv_id and mm.dtype == np.float32
+
+
+def test_inference_uses_moving_statistics():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((10, 6))
+    mm, mv = rng.standard_normal(6), rng.random(6) + 0.5
+    g, b = rng.standard_normal(6), rng.standard_normal(6)
+    mm0, mv0 = mm.copy(), mv.copy()
+    y, mean, invstd = fastbn.batch_norm_forward(x, g, b, training=False, moving_mean=mm,
+                                                moving_variance=mv, epsilon=1e-5)
+    np.testing.assert_allclose(y, (x - mm) / np.sqrt(mv + 1e-5) * g + b, rtol=1e-12)
+    np.testing.assert_array_equal(mean, mm)
+    np.testing.assert_allclose(invstd, 1 / np.sqrt(mv + 1e-5), rtol=1e-15)
+    np.testing.assert_array_equal(mm, mm0)
+    np.testing.assert_array_equal(mv, mv0)
+    dy = rng.standard_normal(x.shape)
+    dx, dg, db = fastbn.batch_norm_backward(dy, x, mean, invstd, g, training=False)
+    np.testing.assert_allclose(dx, g * invstd * dy, rtol=1e-12)
+    dxr, dgr, dbr = R.batch_norm_backward(dy, x, mean, invstd, g, training=False)
+    np.testing.assert_allclose(dg, dgr, rtol=1e-12)
+    np.testing.assert_allclose(db, dbr, rtol=1e-12)
+
+
+def test_gamma_beta_none():
+    x = np.random.default_rng(5).standard_normal((40, 3))
+    y, m, s = fastbn.batch_norm_forward(x, None, None)
+    yr, _, _ = R.batch_norm_forward(x)
+    np.testing.assert_allclose(y, yr, rtol=1e-12, atol=1e-12)
+    dy = np.ones_like(x)
+    dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, None)
+    np.testing.assert_allclose(db, 40.0)
+    np.testing.assert_allclose(dx, 0.0, atol=1e-12)
+
+
+def test_float16_computed_in_float32():
+    x = np.random.default_rng(6).standard_normal((64, 5)).astype(np.float16)
+    y, m, s = fastbn.batch_norm_forward(x, None, None)
+    assert y.dtype == np.float16
+    yr, _, _ = R.batch_norm_forward(x.astype(np.float32))
+    np.testing.assert_allclose(y.astype(np.float64), yr, atol=5e-3)
+    dx, dg, db = fastbn.batch_norm_backward(x, x, m, s, None)
+    assert dx.dtype == dg.dtype == db.dtype == np.float16
+    mean, var = fastbn.moments(x, axis=0)
+    assert mean.dtype == var.dtype == np.float16
+
+
+def test_one_value_per_feature_warns_and_returns_beta():
+    x = np.array([[1.0, 2.0, 3.0]])
+    beta = np.array([0.5, -1.0, 2.0])
+    with pytest.warns(RuntimeWarning, match="one value per feature"):
+        y, m, s = fastbn.batch_norm_forward(x, None, beta)
+    np.testing.assert_array_equal(y, beta[None])
+
+
+def test_nan_and_inf_stay_in_their_feature():
+    x = np.random.default_rng(8).standard_normal((100, 4)).astype(np.float32)
+    x[17, 1] = np.nan
+    x[3, 2] = np.inf
+    y, m, s = fastbn.batch_norm_forward(x, None, None)
+    assert np.all(np.isnan(y[:, 1])) and np.all(np.isfinite(y[:, [0, 3]]))
+    assert not np.any(np.isfinite(y[:, 2]) & (y[:, 2] != 0))
+    mean, var = fastbn.moments(x.T.copy(), axis=1)
+    assert np.isnan(mean[1]) and np.isfinite(mean[0]) and np.isfinite(var[3])
+
+
+def test_read_only_inputs_work_and_inputs_are_not_modified():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((30, 4, 5))
+    g, b, dy = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal(x.shape)
+    arrays = (x, g, b, dy)
+    copies = [a.copy() for a in arrays]
+    for a in arrays:
+        a.flags.writeable = False
+    y, m, s = fastbn.batch_norm_forward(x, g, b, axis=1)
+    fastbn.batch_norm_backward(dy, x, m, s, g, axis=1)
+    fastbn.moments(x, axis=(0, 2))
+    for a, c in zip(arrays, copies):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_zero_features_and_lists():
+    y, m, s = fastbn.batch_norm_forward(np.zeros((5, 0)), None, None)
+    assert y.shape == (5, 0) and m.shape == (0,)
+    y, _, _ = fastbn.batch_norm_forward([[1.0, 2.0], [3.0, 4.0]], None, None, epsilon=0.0)
+    np.testing.assert_allclose(y, [[-1, -1], [1, 1]])
+
+
+def test_output_keeps_input_layout():
+    x = np.asfortranarray(np.random.default_rng(0).standard_normal((20, 6)))
+    y, _, _ = fastbn.batch_norm_forward(x, None, None)
+    assert y.flags.f_contiguous
+    x = np.random.default_rng(0).standard_normal((4, 3, 5, 5))
+    y, _, _ = fastbn.batch_norm_forward(x, None, None, axis=1)
+    assert y.flags.c_contiguous
+
+
+@pytest.mark.parametrize("shape,strides_from,axis,copies", [
+    ((32, 64), "C", -1, False), ((8, 6, 5, 5), "C", 1, False), ((8, 5, 5, 6), "C", -1, False),
+    ((20, 28, 28), "C", (1, 2), False), ((32, 64), "F", -1, False),
+    ((3, 4, 5, 6), "C", (0, 2), True),
+])
+def test_common_layouts_are_not_copied(shape, strides_from, axis, copies):
+    x = np.zeros(shape, order=strides_from)
+    lay = _axes.layout(x, R.feature_axes(x.ndim, axis))
+    assert lay.copies is copies
+    assert np.shares_memory(lay.view(x), x) is not copies
+
+
+def test_serial_and_parallel_twins_agree_bitwise(monkeypatch):
+    x = np.random.default_rng(11).standard_normal((3000, 40)).astype(np.float32) + 100
+    a = fastbn.batch_norm_forward(x, None, None)
+    monkeypatch.setattr(fastbn._config, "SERIAL_BELOW", 10**12)
+    b = fastbn.batch_norm_forward(x, None, None)
+    for u, v in zip(a, b):
+        assert u.tobytes() == v.tobytes()
+
+
+def test_no_warnings_on_plain_input():
+    x = np.random.default_rng(0).standard_normal((64, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, m, s = fastbn.batch_norm_forward(x, None, None)
+        fastbn.batch_norm_backward(x, x, m, s, None)
