@@ -29,6 +29,8 @@ def normalize_axis(axis, ndim, *, fn, allow_none=False):
     Raises ``TypeError`` for non-integers and ``ValueError`` for axes out of
     ``range(-ndim, ndim)`` or repeated.
     """
+    if type(axis) is int and -ndim <= axis < ndim:      # the common case, fast
+        return (axis % ndim,)
     if axis is None:
         if allow_none:
             return tuple(range(ndim))
@@ -65,7 +67,7 @@ class Layout:
     """
 
     __slots__ = ("shape", "perm", "kshape", "kind", "channels", "count", "feature_shape",
-                 "_fperm", "_finv", "_kfshape", "_inv", "_pshape", "copies")
+                 "_fperm", "_finv", "_fident", "_kfshape", "_inv", "_pshape", "copies")
 
     def __init__(self, shape, strides, features):
         self.shape = shape
@@ -99,9 +101,10 @@ class Layout:
         self.channels, self.count = c, n_out * n_in
         self.feature_shape = tuple(shape[a] for a in sorted(features))
         self._fperm = tuple(sorted(features).index(a) for a in feats)
-        self._finv = tuple(np.argsort(self._fperm))
+        self._finv = tuple(int(i) for i in np.argsort(self._fperm))
+        self._fident = self._fperm == tuple(sorted(self._fperm))
         self._kfshape = tuple(shape[a] for a in feats)
-        self._inv = tuple(np.argsort(self.perm))
+        self._inv = tuple(int(i) for i in np.argsort(self.perm))
         self._pshape = tuple(shape[a] for a in self.perm)
         self.copies = False
 
@@ -117,11 +120,19 @@ class Layout:
     def to_kernel(self, v):
         """A feature-shaped array as a contiguous float64 vector in kernel order."""
         v = np.asarray(v, dtype=np.float64)
-        return np.ascontiguousarray(v.transpose(self._fperm)).reshape(self.channels)
+        if not self._fident:                # features stored in another order than axes
+            v = np.ascontiguousarray(v.transpose(self._fperm))
+        return v.reshape(self.channels)
 
     def from_kernel(self, vec, dtype=np.float64):
-        """A kernel-order vector as a feature-shaped array (a new, contiguous one)."""
-        return vec.reshape(self._kfshape).transpose(self._finv).astype(dtype, order="C")
+        """A kernel-order vector (fresh, contiguous) as a feature-shaped array.
+
+        Returns ``vec`` itself, reshaped, when no transpose or cast is needed.
+        """
+        out = vec.reshape(self._kfshape)
+        if not self._fident:
+            return out.transpose(self._finv).astype(dtype, order="C")
+        return out if out.dtype == dtype else out.astype(dtype)
 
 
 @lru_cache(maxsize=512)

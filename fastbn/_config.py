@@ -39,7 +39,7 @@ def _renamed(func, suffix):
 
 
 class Kernel:
-    """A parallel kernel and its serial twin; call with ``serial=`` to pick."""
+    """A parallel kernel (``.parallel``) and its serial twin (``.serial``)."""
 
     def __init__(self, func):
         self.py_func = func
@@ -48,15 +48,12 @@ class Kernel:
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
 
-    def __call__(self, *args, serial=False):
-        return (self.serial if serial else self.parallel)(*args)
-
 
 def kernel(func):
     """Decorator: compile ``func`` as a :class:`Kernel` (parallel + serial)."""
     return Kernel(func)
 
 
-def inline(func):
-    """Decorator for helpers called from kernels (compiled into the caller)."""
+def helper(func):
+    """Decorator for helpers called from kernels (LLVM inlines them there)."""
     return numba.njit(inline="never", **_OPTIONS)(func)

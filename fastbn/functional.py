@@ -63,39 +63,37 @@ def _features(x, axis, fn):
     return feats
 
 
-def _serial(x):
-    return x.size < _config.SERIAL_BELOW
+def _run(kern, xk):
+    """The parallel kernel, or its serial twin for inputs too small to share."""
+    return kern.serial if xk.size < _config.SERIAL_BELOW else kern.parallel
 
 
 # -------------------------------------------------------------- kernel calls
 def _stats(xk, lay):
     """Kernel-order float64 ``(mean, m2)`` of a kernel-layout array."""
     if lay.kind == "rows":
-        return K._moments_rows(xk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK, serial=_serial(xk))
-    return K._moments_planes(xk, K.PLANE_CHUNK, serial=_serial(xk))
+        return _run(K._moments_rows, xk)(xk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
+    return _run(K._moments_planes, xk)(xk, K.PLANE_CHUNK)
 
 
 def _affine(xk, mean, scale, shift, yk, lay):
     if lay.kind == "rows":
-        K._affine_rows(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK,
-                       serial=_serial(xk))
+        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
     else:
-        K._affine_planes(xk, mean, scale, shift, yk, K.PLANE_CHUNK, serial=_serial(xk))
+        _run(K._affine_planes, xk)(xk, mean, scale, shift, yk, K.PLANE_CHUNK)
 
 
 def _grad_sums(dyk, xk, mean, lay):
     if lay.kind == "rows":
-        return K._grad_sums_rows(dyk, xk, mean, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK,
-                                 serial=_serial(xk))
-    return K._grad_sums_planes(dyk, xk, mean, K.PLANE_CHUNK, serial=_serial(xk))
+        return _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
+    return _run(K._grad_sums_planes, xk)(dyk, xk, mean, K.PLANE_CHUNK)
 
 
 def _grad_x(dyk, xk, mean, p, q, r, dxk, lay):
     if lay.kind == "rows":
-        K._grad_x_rows(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK,
-                       serial=_serial(xk))
+        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
     else:
-        K._grad_x_planes(dyk, xk, mean, p, q, r, dxk, K.PLANE_CHUNK, serial=_serial(xk))
+        _run(K._grad_x_planes, xk)(dyk, xk, mean, p, q, r, dxk, K.PLANE_CHUNK)
 
 
 # ---------------------------------------------------------------- public API
@@ -294,7 +292,8 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         mean_k, m2_k = _stats(xk, lay) if c else (np.zeros(0), np.zeros(0))
         var_k = m2_k / max(n, 1)
     else:
-        mean_k, var_k = lay.to_kernel(moving_mean), lay.to_kernel(moving_variance)
+        # copies: the returned statistics must not alias the caller's arrays
+        mean_k, var_k = lay.to_kernel(moving_mean).copy(), lay.to_kernel(moving_variance)
     invstd_k = 1.0 / np.sqrt(var_k + epsilon)
     scale = invstd_k if gamma is None else invstd_k * lay.to_kernel(gamma)
     shift = np.zeros(c) if beta is None else lay.to_kernel(beta)

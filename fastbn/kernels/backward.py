@@ -26,13 +26,16 @@ def _grad_sums_rows(dy, x, mean, rows_per_chunk, cols_per_block):
         r1 = min(n, r0 + rows_per_chunk)
         c0 = (task - k * n_blocks) * cols_per_block
         c1 = min(c, c0 + cols_per_block)
-        sg = np.zeros(c1 - c0)
-        sgx = np.zeros(c1 - c0)
+        w = c1 - c0
+        mu = mean[c0:c1]
+        sg = np.zeros(w)
+        sgx = np.zeros(w)
         for i in range(r0, r1):
-            for j in range(c0, c1):
-                g = dy[i, j]
-                sg[j - c0] += g
-                sgx[j - c0] += g * (x[i, j] - mean[j])
+            gr = dy[i, c0:c1]
+            xr = x[i, c0:c1]
+            for j in range(w):
+                sg[j] += gr[j]
+                sgx[j] += gr[j] * (xr[j] - mu[j])
         part_g[k, c0:c1] = sg
         part_gx[k, c0:c1] = sgx
     sum_g = np.zeros(c)
@@ -40,10 +43,14 @@ def _grad_sums_rows(dy, x, mean, rows_per_chunk, cols_per_block):
     for b in prange(n_blocks):
         c0 = b * cols_per_block
         c1 = min(c, c0 + cols_per_block)
+        sg = sum_g[c0:c1]
+        sgx = sum_gx[c0:c1]
         for k in range(n_chunks):
-            for j in range(c0, c1):
-                sum_g[j] += part_g[k, j]
-                sum_gx[j] += part_gx[k, j]
+            pg = part_g[k, c0:c1]
+            pgx = part_gx[k, c0:c1]
+            for j in range(c1 - c0):
+                sg[j] += pg[j]
+                sgx[j] += pgx[j]
     return sum_g, sum_gx
 
 
@@ -57,7 +64,8 @@ def _grad_sums_planes(dy, x, mean, chunk):
     part_gx = np.empty((c, n_chunks))
     for task in prange(c * n_chunks):
         ch = task // n_chunks
-        j0 = (task - ch * n_chunks) * chunk
+        k = task - ch * n_chunks
+        j0 = k * chunk
         j1 = min(m, j0 + chunk)
         mu = mean[ch]
         o = j0 // inner
@@ -67,14 +75,14 @@ def _grad_sums_planes(dy, x, mean, chunk):
         sgx = 0.0
         while j < j1:
             e = min(inner, i + (j1 - j))
-            a, b = _sum_prod_dev(dy[o, ch], x[o, ch], i, e, mu)
+            a, b = _sum_prod_dev(dy[o, ch, i:e], x[o, ch, i:e], mu)
             sg += a
             sgx += b
             j += e - i
             o += 1
             i = 0
-        part_g[ch, task - ch * n_chunks] = sg
-        part_gx[ch, task - ch * n_chunks] = sgx
+        part_g[ch, k] = sg
+        part_gx[ch, k] = sgx
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
     for ch in prange(c):
@@ -96,9 +104,16 @@ def _grad_x_rows(dy, x, mean, p, q, r, dx, rows_per_chunk, cols_per_block):
         r1 = min(n, r0 + rows_per_chunk)
         c0 = (task - k * n_blocks) * cols_per_block
         c1 = min(c, c0 + cols_per_block)
+        mu = mean[c0:c1]
+        pc = p[c0:c1]
+        qc = q[c0:c1]
+        rc = r[c0:c1]
         for i in range(r0, r1):
-            for j in range(c0, c1):
-                dx[i, j] = dy[i, j] * p[j] - (x[i, j] - mean[j]) * q[j] - r[j]
+            gr = dy[i, c0:c1]
+            xr = x[i, c0:c1]
+            dr = dx[i, c0:c1]
+            for j in range(c1 - c0):
+                dr[j] = gr[j] * pc[j] - (xr[j] - mu[j]) * qc[j] - rc[j]
 
 
 @kernel
@@ -120,10 +135,10 @@ def _grad_x_planes(dy, x, mean, p, q, r, dx, chunk):
         j = j0
         while j < j1:
             e = min(inner, i + (j1 - j))
-            gr = dy[o, ch]
-            xr = x[o, ch]
-            dr = dx[o, ch]
-            for t in range(i, e):
+            gr = dy[o, ch, i:e]
+            xr = x[o, ch, i:e]
+            dr = dx[o, ch, i:e]
+            for t in range(e - i):
                 dr[t] = gr[t] * pc - (xr[t] - mu) * qc - rc
             j += e - i
             o += 1

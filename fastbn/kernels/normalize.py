@@ -22,9 +22,14 @@ def _affine_rows(x, mean, scale, shift, y, rows_per_chunk, cols_per_block):
         r1 = min(n, r0 + rows_per_chunk)
         c0 = (task - k * n_blocks) * cols_per_block
         c1 = min(c, c0 + cols_per_block)
+        mu = mean[c0:c1]
+        sc = scale[c0:c1]
+        sh = shift[c0:c1]
         for i in range(r0, r1):
-            for j in range(c0, c1):
-                y[i, j] = (x[i, j] - mean[j]) * scale[j] + shift[j]
+            xr = x[i, c0:c1]
+            yr = y[i, c0:c1]
+            for j in range(c1 - c0):
+                yr[j] = (xr[j] - mu[j]) * sc[j] + sh[j]
 
 
 @kernel
@@ -45,9 +50,9 @@ def _affine_planes(x, mean, scale, shift, y, chunk):
         j = j0
         while j < j1:
             e = min(inner, i + (j1 - j))
-            xr = x[o, ch]
-            yr = y[o, ch]
-            for q in range(i, e):
+            xr = x[o, ch, i:e]
+            yr = y[o, ch, i:e]
+            for q in range(e - i):
                 yr[q] = (xr[q] - mu) * sc + sh
             j += e - i
             o += 1
