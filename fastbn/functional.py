@@ -68,30 +68,36 @@ def _run(kern, xk):
     return kern.serial if xk.size < _config.SERIAL_BELOW else kern.parallel
 
 
-# -------------------------------------------------------------- kernel calls
+def _cols(xk):
+    """Columns per task for a rows-layout array: never changes a result."""
+    n, c = xk.shape
+    want = -(-K.MIN_TASKS // -(-n // K.ROWS_PER_CHUNK))     # column blocks wanted
+    return min(K.COLS_PER_BLOCK, max(64, -(-c // want)))
+
+
 def _stats(xk, lay):
     """Kernel-order float64 ``(mean, m2)`` of a kernel-layout array."""
     if lay.kind == "rows":
-        return _run(K._moments_rows, xk)(xk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
+        return _run(K._moments_rows, xk)(xk, K.ROWS_PER_CHUNK, _cols(xk))
     return _run(K._moments_planes, xk)(xk, K.PLANE_CHUNK)
 
 
 def _affine(xk, mean, scale, shift, yk, lay):
     if lay.kind == "rows":
-        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
+        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, _cols(xk))
     else:
         _run(K._affine_planes, xk)(xk, mean, scale, shift, yk, K.PLANE_CHUNK)
 
 
 def _grad_sums(dyk, xk, mean, lay):
     if lay.kind == "rows":
-        return _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
+        return _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, _cols(xk))
     return _run(K._grad_sums_planes, xk)(dyk, xk, mean, K.PLANE_CHUNK)
 
 
 def _grad_x(dyk, xk, mean, p, q, r, dxk, lay):
     if lay.kind == "rows":
-        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK)
+        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, _cols(xk))
     else:
         _run(K._grad_x_planes, xk)(dyk, xk, mean, p, q, r, dxk, K.PLANE_CHUNK)
 

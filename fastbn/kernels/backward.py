@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange
 
 from .._config import kernel
-from ._chunks import _n_chunks, _sum_prod_dev
+from ._chunks import LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks
 
 
 @kernel
@@ -71,18 +71,16 @@ def _grad_sums_planes(dy, x, mean, chunk):
         o = j0 // inner
         i = j0 - o * inner
         j = j0
-        sg = 0.0
-        sgx = 0.0
+        acc_g = np.zeros(LANES)
+        acc_gx = np.zeros(LANES)
         while j < j1:
             e = min(inner, i + (j1 - j))
-            a, b = _sum_prod_dev(dy[o, ch, i:e], x[o, ch, i:e], mu)
-            sg += a
-            sgx += b
+            _lanes_add_prod_dev(dy[o, ch, i:e], x[o, ch, i:e], mu, acc_g, acc_gx)
             j += e - i
             o += 1
             i = 0
-        part_g[ch, k] = sg
-        part_gx[ch, k] = sgx
+        part_g[ch, k] = _lanes_total(acc_g)
+        part_gx[ch, k] = _lanes_total(acc_gx)
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
     for ch in prange(c):

@@ -12,7 +12,7 @@ import numpy as np
 from numba import prange
 
 from .._config import kernel
-from ._chunks import _chan_merge, _n_chunks, _sum, _sum_sq_dev
+from ._chunks import LANES, _chan_merge, _lanes_add, _lanes_add_sq_dev, _lanes_total, _n_chunks
 
 
 @kernel
@@ -87,29 +87,28 @@ def _moments_planes(x, chunk):
         k = task - ch * n_chunks
         j0 = k * chunk
         j1 = min(m, j0 + chunk)
-        s = 0.0
+        acc = np.zeros(LANES)
         o = j0 // inner
         i = j0 - o * inner
         j = j0
         while j < j1:
             e = min(inner, i + (j1 - j))
-            s += _sum(x[o, ch, i:e])
+            _lanes_add(x[o, ch, i:e], acc)
             j += e - i
             o += 1
             i = 0
-        mu = s / (j1 - j0)
-        s = 0.0
+        mu = _lanes_total(acc) / (j1 - j0)
         o = j0 // inner
         i = j0 - o * inner
         j = j0
         while j < j1:
             e = min(inner, i + (j1 - j))
-            s += _sum_sq_dev(x[o, ch, i:e], mu)
+            _lanes_add_sq_dev(x[o, ch, i:e], mu, acc)
             j += e - i
             o += 1
             i = 0
         part_mean[ch, k] = mu
-        part_m2[ch, k] = s
+        part_m2[ch, k] = _lanes_total(acc)
     mean = np.empty(c)
     m2 = np.empty(c)
     for ch in prange(c):
