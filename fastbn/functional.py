@@ -9,6 +9,7 @@ bitwise independent of the number of threads.
 import math
 import warnings
 
+import numba
 import numpy as np
 
 from . import _config
@@ -69,37 +70,59 @@ def _run(kern, xk):
 
 
 def _cols(xk):
-    """Columns per task for a rows-layout array: never changes a result."""
+    """Columns per task for a rows-layout array (only splits work, never a result).
+
+    Whole rows of up to 1024 columns serially; in parallel, enough column
+    blocks for every thread when there are few row chunks, but never blocks
+    under 256 columns: (128, 784) fp32 forward, serial, took 66 us with
+    64-column blocks and 22 us with whole rows.
+    """
     n, c = xk.shape
-    want = -(-K.MIN_TASKS // -(-n // K.ROWS_PER_CHUNK))     # column blocks wanted
-    return min(K.COLS_PER_BLOCK, max(64, -(-c // want)))
+    if xk.size < _config.SERIAL_BELOW:
+        return K.COLS_PER_BLOCK
+    want = -(-numba.get_num_threads() // -(-n // K.ROWS_PER_CHUNK))
+    return min(K.COLS_PER_BLOCK, max(256, -(-c // want)))
 
 
 def _stats(xk, lay):
     """Kernel-order float64 ``(mean, m2)`` of a kernel-layout array."""
-    if lay.kind == "rows":
-        return _run(K._moments_rows, xk)(xk, K.ROWS_PER_CHUNK, _cols(xk))
-    return _run(K._moments_planes, xk)(xk, K.PLANE_CHUNK)
+    if lay.kind == "planes":
+        return _run(K._moments_planes, xk)(xk, K.PLANE_CHUNK)
+    mean, m2 = _run(K._moments_rows, xk)(xk, K.ROWS_PER_CHUNK, _cols(xk))
+    if lay.group > 1:
+        return K._merge_groups(mean, m2, float(xk.shape[0]), lay.group)
+    return mean, m2
+
+
+def _per_column(lay, *vectors):
+    """Per-feature vectors repeated for each of a feature's ``group`` columns."""
+    return vectors if lay.group == 1 else tuple(np.repeat(v, lay.group) for v in vectors)
 
 
 def _affine(xk, mean, scale, shift, yk, lay):
-    if lay.kind == "rows":
-        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, _cols(xk))
-    else:
+    if lay.kind == "planes":
         _run(K._affine_planes, xk)(xk, mean, scale, shift, yk, K.PLANE_CHUNK)
+    else:
+        mean, scale, shift = _per_column(lay, mean, scale, shift)
+        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, _cols(xk))
 
 
 def _grad_sums(dyk, xk, mean, lay):
-    if lay.kind == "rows":
-        return _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, _cols(xk))
-    return _run(K._grad_sums_planes, xk)(dyk, xk, mean, K.PLANE_CHUNK)
+    if lay.kind == "planes":
+        return _run(K._grad_sums_planes, xk)(dyk, xk, mean, K.PLANE_CHUNK)
+    (mean,) = _per_column(lay, mean)
+    sum_g, sum_gx = _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, _cols(xk))
+    if lay.group > 1:
+        return K._sum_groups(sum_g, lay.group), K._sum_groups(sum_gx, lay.group)
+    return sum_g, sum_gx
 
 
 def _grad_x(dyk, xk, mean, p, q, r, dxk, lay):
-    if lay.kind == "rows":
-        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, _cols(xk))
-    else:
+    if lay.kind == "planes":
         _run(K._grad_x_planes, xk)(dyk, xk, mean, p, q, r, dxk, K.PLANE_CHUNK)
+    else:
+        mean, p, q, r = _per_column(lay, mean, p, q, r)
+        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, _cols(xk))
 
 
 # ---------------------------------------------------------------- public API

@@ -3,11 +3,13 @@
 Private by design: no kernel validates its input or knows about ``axis``;
 :mod:`fastbn.functional` is the public front door.
 """
-from ._chunks import COLS_PER_BLOCK, MIN_TASKS, PLANE_CHUNK, ROWS_PER_CHUNK
-from .backward import _grad_sums_planes, _grad_sums_rows, _grad_x_planes, _grad_x_rows
-from .moments import _moments_planes, _moments_rows
+from ._chunks import COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK
+from .backward import (_grad_sums_planes, _grad_sums_rows, _grad_x_planes, _grad_x_rows,
+                       _sum_groups)
+from .moments import _merge_groups, _moments_planes, _moments_rows
 from .normalize import _affine_planes, _affine_rows
 
-__all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "MIN_TASKS", "PLANE_CHUNK",
+__all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
            "_moments_rows", "_moments_planes", "_affine_rows", "_affine_planes",
-           "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes"]
+           "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
+           "_merge_groups", "_sum_groups"]

@@ -14,8 +14,6 @@ ROWS_PER_CHUNK = 128
 #: rows layout: at most this many columns per task. Column blocks only split
 #: the work (each column is reduced on its own), so they never change a result.
 COLS_PER_BLOCK = 1024
-#: rows layout: aim for at least this many tasks, so that 2-16 threads share.
-MIN_TASKS = 16
 #: planes layout: elements of one feature per statistics chunk (32 KiB fp32).
 PLANE_CHUNK = 8192
 

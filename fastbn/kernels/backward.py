@@ -8,7 +8,7 @@ and to read back).
 import numpy as np
 from numba import prange
 
-from .._config import kernel
+from .._config import helper, kernel
 from ._chunks import LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks
 
 
@@ -141,3 +141,14 @@ def _grad_x_planes(dy, x, mean, p, q, r, dx, chunk):
             j += e - i
             o += 1
             i = 0
+
+
+@helper
+def _sum_groups(v, group):
+    """Sum of each run of ``group`` adjacent entries, in order."""
+    c = v.size // group
+    out = np.zeros(c)
+    for ch in range(c):
+        for i in range(group):
+            out[ch] += v[ch * group + i]
+    return out

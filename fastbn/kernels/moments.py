@@ -11,7 +11,7 @@ does not vectorize (5.5x slower on (8192, 1024) float32, measured).
 import numpy as np
 from numba import prange
 
-from .._config import kernel
+from .._config import helper, kernel
 from ._chunks import LANES, _chan_merge, _lanes_add, _lanes_add_sq_dev, _lanes_total, _n_chunks
 
 
@@ -121,3 +121,20 @@ def _moments_planes(x, chunk):
         mean[ch] = mu
         m2[ch] = q
     return mean, m2
+
+
+@helper
+def _merge_groups(mean, m2, count, group):
+    """Merge each run of ``group`` adjacent columns, ``count`` values each."""
+    c = mean.size // group
+    out_mean = np.empty(c)
+    out_m2 = np.empty(c)
+    for ch in range(c):
+        mu = mean[ch * group]
+        q = m2[ch * group]
+        n = count
+        for i in range(1, group):
+            mu, q, n = _chan_merge(mu, q, n, mean[ch * group + i], m2[ch * group + i], count)
+        out_mean[ch] = mu
+        out_m2[ch] = q
+    return out_mean, out_m2
