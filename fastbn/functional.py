@@ -64,6 +64,13 @@ def _features(x, axis, fn):
     return feats
 
 
+#: Largest per-feature working set (bytes) for the fused per-feature kernels:
+#: about the 1 MiB L2 of one core here.
+FUSE_BYTES = 1 << 20
+#: ... and fewest features: one task per feature must keep every thread busy.
+FUSE_MIN_FEATURES = 16
+
+
 def _run(kern, xk):
     """The parallel kernel, or its serial twin for inputs too small to share."""
     return kern.serial if xk.size < _config.SERIAL_BELOW else kern.parallel
@@ -82,6 +89,17 @@ def _cols(xk):
         return K.COLS_PER_BLOCK
     want = -(-numba.get_num_threads() // -(-n // K.ROWS_PER_CHUNK))
     return min(K.COLS_PER_BLOCK, max(256, -(-c // want)))
+
+
+def _fuse(xk, lay, arrays):
+    """Whether to run one fused task per feature (planes whose feature fits L2).
+
+    ``arrays`` is how many inputs the pass reads (forward 1, backward 2). The
+    choice depends on the shape only, never on the thread count (the fused and
+    split kernels give the same bits, and a test holds them to it).
+    """
+    return (lay.kind == "planes" and lay.channels >= FUSE_MIN_FEATURES
+            and lay.count * xk.itemsize * arrays <= FUSE_BYTES)
 
 
 def _stats(xk, lay):
@@ -318,15 +336,22 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
             warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
                           f"the batch variance is 0 and the output equals beta (Keras "
                           f"behaviour)", RuntimeWarning, stacklevel=2)
+    gamma_k = np.ones(c) if gamma is None else lay.to_kernel(gamma)
+    shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
+    fused = training and _fuse(xk, lay, 1)
+    if fused:
+        mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, gamma_k, shift, float(epsilon),
+                                                         yk, K.PLANE_CHUNK)
+        var_k = m2_k / n
+    elif training:
         mean_k, m2_k = _stats(xk, lay) if c else (np.zeros(0), np.zeros(0))
         var_k = m2_k / max(n, 1)
     else:
         # copies: the returned statistics must not alias the caller's arrays
         mean_k, var_k = lay.to_kernel(moving_mean).copy(), lay.to_kernel(moving_variance)
     invstd_k = 1.0 / np.sqrt(var_k + epsilon)
-    scale = invstd_k if gamma is None else invstd_k * lay.to_kernel(gamma)
-    shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
-    _affine(xk, mean_k, scale, shift, yk, lay)
+    if not fused:
+        _affine(xk, mean_k, invstd_k * gamma_k, shift, yk, lay)
     mean, invstd = lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
     if training and moving_mean is not None:
         var = lay.from_kernel(var_k)
@@ -407,17 +432,22 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature")
     xk = lay.view(xk_in)
     dyk = lay.view(dy_in)
-    sum_g, sum_gx = _grad_sums(dyk, xk, mean_k, lay) if c else (np.zeros(0), np.zeros(0))
+    dx, dxk = lay.empty(xk_in.dtype)
+    fused = training and _fuse(xk, lay, 2)
+    if fused:
+        sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
+                                                           dxk, K.PLANE_CHUNK)
+    else:
+        sum_g, sum_gx = _grad_sums(dyk, xk, mean_k, lay) if c else (np.zeros(0), np.zeros(0))
     dbeta_k = sum_g
     dgamma_k = sum_gx * invstd_k
     p = gamma_k * invstd_k
-    dx, dxk = lay.empty(xk_in.dtype)
-    if training:
+    if not training:                          # dx = p * dy: no need to read x again
+        _affine(dyk, np.zeros(c), p, np.zeros(c), dxk, lay)
+    elif not fused:
         q = p * invstd_k * dgamma_k / n
         r = p * dbeta_k / n
         _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
-    else:                                     # dx = p * dy: no need to read x again
-        _affine(dyk, np.zeros(c), p, np.zeros(c), dxk, lay)
     out = (dx, lay.from_kernel(dgamma_k, out_dtype), lay.from_kernel(dbeta_k, out_dtype))
     return (out[0] if out_dtype == dx.dtype else out[0].astype(out_dtype)), out[1], out[2]
 

@@ -315,3 +315,22 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
     _axes._layout.cache_clear()
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_per_feature_kernels_match_split_kernels_bitwise(dtype, monkeypatch):
+    """Whether the fused path runs depends on the shape; its bits must not."""
+    from fastbn import functional
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((6, 20, 1000)) * 3 + 1e3).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    g, b = rng.standard_normal(20), rng.standard_normal(20)
+    lay = _axes.layout(x, (1,))
+    runs = []
+    for fuse_bytes in (1 << 30, 0):
+        monkeypatch.setattr(functional, "FUSE_BYTES", fuse_bytes)
+        assert functional._fuse(lay.view(x), lay, 2) is (fuse_bytes > 0)
+        y, m, s = fastbn.batch_norm_forward(x, g, b, axis=1)
+        runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=1))
+    for a, c in zip(*runs):
+        assert a.tobytes() == c.tobytes()
