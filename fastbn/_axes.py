@@ -68,13 +68,18 @@ class Layout:
         Number of features ``C`` and of elements per feature ``N``.
     copies : bool
         True when the input's strides force a copy into the kernel layout.
+    interleaved : bool
+        True when feature and reduced axes alternate in memory, so the
+        kernel order is not the input's memory order (outputs are then
+        copied back into the input's layout).
     """
 
     __slots__ = ("shape", "perm", "kshape", "kind", "group", "channels", "count", "feature_shape",
-                 "_fperm", "_finv", "_fident", "_kfshape", "_inv", "_pshape", "copies")
+                 "_fperm", "_finv", "_fident", "_kfshape", "_inv", "_pshape", "copies", "interleaved")
 
     def __init__(self, shape, strides, features):
         self.shape = shape
+        self.interleaved = False
         fset = set(features)
         order = sorted((a for a in range(len(shape)) if shape[a] != 1),
                        key=lambda a: (-abs(strides[a]), a))
@@ -95,6 +100,7 @@ class Layout:
         elif pattern == (False, True, False):
             outer, feats, inner = runs[0][1], runs[1][1], runs[2][1]
         else:                               # interleaved: copy into rows
+            self.interleaved = True
             outer = [a for a in order if a not in fset]
             feats, inner = [a for a in order if a in fset], []
         outer, feats = unit_r + outer, feats + unit_f
@@ -118,9 +124,20 @@ class Layout:
         return a.transpose(self.perm).reshape(self.kshape)
 
     def empty(self, dtype):
-        """A new array shaped like the input, laid out like it, and its kernel view."""
+        """A new array shaped like the input and its kernel view.
+
+        Laid out like the input unless :attr:`interleaved`; see :meth:`restore`.
+        """
         buf = np.empty(self._pshape, dtype=dtype)
         return buf.transpose(self._inv), buf.reshape(self.kshape)
+
+    def restore(self, out, like, dtype):
+        """``out`` (from :meth:`empty`) as ``dtype``, laid out like the array ``like``."""
+        if self.interleaved:
+            res = np.empty_like(like, dtype=dtype)    # order="K": like's memory order
+            np.copyto(res, out)
+            return res
+        return out if out.dtype == dtype else out.astype(dtype)
 
     def to_kernel(self, v):
         """A feature-shaped array as a contiguous float64 vector in kernel order."""

@@ -102,14 +102,31 @@ def _fuse(xk, lay, arrays):
             and lay.count * xk.itemsize * arrays <= FUSE_BYTES)
 
 
+def _shift(xk, lay):
+    """One value of each feature (its first), float64, per kernel column.
+
+    The kernels accumulate ``x - shift`` (see :mod:`fastbn.kernels.moments`);
+    a non-finite first value would poison the whole feature, so it becomes 0.
+    """
+    if lay.kind == "planes":
+        s = xk[0, :, 0].astype(np.float64)
+    elif lay.group > 1:
+        s = np.repeat(xk[0, ::lay.group].astype(np.float64), lay.group)
+    else:
+        s = xk[0].astype(np.float64)
+    s[~np.isfinite(s)] = 0.0
+    return s
+
+
 def _stats(xk, lay):
     """Kernel-order float64 ``(mean, m2)`` of a kernel-layout array."""
+    shift = _shift(xk, lay)
     if lay.kind == "planes":
-        return _run(K._moments_planes, xk)(xk, K.PLANE_CHUNK)
-    mean, m2 = _run(K._moments_rows, xk)(xk, K.ROWS_PER_CHUNK, _cols(xk))
+        return _run(K._moments_planes, xk)(xk, shift, K.PLANE_CHUNK)
+    mean, m2 = _run(K._moments_rows, xk)(xk, shift, K.ROWS_PER_CHUNK, _cols(xk))
     if lay.group > 1:
-        return K._merge_groups(mean, m2, float(xk.shape[0]), lay.group)
-    return mean, m2
+        return K._merge_groups(mean, m2, float(xk.shape[0]), lay.group, shift)
+    return mean + shift, m2
 
 
 def _per_column(lay, *vectors):
@@ -340,8 +357,8 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
     fused = training and _fuse(xk, lay, 1)
     if fused:
-        mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, gamma_k, shift, float(epsilon),
-                                                         yk, K.PLANE_CHUNK)
+        mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, _shift(xk, lay), gamma_k, shift,
+                                                         float(epsilon), yk, K.PLANE_CHUNK)
         var_k = m2_k / n
     elif training:
         mean_k, m2_k = _stats(xk, lay) if c else (np.zeros(0), np.zeros(0))
@@ -357,7 +374,7 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         var = lay.from_kernel(var_k)
         for arr, batch in ((moving_mean, mean), (moving_variance, var)):
             arr[...] = arr.astype(np.float64) * momentum + batch * (1.0 - momentum)
-    return (y if out_dtype == y.dtype else y.astype(out_dtype)), mean, invstd
+    return lay.restore(y, xk_in, out_dtype), mean, invstd
 
 
 def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
@@ -449,7 +466,7 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
         r = p * dbeta_k / n
         _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
     out = (dx, lay.from_kernel(dgamma_k, out_dtype), lay.from_kernel(dbeta_k, out_dtype))
-    return (out[0] if out_dtype == dx.dtype else out[0].astype(out_dtype)), out[1], out[2]
+    return lay.restore(dx, xk_in, out_dtype), out[1], out[2]
 
 
 def _check_epsilon(epsilon, fn):

@@ -36,8 +36,8 @@ LANES = 64
 
 
 @helper
-def _lanes_add(seg, acc):
-    """``acc[j] += seg[j + k * L]`` for every k: a sum of 1-D ``seg`` in ``L`` lanes.
+def _lanes_add(seg, s, acc):
+    """``acc[j] += seg[j + k * L] - s`` for every k: a shifted sum of 1-D ``seg`` in ``L`` lanes.
 
     Which lane an element lands in depends only on its position in ``seg``,
     so the result does not depend on threads.
@@ -47,25 +47,25 @@ def _lanes_add(seg, acc):
     for t in range(nb):
         blk = seg[t * lanes:(t + 1) * lanes]
         for j in range(lanes):
-            acc[j] += blk[j]
+            acc[j] += blk[j] - s
     tail = seg[nb * lanes:]
     for j in range(tail.size):
-        acc[j] += tail[j]
+        acc[j] += tail[j] - s
 
 
 @helper
-def _lanes_add_sq_dev(seg, mu, acc):
-    """``acc`` lanes += ``(seg - mu) ** 2`` (see :func:`_lanes_add`)."""
+def _lanes_add_sq_dev(seg, s, mu, acc):
+    """``acc`` lanes += ``((seg - s) - mu) ** 2`` (see :func:`_lanes_add`)."""
     lanes = acc.size
     nb = seg.size // lanes
     for t in range(nb):
         blk = seg[t * lanes:(t + 1) * lanes]
         for j in range(lanes):
-            d = blk[j] - mu
+            d = (blk[j] - s) - mu
             acc[j] += d * d
     tail = seg[nb * lanes:]
     for j in range(tail.size):
-        d = tail[j] - mu
+        d = (tail[j] - s) - mu
         acc[j] += d * d
 
 

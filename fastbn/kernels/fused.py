@@ -15,10 +15,11 @@ from ._chunks import (LANES, _chan_merge, _lanes_add, _lanes_add_prod_dev, _lane
 
 
 @kernel
-def _forward_planes_fused(x, gamma, beta, eps, y, chunk):
+def _forward_planes_fused(x, shift, gamma, beta, eps, y, chunk):
     """Batch-norm forward per feature of ``(outer, C, inner)``; returns ``(mean, m2)``.
 
-    ``gamma``/``beta`` are float64 vectors of length C (ones / zeros for None).
+    ``gamma``/``beta`` are float64 vectors of length C (ones / zeros for None);
+    ``shift`` as in :func:`._moments_planes`.
     """
     outer, c, inner = x.shape
     m = outer * inner
@@ -27,6 +28,7 @@ def _forward_planes_fused(x, gamma, beta, eps, y, chunk):
     m2 = np.empty(c)
     for ch in prange(c):
         acc = np.zeros(LANES)
+        s = shift[ch]
         mu = 0.0
         q = 0.0
         count = 0.0
@@ -38,7 +40,7 @@ def _forward_planes_fused(x, gamma, beta, eps, y, chunk):
             j = j0
             while j < j1:
                 e = min(inner, i + (j1 - j))
-                _lanes_add(x[o, ch, i:e], acc)
+                _lanes_add(x[o, ch, i:e], s, acc)
                 j += e - i
                 o += 1
                 i = 0
@@ -48,7 +50,7 @@ def _forward_planes_fused(x, gamma, beta, eps, y, chunk):
             j = j0
             while j < j1:
                 e = min(inner, i + (j1 - j))
-                _lanes_add_sq_dev(x[o, ch, i:e], mu_k, acc)
+                _lanes_add_sq_dev(x[o, ch, i:e], s, mu_k, acc)
                 j += e - i
                 o += 1
                 i = 0
@@ -57,6 +59,7 @@ def _forward_planes_fused(x, gamma, beta, eps, y, chunk):
                 mu, q, count = mu_k, q_k, float(j1 - j0)
             else:
                 mu, q, count = _chan_merge(mu, q, count, mu_k, q_k, float(j1 - j0))
+        mu += s
         mean[ch] = mu
         m2[ch] = q
         sc = gamma[ch] * (1.0 / np.sqrt(q / m + eps))
