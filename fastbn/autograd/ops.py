@@ -1,0 +1,970 @@
+r"""Differentiable operations: one :class:`~fastbn.autograd.Function` each.
+
+Every op is a ``Function`` subclass (``Add``, ``MatMul``, ``BatchNorm`` ...)
+and a lowercase function that applies it (``add``, ``matmul``,
+``batch_norm`` ...). Inputs may be tensors, arrays or Python numbers; Python
+numbers keep the tensor's dtype (NumPy's weak scalars), so float32 stays
+float32. Broadcasting ops reduce their gradients with
+:func:`~fastbn.autograd.unbroadcast`.
+
+``batch_norm`` calls :func:`fastbn.functional.batch_norm_forward` and
+:func:`fastbn.functional.batch_norm_backward` (the kernels' analytic
+gradient); it is never decomposed into the primitive ops here.
+"""
+import numpy as np
+
+from .. import functional
+from .tensor import Function, Tensor, unbroadcast
+
+__all__ = [
+    "add", "sub", "mul", "div", "neg", "matmul", "sum", "mean", "reshape", "transpose",
+    "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax", "log_softmax",
+    "sparse_categorical_crossentropy", "softmax_sparse_categorical_crossentropy",
+    "dropout", "batch_norm", "dense",
+    "Add", "Sub", "Mul", "Div", "Neg", "MatMul", "Sum", "Mean", "Reshape", "Transpose",
+    "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
+    "SparseCategoricalCrossentropy", "SoftmaxSparseCategoricalCrossentropy",
+    "Dropout", "BatchNorm", "Dense",
+]
+
+_py_sum = sum
+
+
+def _operand(x, like):
+    """A non-tensor operand in a form that keeps ``like``'s dtype.
+
+    Python numbers stay Python numbers (weak in NumPy 2's promotion, so
+    ``float32 * 2.0`` is float32); everything else becomes an ndarray.
+    """
+    if type(x) is Tensor or isinstance(x, (int, float)):
+        return x
+    return np.asarray(x)
+
+
+def _binary(cls, a, b):
+    if type(a) is not Tensor:
+        a = _operand(a, b)
+    if type(b) is not Tensor:
+        b = _operand(b, a)
+    return cls.apply(a, b)
+
+
+def _shape(x):
+    return np.shape(x)
+
+
+# --------------------------------------------------------------- arithmetic
+class Add(Function):
+    """``a + b`` with broadcasting."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (_shape(a), _shape(b))
+        return np.add(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        sa, sb = ctx.shapes
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(grad, sa) if na else None,
+                unbroadcast(grad, sb) if nb else None)
+
+
+class Sub(Function):
+    """``a - b`` with broadcasting."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.shapes = (_shape(a), _shape(b))
+        return np.subtract(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        sa, sb = ctx.shapes
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(grad, sa) if na else None,
+                unbroadcast(-grad, sb) if nb else None)
+
+
+class Mul(Function):
+    """``a * b`` with broadcasting."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.multiply(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(grad * b, _shape(a)) if na else None,
+                unbroadcast(grad * a, _shape(b)) if nb else None)
+
+
+class Div(Function):
+    """``a / b`` with broadcasting."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.divide(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        ga = grad / b
+        return (unbroadcast(ga, _shape(a)) if na else None,
+                unbroadcast(-ga * a / b, _shape(b)) if nb else None)
+
+
+class Neg(Function):
+    """``-x``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return np.negative(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -grad
+
+
+def add(a, b):
+    """Elementwise ``a + b`` with NumPy broadcasting.
+
+    Parameters
+    ----------
+    a, b : Tensor, array_like or number
+
+    Returns
+    -------
+    Tensor
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, add
+    >>> b = Tensor(np.zeros(3), requires_grad=True)
+    >>> add(np.ones((2, 3)), b).sum().backward()
+    >>> b.grad                      # summed over the broadcast axis
+    array([2., 2., 2.])
+    """
+    return _binary(Add, a, b)
+
+
+def sub(a, b):
+    """Elementwise ``a - b`` with NumPy broadcasting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, sub
+    >>> b = Tensor(np.array([1.0]), requires_grad=True)
+    >>> sub(np.ones(4), b).sum().backward()
+    >>> b.grad
+    array([-4.])
+    """
+    return _binary(Sub, a, b)
+
+
+def mul(a, b):
+    """Elementwise ``a * b`` with NumPy broadcasting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, mul
+    >>> a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    >>> mul(a, 3.0).sum().backward()
+    >>> a.grad
+    array([3., 3.])
+    """
+    return _binary(Mul, a, b)
+
+
+def div(a, b):
+    """Elementwise ``a / b`` with NumPy broadcasting.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, div
+    >>> b = Tensor(np.array([2.0]), requires_grad=True)
+    >>> div(1.0, b).sum().backward()     # d(1/b)/db = -1/b**2
+    >>> b.grad
+    array([-0.25])
+    """
+    return _binary(Div, a, b)
+
+
+def neg(x):
+    """Elementwise ``-x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, neg
+    >>> neg(Tensor(np.array([1.0, -2.0])))
+    Tensor([-1.,  2.])
+    """
+    return Neg.apply(x)
+
+
+# ------------------------------------------------------------------- linear
+class MatMul(Function):
+    """``a @ b`` (NumPy's matmul: 1-D operands promoted, batch axes broadcast)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return np.matmul(a, b)
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        g = grad
+        if a.ndim == 1:
+            g = np.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = np.expand_dims(g, -1)
+        ga = gb = None
+        if na:
+            ga = unbroadcast(np.matmul(g, np.swapaxes(b2, -1, -2)), a2.shape).reshape(a.shape)
+        if nb:
+            gb = unbroadcast(np.matmul(np.swapaxes(a2, -1, -2), g), b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+def matmul(a, b):
+    """Matrix product ``a @ b`` with NumPy's rules.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, matmul
+    >>> w = Tensor(np.eye(2), requires_grad=True)
+    >>> matmul(np.array([[1.0, 2.0]]), w).sum().backward()
+    >>> w.grad
+    array([[1., 1.],
+           [2., 2.]])
+    """
+    return _binary(MatMul, a, b)
+
+
+class Dense(Function):
+    """``x @ kernel + bias`` on the last axis of ``x``: one op instead of two.
+
+    A Keras ``Dense`` step at batch 32 is a BLAS call plus Python overhead,
+    so one tape node instead of ``matmul`` + ``add`` saves a node per layer,
+    and ``dx`` is skipped when ``x`` needs no gradient (the first layer's
+    input): 87 us of 0.3 ms of matmuls per step for (32, 784) x (784, 300).
+    """
+
+    @staticmethod
+    def forward(ctx, x, kernel, bias=None):
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+        y = x2 @ kernel
+        if bias is not None:
+            y += bias
+        ctx.save_for_backward(x2, kernel)
+        ctx.xshape = x.shape
+        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (kernel.shape[1],))
+
+    @staticmethod
+    def backward(ctx, grad):
+        x2, kernel = ctx.saved_tensors
+        nx, nk, nb = (ctx.needs_input_grad + (False,))[:3]
+        g2 = grad if grad.ndim == 2 else grad.reshape(-1, grad.shape[-1])
+        gx = (g2 @ kernel.T).reshape(ctx.xshape) if nx else None
+        gk = x2.T @ g2 if nk else None
+        gb = g2.sum(axis=0) if nb else None
+        return (gx, gk, gb) if len(ctx.needs_input_grad) == 3 else (gx, gk)
+
+
+def dense(x, kernel, bias=None):
+    """Affine map on the last axis: ``x @ kernel + bias`` (Keras' Dense).
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+        ``(..., in)``.
+    kernel : Tensor
+        ``(in, out)``.
+    bias : Tensor, optional
+        ``(out,)``.
+
+    Returns
+    -------
+    Tensor
+        ``(..., out)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, dense
+    >>> k = Tensor(np.array([[1.0], [2.0]]), requires_grad=True)
+    >>> b = Tensor(np.array([0.5]), requires_grad=True)
+    >>> y = dense(np.array([[1.0, 1.0], [0.0, 1.0]]), k, b)
+    >>> y
+    Tensor([[3.5],
+            [2.5]], requires_grad=True)
+    >>> y.sum().backward()
+    >>> k.grad.ravel(), b.grad
+    (array([1., 2.]), array([2.]))
+    """
+    if type(x) is not Tensor:
+        x = np.asarray(x)
+    if bias is None:
+        return Dense.apply(x, kernel)
+    return Dense.apply(x, kernel, bias)
+
+
+# --------------------------------------------------------------- reductions
+def _axes(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted(int(a) % ndim for a in axes))
+
+
+class Sum(Function):
+    """Sum over ``axis``."""
+
+    @staticmethod
+    def forward(ctx, x, axis=None, keepdims=False):
+        ctx.shape, ctx.axes, ctx.keepdims = x.shape, _axes(axis, x.ndim), keepdims
+        return np.asarray(np.sum(x, axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.keepdims:
+            grad = np.expand_dims(grad, ctx.axes)
+        return np.broadcast_to(grad, ctx.shape)
+
+
+class Mean(Function):
+    """Mean over ``axis``."""
+
+    @staticmethod
+    def forward(ctx, x, axis=None, keepdims=False):
+        ctx.shape, ctx.axes, ctx.keepdims = x.shape, _axes(axis, x.ndim), keepdims
+        return np.asarray(np.mean(x, axis=axis, keepdims=keepdims))
+
+    @staticmethod
+    def backward(ctx, grad):
+        if not ctx.keepdims:
+            grad = np.expand_dims(grad, ctx.axes)
+        n = 1
+        for a in ctx.axes:
+            n *= ctx.shape[a]
+        return np.broadcast_to(grad / max(n, 1), ctx.shape)
+
+
+def sum(x, axis=None, keepdims=False):  # noqa: A001  (NumPy's name)
+    """Sum over ``axis`` (None: all axes), as :func:`numpy.sum`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, sum
+    >>> x = Tensor(np.ones((2, 3)), requires_grad=True)
+    >>> sum(x, axis=1)
+    Tensor([3., 3.], requires_grad=True)
+    """
+    return Sum.apply(x, axis=axis, keepdims=keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis`` (None: all axes), as :func:`numpy.mean`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, mean
+    >>> x = Tensor(np.arange(4.0), requires_grad=True)
+    >>> mean(x).backward()
+    >>> x.grad
+    array([0.25, 0.25, 0.25, 0.25])
+    """
+    return Mean.apply(x, axis=axis, keepdims=keepdims)
+
+
+# ------------------------------------------------------------------- shapes
+class Reshape(Function):
+    """``x.reshape(shape)``."""
+
+    @staticmethod
+    def forward(ctx, x, shape):
+        ctx.shape = x.shape
+        return x.reshape(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.reshape(ctx.shape), None
+
+
+class Transpose(Function):
+    """``x.transpose(axes)``."""
+
+    @staticmethod
+    def forward(ctx, x, axes=None):
+        ctx.inverse = None if axes is None else tuple(np.argsort(axes))
+        return np.transpose(x, axes)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return np.transpose(grad, ctx.inverse), None
+
+
+def reshape(x, shape):
+    """``x`` with a new shape (a view where NumPy can make one).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, reshape
+    >>> reshape(Tensor(np.arange(6.0)), (2, -1)).shape
+    (2, 3)
+    """
+    return Reshape.apply(x, tuple(shape) if not isinstance(shape, int) else (shape,))
+
+
+def transpose(x, axes=None):
+    """``x`` with its axes permuted (reversed when ``axes`` is None).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, transpose
+    >>> transpose(Tensor(np.zeros((2, 3, 4))), (1, 2, 0)).shape
+    (3, 4, 2)
+    """
+    return Transpose.apply(x, None if axes is None else tuple(axes))
+
+
+# -------------------------------------------------------------- activations
+class ReLU(Function):
+    """``max(x, 0)``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = np.maximum(x, 0)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (y > 0)
+
+
+class LeakyReLU(Function):
+    """``x`` where positive, ``negative_slope * x`` elsewhere."""
+
+    @staticmethod
+    def forward(ctx, x, negative_slope=0.2):
+        ctx.save_for_backward(x)
+        ctx.slope = negative_slope
+        return np.where(x > 0, x, x * np.asarray(negative_slope, x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return np.where(x > 0, grad, grad * np.asarray(ctx.slope, grad.dtype))
+
+
+class ELU(Function):
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
+
+    @staticmethod
+    def forward(ctx, x, alpha=1.0):
+        pos = x > 0
+        y = np.expm1(np.minimum(x, 0))    # no overflow warnings for large positive x
+        if alpha != 1.0:
+            y *= np.asarray(alpha, x.dtype)
+        np.copyto(y, x, where=pos)
+        ctx.save_for_backward(y, pos)
+        ctx.alpha = alpha
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, pos = ctx.saved_tensors
+        # d/dx alpha (e^x - 1) = alpha e^x = y + alpha on the negative side
+        d = y + np.asarray(ctx.alpha, y.dtype)
+        np.copyto(d, 1, where=pos)
+        d *= grad
+        return d
+
+
+class Tanh(Function):
+    """Hyperbolic tangent."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = np.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * (1 - y * y)
+
+
+class Sigmoid(Function):
+    """Logistic sigmoid ``1 / (1 + exp(-x))``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        # exp of a non-positive number only: no overflow for large |x|
+        e = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        return grad * y * (1 - y)
+
+
+class Softmax(Function):
+    """``exp(x) / sum(exp(x))`` along ``axis``."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        e /= e.sum(axis=axis, keepdims=True)
+        ctx.save_for_backward(e)
+        ctx.axis = axis
+        return e
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        gy = grad * y
+        return gy - y * gy.sum(axis=ctx.axis, keepdims=True)
+
+
+class LogSoftmax(Function):
+    """``x - log(sum(exp(x)))`` along ``axis``, without overflow."""
+
+    @staticmethod
+    def forward(ctx, x, axis=-1):
+        z = x - x.max(axis=axis, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=axis, keepdims=True))
+        ctx.save_for_backward(z)
+        ctx.axis = axis
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad - np.exp(z) * grad.sum(axis=ctx.axis, keepdims=True)
+
+
+def relu(x):
+    """Rectified linear unit, ``max(x, 0)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, relu
+    >>> relu(Tensor(np.array([-1.0, 2.0])))
+    Tensor([0., 2.])
+    """
+    return ReLU.apply(x)
+
+
+def leaky_relu(x, negative_slope=0.2):
+    """Leaky ReLU: ``x`` where positive, ``negative_slope * x`` elsewhere.
+
+    The default slope is Keras' ``activations.leaky_relu`` (0.2); the
+    ``LeakyReLU`` layer defaults to 0.3, as in Keras.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, leaky_relu
+    >>> leaky_relu(Tensor(np.array([-1.0, 2.0])))
+    Tensor([-0.2,  2. ])
+    """
+    return LeakyReLU.apply(x, negative_slope=negative_slope)
+
+
+def elu(x, alpha=1.0):
+    r"""Exponential linear unit.
+
+    .. math:: \mathrm{elu}(x) = x \ (x > 0), \qquad \alpha (e^x - 1) \ (x \le 0)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, elu
+    >>> elu(Tensor(np.array([-1.0, 2.0])))
+    Tensor([-0.63212056,  2.        ])
+    """
+    return ELU.apply(x, alpha=alpha)
+
+
+def tanh(x):
+    """Hyperbolic tangent.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, tanh
+    >>> tanh(Tensor(np.array([0.0])))
+    Tensor([0.])
+    """
+    return Tanh.apply(x)
+
+
+def sigmoid(x):
+    """Logistic sigmoid, ``1 / (1 + exp(-x))``, stable for large ``|x|``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, sigmoid
+    >>> sigmoid(Tensor(np.array([0.0, -1000.0])))
+    Tensor([0.5, 0. ])
+    """
+    return Sigmoid.apply(x)
+
+
+def softmax(x, axis=-1):
+    r"""Softmax along ``axis``: :math:`e^{x_i} / \sum_j e^{x_j}` (max subtracted first).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, softmax
+    >>> softmax(Tensor(np.array([[0.0, np.log(3.0)]])))
+    Tensor([[0.25, 0.75]])
+    """
+    return Softmax.apply(x, axis=axis)
+
+
+def log_softmax(x, axis=-1):
+    r"""Log of the softmax along ``axis``, :math:`x_i - \log\sum_j e^{x_j}`, stable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, log_softmax
+    >>> log_softmax(Tensor(np.array([[1000.0, 1000.0]])))
+    Tensor([[-0.69314718, -0.69314718]])
+    """
+    return LogSoftmax.apply(x, axis=axis)
+
+
+# ------------------------------------------------------------------- losses
+def _labels(labels, output_shape, fn):
+    """Integer class indices shaped like ``output_shape[:-1]`` (a trailing 1 dropped)."""
+    y = np.asarray(labels)
+    if y.ndim == len(output_shape) and y.shape[-1:] == (1,):
+        y = y[..., 0]
+    if y.shape != output_shape[:-1]:
+        raise ValueError(f"{fn}: labels have shape {y.shape}, but the predictions "
+                         f"{output_shape}; pass one class index per row, shape "
+                         f"{output_shape[:-1]}")
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and np.all(y == np.round(y)):
+            y = y.astype(np.intp)
+        else:
+            raise TypeError(f"{fn}: labels must be integer class indices, got dtype {y.dtype}")
+    k = output_shape[-1]
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"{fn}: labels must be in [0, {k}) for {k} classes, got values "
+                         f"from {y.min()} to {y.max()}")
+    return y
+
+
+def _pick(a, y):
+    """``a[..., y]`` row by row: the entry of each row's label."""
+    return np.take_along_axis(a, y[..., None], axis=-1)[..., 0]
+
+
+class SparseCategoricalCrossentropy(Function):
+    r"""Mean of ``-log p[label]`` over the rows, Keras' way.
+
+    From probabilities (``from_logits=False``) Keras renormalizes each row,
+    ``q = p / sum(p)``, clips ``q`` to ``[epsilon, 1 - epsilon]`` and takes
+    ``-log q[y]``; the gradient is zero where the clip is active. From
+    logits it is ``-log_softmax(z)[y]``, computed without overflow.
+    """
+
+    @staticmethod
+    def forward(ctx, output, labels, from_logits=False, epsilon=1e-7):
+        fn = "sparse_categorical_crossentropy"
+        y = _labels(labels, output.shape, fn)
+        n = max(y.size, 1)
+        ctx.from_logits, ctx.n = from_logits, n
+        if from_logits:
+            z = output - output.max(axis=-1, keepdims=True)
+            z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            ctx.save_for_backward(z, y)
+            return np.asarray(-_pick(z, y).sum() / n, dtype=output.dtype)
+        s = output.sum(axis=-1)
+        qy = _pick(output, y) / s
+        inside = (qy >= epsilon) & (qy <= 1 - epsilon)
+        qc = np.clip(qy, epsilon, 1 - epsilon)
+        ctx.save_for_backward(s, qy, inside, y)
+        ctx.k, ctx.dtype = output.shape[-1], output.dtype
+        return np.asarray(-np.log(qc).sum() / n, dtype=output.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.from_logits:
+            z, y = ctx.saved_tensors
+            d = np.exp(z)                                # softmax
+            np.put_along_axis(d, y[..., None], _pick(d, y)[..., None] - 1, axis=-1)
+            d *= grad / ctx.n
+            return d, None
+        s, qy, inside, y = ctx.saved_tensors
+        # L_i = -log(q_iy), q = p / s:  dL_i/dp_ij = (1 - [j == y_i] / q_iy) / s_i,
+        # and 0 on rows whose q_iy the clip holds
+        row = np.divide(1.0, s, out=np.zeros_like(s), where=inside)
+        d = np.empty(s.shape + (ctx.k,), ctx.dtype)
+        d[...] = row[..., None]
+        at_label = row - np.divide(row, qy, out=np.zeros_like(row), where=inside)
+        np.put_along_axis(d, y[..., None], at_label[..., None].astype(ctx.dtype), axis=-1)
+        d *= grad / ctx.n
+        return d, None
+
+
+class SoftmaxSparseCategoricalCrossentropy(Function):
+    """``sparse_categorical_crossentropy(softmax(z), y)`` in one stable step.
+
+    Equal to the composition (Keras' clip of the probability at
+    ``[epsilon, 1 - epsilon]`` included) but computed from the logits: the
+    log-probability comes from a log-sum-exp and the gradient is
+    ``(softmax(z) - onehot(y)) / n`` (zero on rows whose probability is
+    clipped), instead of ``-1/p`` pushed through the softmax Jacobian.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, epsilon=1e-7):
+        y = _labels(labels, logits.shape, "softmax_sparse_categorical_crossentropy")
+        n = max(y.size, 1)
+        z = logits - logits.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        s = e.sum(axis=-1, keepdims=True)
+        logp = _pick(z, y) - np.log(s[..., 0])
+        lo, hi = np.log(epsilon), np.log1p(-epsilon)
+        inside = (logp >= lo) & (logp <= hi)
+        e /= s
+        ctx.save_for_backward(e, y, inside)
+        ctx.n = n
+        return np.asarray(-np.clip(logp, lo, hi).sum() / n, dtype=logits.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        p, y, inside = ctx.saved_tensors
+        d = p.copy()
+        np.put_along_axis(d, y[..., None], _pick(p, y)[..., None] - 1, axis=-1)
+        d *= (inside[..., None] * (grad / ctx.n)).astype(d.dtype)
+        return d, None
+
+
+def sparse_categorical_crossentropy(output, labels, from_logits=False, epsilon=1e-7):
+    r"""Mean sparse categorical cross-entropy, exactly as Keras computes it.
+
+    .. math::
+
+        L = -\frac{1}{n}\sum_i \log \mathrm{clip}\Big(\frac{p_{i,y_i}}{\sum_j p_{ij}},
+            \epsilon, 1 - \epsilon\Big)
+        \qquad\text{or, from logits,}\qquad
+        L = -\frac{1}{n}\sum_i \mathrm{log\_softmax}(z_i)_{y_i}
+
+    Parameters
+    ----------
+    output : Tensor
+        ``(..., classes)`` probabilities (e.g. after a softmax) or logits.
+    labels : array_like of int
+        Class indices, shape ``output.shape[:-1]`` (a trailing axis of 1 is
+        accepted, as in Keras).
+    from_logits : bool, default False
+        ``output`` holds logits; the log-softmax is fused in, so large logits
+        neither overflow nor lose the gradient.
+    epsilon : float, default 1e-7
+        Keras' ``backend.epsilon()``; the probability clip.
+
+    Returns
+    -------
+    Tensor
+        A scalar in ``output``'s dtype.
+
+    Raises
+    ------
+    ValueError
+        For labels of the wrong shape or outside ``[0, classes)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, sparse_categorical_crossentropy
+    >>> p = Tensor(np.array([[0.05, 0.95, 0.0], [0.1, 0.8, 0.1]]))
+    >>> round(float(sparse_categorical_crossentropy(p, [1, 2]).data), 4)   # Keras: 1.177
+    1.1769
+    >>> z = Tensor(np.array([[1000.0, 0.0]]), requires_grad=True)
+    >>> loss = sparse_categorical_crossentropy(z, [1], from_logits=True)
+    >>> float(loss.data)
+    1000.0
+    >>> loss.backward(); z.grad
+    array([[ 1., -1.]])
+    """
+    return SparseCategoricalCrossentropy.apply(output, labels, from_logits=from_logits,
+                                               epsilon=epsilon)
+
+
+def softmax_sparse_categorical_crossentropy(logits, labels, epsilon=1e-7):
+    """``sparse_categorical_crossentropy(softmax(logits), labels)``, fused and stable.
+
+    What ``Dense(..., activation="softmax")`` followed by Keras'
+    ``"sparse_categorical_crossentropy"`` computes (the probability clip
+    included), from the logits in one op.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import (Tensor, softmax, sparse_categorical_crossentropy,
+    ...                              softmax_sparse_categorical_crossentropy)
+    >>> z = Tensor(np.array([[2.0, 0.5, -1.0]]))
+    >>> a = softmax_sparse_categorical_crossentropy(z, [1]).data
+    >>> b = sparse_categorical_crossentropy(softmax(z), [1]).data
+    >>> bool(np.isclose(a, b))
+    True
+    """
+    return SoftmaxSparseCategoricalCrossentropy.apply(logits, labels, epsilon=epsilon)
+
+
+# ------------------------------------------------------------ regularization
+class Dropout(Function):
+    """Inverted dropout: zero each element with probability ``rate``, scale the rest."""
+
+    @staticmethod
+    def forward(ctx, x, rate, rng):
+        keep = rng.random(x.shape, dtype=np.float64 if x.dtype == np.float64
+                          else np.float32) >= rate
+        mask = keep.astype(x.dtype)
+        mask *= np.asarray(1.0 / (1.0 - rate), x.dtype)
+        ctx.save_for_backward(mask)
+        return x * mask
+
+    @staticmethod
+    def backward(ctx, grad):
+        (mask,) = ctx.saved_tensors
+        return grad * mask, None, None
+
+
+def dropout(x, rate, training=True, rng=None):
+    """Dropout as Keras does it: in training, zero with probability ``rate``, scale by ``1/(1-rate)``.
+
+    Parameters
+    ----------
+    x : Tensor
+    rate : float
+        Fraction to drop, in ``[0, 1)``.
+    training : bool, default True
+        False returns ``x`` unchanged.
+    rng : numpy.random.Generator, optional
+        Source of the mask (pass one for reproducible runs; ``fastbn.nn``
+        passes its seeded generator).
+
+    Returns
+    -------
+    Tensor
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, dropout
+    >>> y = dropout(Tensor(np.ones(8)), 0.5, rng=np.random.default_rng(0))
+    >>> sorted(set(y.data.tolist()))
+    [0.0, 2.0]
+    >>> dropout(Tensor(np.ones(2)), 0.5, training=False)
+    Tensor([1., 1.])
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout: rate must be in [0, 1), got {rate!r}")
+    if not training or rate == 0.0:
+        return x if type(x) is Tensor else Tensor(x)
+    return Dropout.apply(x, rate, np.random.default_rng() if rng is None else rng)
+
+
+# --------------------------------------------------------------- batch norm
+class BatchNorm(Function):
+    """Batch normalization through :mod:`fastbn.functional` (analytic backward)."""
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, axis=-1, epsilon=1e-3, training=True,
+                moving_mean=None, moving_variance=None, momentum=0.99):
+        # module attribute looked up per call: replaced kernels are picked up
+        y, mean, invstd = functional.batch_norm_forward(
+            x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
+            moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum)
+        ctx.save_for_backward(x, mean, invstd, gamma)
+        ctx.axis, ctx.training = axis, training
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, invstd, gamma = ctx.saved_tensors
+        nx, ng, nb = ctx.needs_input_grad
+        dx, dgamma, dbeta = functional.batch_norm_backward(
+            grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training)
+        return (dx if nx else None, dgamma if ng else None, dbeta if nb else None)
+
+
+def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True,
+               moving_mean=None, moving_variance=None, momentum=0.99):
+    r"""Batch normalization with gradients for ``x``, ``gamma`` and ``beta``.
+
+    The forward pass is :func:`fastbn.functional.batch_norm_forward` and the
+    backward pass :func:`fastbn.functional.batch_norm_backward`: the
+    kernels' analytic gradient, not a composition of primitive ops. With
+    ``training=True`` the batch statistics are used (and the moving
+    statistics, when given, updated in place with Keras' ``momentum``) and
+    the gradient flows through them; with ``training=False`` the moving
+    statistics are used and treated as constants.
+
+    Parameters
+    ----------
+    x : Tensor
+    gamma, beta : Tensor, ndarray or None
+        Scale and offset, shaped like ``x`` along ``axis``.
+    axis : int or tuple of ints, default -1
+        The feature axes that are kept (Keras).
+    epsilon, training, moving_mean, moving_variance, momentum
+        As in :func:`fastbn.functional.batch_norm_forward`.
+
+    Returns
+    -------
+    Tensor
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, batch_norm
+    >>> x = Tensor(np.array([[1.0], [3.0]]), requires_grad=True)
+    >>> g = Tensor(np.ones(1), requires_grad=True)
+    >>> y = batch_norm(x, g, None, epsilon=0.0)
+    >>> y
+    Tensor([[-1.],
+            [ 1.]], requires_grad=True)
+    >>> (y * np.array([[0.0], [1.0]])).sum().backward()
+    >>> g.grad, x.grad
+    (array([1.]), array([[0.],
+           [0.]]))
+    """
+    return BatchNorm.apply(x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
+                           moving_mean=moving_mean, moving_variance=moving_variance,
+                           momentum=momentum)

@@ -1,0 +1,541 @@
+"""Layers with Keras' names, arguments and defaults.
+
+A layer creates its variables when it first sees its input shape (``build``),
+named ``<layer name>/<weight name>`` as in Keras (``dense/kernel``,
+``batch_normalization/moving_mean``). Calling a layer runs
+:mod:`fastbn.autograd` ops on a :class:`~fastbn.autograd.Tensor`, so the
+variables that are trainable receive gradients.
+"""
+import functools
+import math
+
+import numpy as np
+
+from .. import autograd as ag
+from . import activations, initializers, utils
+
+__all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation",
+           "LeakyReLU", "Flatten", "Dropout"]
+
+FLOATX = np.float32
+
+
+class Variable:
+    """A named weight: an ndarray plus ``trainable`` (Keras' ``keras.Variable``).
+
+    Optimizers update :attr:`value` in place; :attr:`tensor` is a
+    :class:`~fastbn.autograd.Tensor` on the same memory (``requires_grad``
+    when trainable), which is what layers compute with.
+
+    Attributes
+    ----------
+    name, path : str
+        ``"<layer>/<weight>"``, e.g. ``"batch_normalization/gamma"``.
+    value : ndarray
+    trainable : bool
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.nn import Variable
+    >>> v = Variable(np.zeros(3, np.float32), name="dense/bias")
+    >>> v.name, v.shape, v.trainable
+    ('dense/bias', (3,), True)
+    >>> v.assign([1, 2, 3]); v.numpy()
+    array([1., 2., 3.], dtype=float32)
+    """
+
+    __slots__ = ("name", "value", "trainable", "tensor")
+
+    def __init__(self, value, name, trainable=True):
+        self.name = name
+        self.value = np.ascontiguousarray(value)
+        self.trainable = bool(trainable)
+        self.tensor = ag.Tensor(self.value, requires_grad=self.trainable)
+
+    @property
+    def path(self):
+        return self.name
+
+    @property
+    def shape(self):
+        return self.value.shape
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    def numpy(self):
+        """A copy of the value."""
+        return self.value.copy()
+
+    def assign(self, value):
+        """Overwrite the value in place (same shape; cast to the variable's dtype)."""
+        value = np.asarray(value)
+        if value.shape != self.value.shape:
+            raise ValueError(f"cannot assign a value of shape {value.shape} to variable "
+                             f"{self.name!r} of shape {self.value.shape}")
+        self.value[...] = value
+
+    def __array__(self, dtype=None, copy=None):
+        return self.value if dtype is None else self.value.astype(dtype)
+
+    def __repr__(self):
+        return (f"<Variable path={self.name}, shape={self.shape}, dtype={self.dtype}, "
+                f"trainable={self.trainable}>")
+
+
+def _shape_tuple(shape, what):
+    try:
+        out = tuple(None if s is None else int(s) for s in shape)
+    except TypeError:
+        raise TypeError(f"{what} must be a list or tuple of ints, got {shape!r}") from None
+    if any(s is not None and s < 0 for s in out):
+        raise ValueError(f"{what} has a negative dimension: {shape!r}")
+    return out
+
+
+def _marks_built(build):
+    @functools.wraps(build)
+    def wrapper(self, input_shape):
+        input_shape = tuple(input_shape)
+        build(self, input_shape)
+        self.built = True
+        self.input_shape = input_shape
+        self.output_shape = self.compute_output_shape(input_shape)
+    return wrapper
+
+
+class Layer:
+    """Base class of all layers.
+
+    Parameters
+    ----------
+    name : str, optional
+        Default: the snake-case class name, numbered in the session
+        (``dense``, ``dense_1``, ...).
+    input_shape : tuple of int, optional
+        Shape of one sample (no batch axis), on the first layer of a
+        :class:`~fastbn.nn.Sequential` so it can be built at once (Keras).
+    trainable : bool, default True
+
+    Subclasses implement ``build(input_shape)`` (create variables with
+    :meth:`add_weight`), ``call(x, training)`` and
+    ``compute_output_shape(input_shape)``; shapes include the batch axis as
+    ``None``.
+    """
+
+    def __init__(self, *, name=None, input_shape=None, trainable=True, dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
+                            f"{', '.join(sorted(kwargs))}")
+        if dtype not in (None, "float32", np.float32):
+            raise ValueError(f"{type(self).__name__}: fastbn.nn layers compute in float32; "
+                             f"got dtype={dtype!r}")
+        self.name = name if name is not None else utils.unique_name(
+            utils.to_snake_case(type(self).__name__))
+        self.input_shape_arg = (None if input_shape is None
+                                else _shape_tuple(input_shape, "input_shape"))
+        self.trainable = trainable
+        self.built = False
+        self._variables = []
+        self.input_shape = None
+        self.output_shape = None
+
+    # ------------------------------------------------------------- weights
+    def add_weight(self, name, shape, initializer, trainable=True):
+        """Create a variable ``<layer name>/<name>`` initialised by ``initializer``."""
+        init = initializers.get(initializer)
+        value = np.asarray(init(tuple(shape), FLOATX), dtype=FLOATX)
+        v = Variable(value, f"{self.name}/{name}", trainable=trainable)
+        self._variables.append(v)
+        return v
+
+    @property
+    def variables(self):
+        """All variables, in creation order (Keras' ``weights``)."""
+        return list(self._variables)
+
+    weights = variables
+
+    @property
+    def trainable_variables(self):
+        return [v for v in self._variables if v.trainable and self.trainable]
+
+    trainable_weights = trainable_variables
+
+    @property
+    def non_trainable_variables(self):
+        return [v for v in self._variables if not (v.trainable and self.trainable)]
+
+    non_trainable_weights = non_trainable_variables
+
+    def count_params(self):
+        """Number of scalars in the variables."""
+        if not self.built:
+            raise ValueError(f"layer {self.name!r} is not built yet, so it has no weights; "
+                             f"call it on data or give the model an input_shape first")
+        return int(sum(v.value.size for v in self._variables))
+
+    def get_weights(self):
+        """Copies of the variables' values, in order."""
+        return [v.numpy() for v in self._variables]
+
+    def set_weights(self, weights):
+        """Assign values to the variables, in order (shapes must match)."""
+        if len(weights) != len(self._variables):
+            raise ValueError(f"layer {self.name!r} has {len(self._variables)} weights, got "
+                             f"{len(weights)}")
+        for v, w in zip(self._variables, weights):
+            v.assign(w)
+
+    # ------------------------------------------------------------- calling
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "build" in cls.__dict__:          # calling build() directly marks it built (Keras)
+            cls.build = _marks_built(cls.__dict__["build"])
+
+    def build(self, input_shape):
+        """Create the layer's weights for inputs of ``input_shape`` (with ``None`` batch)."""
+
+    def _build_once(self, input_shape):
+        input_shape = tuple(input_shape)
+        if not self.built:
+            self.build(input_shape)
+        else:
+            self._check_input(input_shape)
+        return self.output_shape
+
+    def _check_input(self, shape):
+        """Raise if a built layer cannot take inputs of ``shape`` (layers without weights take any)."""
+
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def call(self, x, training=False):
+        raise NotImplementedError
+
+    def __call__(self, x, training=False):
+        """Apply the layer (building it on first use); returns a Tensor.
+
+        ``training`` chooses batch statistics (BatchNormalization) and active
+        dropout; the default, False, is inference, as when Keras calls a
+        layer outside ``fit``.
+        """
+        if not isinstance(x, ag.Tensor):
+            x = np.asarray(x)
+            if x.dtype != FLOATX:
+                x = x.astype(FLOATX)
+            x = ag.Tensor(x)
+        elif x.dtype != FLOATX and x.dtype.kind in "iub":
+            x = ag.Tensor(x.data.astype(FLOATX))
+        self._build_once((None,) + x.shape[1:])
+        return self.call(x, training=training)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+Layer.build = _marks_built(Layer.build)
+
+
+def _fmt(shape):
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class Input:
+    """The input of a :class:`~fastbn.nn.Sequential`: ``Input(shape=(28, 28))``.
+
+    Keras 3's preferred alternative to ``input_shape=`` on the first layer;
+    it is not a layer of the model (``model.layers`` does not list it).
+
+    Examples
+    --------
+    >>> from fastbn import nn
+    >>> model = nn.Sequential([nn.Input(shape=(4,)), nn.Dense(2)])
+    >>> model.count_params()
+    10
+    """
+
+    def __init__(self, shape, name=None):
+        self.shape = (None,) + _shape_tuple(shape, "Input shape")
+        self.name = name
+
+
+class Dense(Layer):
+    """Densely connected layer: ``activation(x @ kernel + bias)`` on the last axis.
+
+    Parameters
+    ----------
+    units : int
+        Output features.
+    activation : str, callable or None, default None
+        ``"relu"``, ``"elu"``, ``"tanh"``, ``"sigmoid"``, ``"softmax"``,
+        ``"leaky_relu"``, ``"linear"``/None, or a function of a Tensor.
+    use_bias : bool, default True
+    kernel_initializer : str or callable, default "glorot_uniform"
+    bias_initializer : str or callable, default "zeros"
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> layer = nn.Dense(2, kernel_initializer="ones", bias_initializer="ones")
+    >>> layer(np.array([[1.0, 2.0, 3.0]]))
+    Tensor([[7., 7.]], dtype=float32, requires_grad=True)
+    >>> [v.shape for v in layer.variables]
+    [(3, 2), (2,)]
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
+            raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel = self.bias = None
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(f"Dense {self.name!r}: needs inputs with a known last dimension, "
+                             f"got shape {_fmt(input_shape)}")
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
+                                      self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer)
+
+    def _check_input(self, shape):
+        if shape[-1] != self.kernel.shape[0]:
+            raise ValueError(f"Dense {self.name!r} expects inputs whose last dimension is "
+                             f"{self.kernel.shape[0]}, got shape {_fmt(shape)}"
+                             + ("; add a Flatten layer first" if len(shape) > 2 else ""))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def call(self, x, training=False):
+        return self.activation(self.call_linear(x))
+
+    def call_linear(self, x):
+        """``x @ kernel + bias``, without the activation."""
+        if self.bias is None:
+            return ag.Dense.apply(x, self.kernel.tensor)
+        return ag.Dense.apply(x, self.kernel.tensor, self.bias.tensor)
+
+
+class BatchNormalization(Layer):
+    r"""Batch normalization, Keras' layer, on fastbn's kernels.
+
+    In training (``fit``, or ``training=True``) each feature is normalised
+    with the batch mean and (biased) variance, and the moving statistics are
+    updated in place, ``moving = moving * momentum + batch * (1 - momentum)``;
+    in inference (``evaluate``, ``predict``, ``training=False``) the moving
+    statistics are used. With ``trainable=False`` the layer always runs in
+    inference mode (Keras 3).
+
+    Parameters
+    ----------
+    axis : int or list/tuple of int, default -1
+        The feature axis or axes (kept; statistics are taken over the rest).
+    momentum : float, default 0.99
+    epsilon : float, default 1e-3
+    center, scale : bool, default True
+        Learn ``beta`` / ``gamma``.
+    beta_initializer, gamma_initializer, moving_mean_initializer, moving_variance_initializer
+        Default ``"zeros"``, ``"ones"``, ``"zeros"``, ``"ones"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.clear_session()
+    >>> bn = nn.BatchNormalization(epsilon=0.0)
+    >>> bn(np.array([[1.0], [3.0]]), training=True)
+    Tensor([[-1.],
+            [ 1.]], dtype=float32, requires_grad=True)
+    >>> [(v.name, v.trainable) for v in bn.variables]        # doctest: +NORMALIZE_WHITESPACE
+    [('batch_normalization/gamma', True), ('batch_normalization/beta', True),
+     ('batch_normalization/moving_mean', False), ('batch_normalization/moving_variance', False)]
+    >>> bn.moving_mean.numpy()                     # 0.99 * 0 + 0.01 * 2
+    array([0.02], dtype=float32)
+    """
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            if not axis or not all(isinstance(a, (int, np.integer)) for a in axis):
+                raise TypeError(f"BatchNormalization: axis must be an int or a non-empty "
+                                f"list/tuple of ints, got {axis!r}")
+            self.axis = [int(a) for a in axis]
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise TypeError(f"BatchNormalization: axis must be an int or a list/tuple of "
+                            f"ints, got {axis!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
+        if not epsilon >= 0:
+            raise ValueError(f"BatchNormalization: epsilon must be >= 0, got {epsilon!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+        self._axes = None
+
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        axes = self.axis if isinstance(self.axis, list) else [self.axis]
+        norm = []
+        for a in axes:
+            if not -ndim <= a < ndim:
+                raise ValueError(f"BatchNormalization {self.name!r}: axis {a} is out of range "
+                                 f"for inputs of shape {_fmt(input_shape)}")
+            norm.append(a % ndim)
+        if 0 in norm:
+            raise ValueError(f"BatchNormalization {self.name!r}: axis {self.axis!r} includes "
+                             f"the batch axis 0; name the feature axes, e.g. axis=-1")
+        if len(set(norm)) != len(norm):
+            raise ValueError(f"BatchNormalization {self.name!r}: axis {self.axis!r} repeats "
+                             f"an axis")
+        norm = sorted(norm)
+        shape = tuple(input_shape[a] for a in norm)
+        if any(s is None for s in shape):
+            raise ValueError(f"BatchNormalization {self.name!r}: the feature axes of "
+                             f"{_fmt(input_shape)} must have known sizes")
+        self._axes = norm[0] if len(norm) == 1 else tuple(norm)
+        if self.scale:
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
+        if self.center:
+            self.beta = self.add_weight("beta", shape, self.beta_initializer)
+        self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer,
+                                           trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", shape,
+                                               self.moving_variance_initializer, trainable=False)
+
+    def _check_input(self, shape):
+        want = self.input_shape
+        if len(shape) != len(want) or any(shape[a] != want[a] for a in
+                                          ((self._axes,) if isinstance(self._axes, int)
+                                           else self._axes)):
+            raise ValueError(f"BatchNormalization {self.name!r} was built for inputs of "
+                             f"shape {_fmt(want)} (features on axis {self.axis}), got "
+                             f"{_fmt(shape)}")
+
+    def call(self, x, training=False):
+        training = bool(training) and self.trainable
+        return ag.BatchNorm.apply(
+            x, None if self.gamma is None else self.gamma.tensor,
+            None if self.beta is None else self.beta.tensor,
+            axis=self._axes, epsilon=self.epsilon, training=training,
+            moving_mean=self.moving_mean.value, moving_variance=self.moving_variance.value,
+            momentum=self.momentum)
+
+
+class Activation(Layer):
+    """Applies an activation function (Keras name or callable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.Activation("relu")(np.array([[-1.0, 2.0]]))
+    Tensor([[0., 2.]], dtype=float32)
+    """
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def call(self, x, training=False):
+        return self.activation(x)
+
+
+class LeakyReLU(Layer):
+    """Leaky ReLU: ``x`` where positive, ``negative_slope * x`` elsewhere (Keras default 0.3).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.LeakyReLU()(np.array([[-1.0, 2.0]]))
+    Tensor([[-0.3,  2. ]], dtype=float32)
+    """
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        if "alpha" in kwargs:                  # Keras 2's name for it
+            negative_slope = kwargs.pop("alpha")
+        super().__init__(**kwargs)
+        if not negative_slope >= 0:
+            raise ValueError(f"LeakyReLU: negative_slope must be >= 0, got {negative_slope!r}")
+        self.negative_slope = float(negative_slope)
+
+    def call(self, x, training=False):
+        return ag.leaky_relu(x, self.negative_slope)
+
+
+class Flatten(Layer):
+    """Flattens each sample to one axis: ``(N, 28, 28)`` -> ``(N, 784)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.Flatten()(np.zeros((2, 3, 4))).shape
+    (2, 12)
+    """
+
+    def compute_output_shape(self, input_shape):
+        rest = input_shape[1:]
+        return (input_shape[0], None if any(s is None for s in rest) else math.prod(rest))
+
+    def call(self, x, training=False):
+        if x.ndim == 2:
+            return x
+        return ag.Reshape.apply(x, (x.shape[0], -1))
+
+
+class Dropout(Layer):
+    """Randomly zeroes a fraction ``rate`` of the inputs in training, scaling the rest.
+
+    Parameters
+    ----------
+    rate : float
+        In ``[0, 1)``.
+    seed : int, optional
+        A private generator; by default the session's
+        (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> layer = nn.Dropout(0.5, seed=0)
+    >>> layer(np.ones((1, 4)))                        # inference: unchanged
+    Tensor([[1., 1., 1., 1.]], dtype=float32)
+    >>> sorted(set(layer(np.ones((1, 8)), training=True).data.ravel().tolist()))
+    [0.0, 2.0]
+    """
+
+    def __init__(self, rate, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self._rng = None if seed is None else np.random.default_rng(seed)
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0.0:
+            return x
+        return ag.dropout(x, self.rate, training=True,
+                          rng=utils.get_rng() if self._rng is None else self._rng)

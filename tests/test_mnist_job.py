@@ -1,0 +1,101 @@
+"""The fastbn-mnist job, in-process, on a small synthetic dataset (no network)."""
+import json
+
+import numpy as np
+import pytest
+
+from fastbn.datasets import mnist as mnist_data
+from fastbn.examples import mnist as job
+
+# until fastbn.nn lands the job has nothing to train; once it exists these run
+if not hasattr(pytest.importorskip("fastbn.nn"), "Sequential"):
+    pytest.skip("fastbn.nn has no Sequential yet", allow_module_level=True)
+
+
+def synthetic_mnist(n_train=5000 + 192, n_test=96, seed=0):
+    """MNIST-shaped uint8 data whose label is written into the image, so it is learnable."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 10, n).astype(np.uint8)
+        x = rng.integers(0, 64, (n, 28, 28)).astype(np.uint8)
+        x[np.arange(n), 2 * y + 4, 4:24] = 255           # a bright row per class
+        return x, y
+    return make(n_train), make(n_test)
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    calls = []
+
+    def load_data(path="mnist.npz"):
+        calls.append(path)
+        return synthetic_mnist()
+    monkeypatch.setattr(mnist_data, "load_data", load_data)
+    return calls
+
+
+def run_job(out, *extra):
+    argv = ["--epochs", "1", "--limit", "192", "--batch-size", "32", "--seed", "7",
+            "--out", str(out), *extra]
+    assert job.main(argv) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _numbers(m):
+    """Everything in metrics.json that must not depend on timing."""
+    return {"history": m["history"], "test_loss": m["test_loss"],
+            "test_accuracy": m["test_accuracy"]}
+
+
+def test_job_writes_metrics_plot_and_weights(fake_data, tmp_path, capsys):
+    m = run_job(tmp_path / "run")
+    assert fake_data                                     # the monkeypatched loader was used
+    out = capsys.readouterr().out
+    assert "epoch 1/1" in out and "samples/s" in out and "test accuracy" in out
+    assert set(m["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert all(len(v) == 1 for v in m["history"].values())
+    assert m["data"] == {"train": 192, "validation": 192, "test": 96}
+    assert m["settings"]["model"] == job.DEFAULT_MODEL and m["settings"]["epochs"] == 1
+    assert 0.0 <= m["test_accuracy"] <= 1.0 and np.isfinite(m["test_loss"])
+    assert m["samples_per_s"] > 0 and m["epochs"][0]["samples_per_s"] > 0
+    assert {"fastbn", "numpy", "numba", "python"} <= set(m["versions"])
+    png = (tmp_path / "run" / "learning_curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with np.load(tmp_path / "run" / "weights.npz", allow_pickle=False) as w:
+        assert len(w.files) > 0
+
+
+def test_same_seed_same_numbers(fake_data, tmp_path):
+    first = run_job(tmp_path / "a", "--quiet", "--no-plot")
+    second = run_job(tmp_path / "b", "--quiet", "--no-plot")
+    assert _numbers(first) == _numbers(second)
+    with np.load(tmp_path / "a" / "weights.npz") as wa, \
+            np.load(tmp_path / "b" / "weights.npz") as wb:
+        assert wa.files == wb.files
+        for k in wa.files:
+            np.testing.assert_array_equal(wa[k], wb[k])
+    other = run_job(tmp_path / "c", "--quiet", "--no-plot", "--seed", "8")
+    assert _numbers(other) != _numbers(first)
+
+
+@pytest.mark.parametrize("model", job.MODELS)
+def test_every_model_and_optimizer_trains(fake_data, tmp_path, model):
+    opt = "adam" if model == "plain" else "sgd"
+    m = run_job(tmp_path / model, "--quiet", "--no-plot", "--model", model,
+                "--optimizer", opt, "--lr", "0.01", "--threads", "1")
+    assert m["settings"]["model"] == model and np.isfinite(m["history"]["loss"][0])
+    assert m["threads"]["numba"] == 1
+
+
+def test_bad_flags_exit_with_usage(capsys):
+    for argv in (["--epochs", "0"], ["--lr", "-1"], ["--model", "resnet"]):
+        with pytest.raises(SystemExit) as e:
+            job.main(argv)
+        assert e.value.code == 2
+    assert "usage: fastbn-mnist" in capsys.readouterr().err
+
+
+def test_build_model_counts_match_keras():
+    # the notebook's model: "Total params: 271,346" in Keras' summary()
+    assert job.build_model("textbook").count_params() == 271_346
