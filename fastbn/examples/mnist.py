@@ -269,6 +269,37 @@ def _seed(nn, seed):
     nn.set_random_seed(seed)
 
 
+class _EpochLog:
+    """A Keras-style callback: per-epoch rows for metrics.json, the training steps
+    timed apart from validation (so samples/s compares with the peers' step
+    times), printed when verbose."""
+
+    def __init__(self, n_train, n_epochs, verbose):
+        self.n_train, self.n_epochs, self.verbose = n_train, n_epochs, verbose
+        self.rows = []
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.lr = self.model.optimizer.learning_rate
+        self.t0 = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        self.seconds = time.perf_counter() - self.t0
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+               "learning_rate": self.lr, "seconds": self.seconds,
+               "samples_per_s": self.n_train / self.seconds}
+        self.rows.append(row)
+        if self.verbose:
+            print(f"epoch {epoch + 1}/{self.n_epochs}: loss {row['loss']:.4f}  "
+                  f"accuracy {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
+                  f"val_accuracy {row['val_accuracy']:.4f}  learning rate {self.lr:.4g}  "
+                  f"{row['samples_per_s']:,.0f} samples/s ({self.seconds:.1f} s)", flush=True)
+
+
 def _versions():
     import numba
 
@@ -334,33 +365,15 @@ def _run(args, nn, threads):
               f"epochs; {len(x_train)} training / {len(x_valid)} validation / "
               f"{len(x_test)} test images; seed {args.seed}; threads {threads['numba']}")
 
-    history = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-    epochs = []
-    for epoch in range(args.epochs):
-        lr = epoch_learning_rate(args.lr, epoch, args.epochs, args.schedule)
-        optimizer.learning_rate = lr
-        if verbose:
-            print(f"Epoch {epoch + 1}/{args.epochs} (learning rate {lr:.4g})", flush=True)
-        # one fit call per epoch, so the training steps are timed on their own
-        # (samples/s compares with the issue's peers) and validation apart
-        t0 = time.perf_counter()
-        h = model.fit(x_train, y_train, epochs=1, batch_size=args.batch_size,
-                      shuffle=True, verbose=verbose).history
-        seconds = time.perf_counter() - t0
-        val_loss, val_acc = model.evaluate(x_valid, y_valid, batch_size=args.batch_size,
-                                           verbose=0)
-        row = {"epoch": epoch + 1, "loss": float(h["loss"][-1]),
-               "accuracy": float(h["accuracy"][-1]), "val_loss": float(val_loss),
-               "val_accuracy": float(val_acc), "learning_rate": lr, "seconds": seconds,
-               "samples_per_s": len(x_train) / seconds}
-        for key in history:
-            history[key].append(row[key])
-        epochs.append(row)
-        if verbose:
-            print(f"epoch {epoch + 1}/{args.epochs}: loss {row['loss']:.4f}  "
-                  f"accuracy {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
-                  f"val_accuracy {row['val_accuracy']:.4f}  "
-                  f"{row['samples_per_s']:,.0f} samples/s ({seconds:.1f} s)", flush=True)
+    log = _EpochLog(len(x_train), args.epochs, verbose)
+    schedule = nn.callbacks.LearningRateScheduler(
+        lambda epoch, lr: epoch_learning_rate(args.lr, epoch, args.epochs, args.schedule))
+    h = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                  validation_data=(x_valid, y_valid), shuffle=True, verbose=verbose,
+                  callbacks=[schedule, log])
+    history = {k: [float(v) for v in h.history[k]]
+               for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    epochs = log.rows
 
     test_loss, test_acc = model.evaluate(x_test, y_test, batch_size=args.batch_size,
                                          verbose=0)

@@ -27,7 +27,7 @@ Examples
 >>> sorted(h.history)
 ['accuracy', 'loss']
 """
-from . import activations, initializers, losses, optimizers, utils
+from . import activations, callbacks, initializers, losses, optimizers, utils
 from .layers import (Activation, BatchNormalization, Dense, Dropout, Flatten, Input, Layer,
                      LeakyReLU, Variable)
 from .losses import SparseCategoricalCrossentropy
@@ -39,4 +39,4 @@ __all__ = ["Sequential", "History", "Layer", "Variable", "Input", "Dense",
            "BatchNormalization", "Activation", "LeakyReLU", "Flatten", "Dropout",
            "Optimizer", "SGD", "Adam", "SparseCategoricalCrossentropy",
            "set_random_seed", "clear_session",
-           "activations", "initializers", "losses", "optimizers", "utils"]
+           "activations", "callbacks", "initializers", "losses", "optimizers", "utils"]

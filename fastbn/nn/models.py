@@ -459,6 +459,9 @@ class Sequential:
             Evaluated at the end of each epoch (``val_loss``, ``val_accuracy``).
         shuffle : bool, default True
             Reshuffle the samples every epoch (from the seeded generator).
+        callbacks : list, optional
+            Objects with Keras' hooks (see :mod:`fastbn.nn.callbacks`), e.g.
+            :class:`~fastbn.nn.callbacks.LearningRateScheduler`.
 
         Returns
         -------
@@ -468,8 +471,7 @@ class Sequential:
             over the epoch's batches weighted by batch size, as Keras logs.
         """
         self._require_compiled("fit")
-        if callbacks:
-            raise ValueError("fit(): callbacks are not supported by fastbn.nn")
+        callbacks = list(callbacks or [])
         verbose = 1 if verbose == "auto" else verbose
         if verbose not in (0, 1, 2):
             raise ValueError(f"fit(): verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
@@ -501,8 +503,18 @@ class Sequential:
         with_acc = len(self.metrics_names) > 1
         rng = utils.get_rng()
         step = self._train_step
+
+        def hook(name, *args):
+            for cb in callbacks:
+                fn = getattr(cb, name, None)
+                if fn is not None:
+                    fn(*args)
+
+        hook("set_model", self)
+        hook("on_train_begin", {})
         with utils.blas_threads(batch_size):
             for epoch in range(epochs):
+                hook("on_epoch_begin", epoch, {})
                 order = rng.permutation(n) if shuffle else None
                 bar = self._progress(verbose, steps, f"Epoch {epoch + 1}/{epochs}")
                 t0 = time.perf_counter()
@@ -526,23 +538,26 @@ class Sequential:
                         bar.update(1)
                         if i % 16 == 15 or i == steps - 1:
                             bar.set_description_str(self._fmt_logs(loss_sum / seen, correct / seen),
-                                                refresh=False)
+                                                            refresh=False)
                 logs = {"loss": loss_sum / seen}
                 if with_acc:
                     logs["accuracy"] = correct / seen
                 if validation_data is not None:
+                    hook("on_test_begin", {})
                     vals = self._evaluate(*validation_data, batch_size=batch_size)
                     logs["val_loss"] = vals[0]
                     if with_acc:
                         logs["val_accuracy"] = vals[1]
                 if bar is not None:
                     bar.set_description_str(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
-                                        refresh=True)
+                                            refresh=True)
                     bar.close()
                 elif verbose == 2:
                     print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.0f}s - "
                           + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
                 history._append(epoch, logs)
+                hook("on_epoch_end", epoch, dict(logs))
+        hook("on_train_end", dict(history.history))
         self.history = history
         return history
 
