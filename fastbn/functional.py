@@ -286,11 +286,19 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     Raises
     ------
     TypeError
-        For a dtype other than float16/32/64 or a non-integer axis.
+        If ``x``'s dtype is not float16/32/64; if ``axis`` is not an int or a
+        tuple of ints; if ``gamma``, ``beta`` or the moving statistics are
+        not real numbers; or, in training, if ``moving_mean`` or
+        ``moving_variance`` is not a float ``numpy.ndarray`` (it is updated
+        in place).
     ValueError
-        For bad axes, mismatched shapes, no elements per feature, missing
-        moving statistics in inference, negative epsilon, momentum outside
-        [0, 1], or read-only moving statistics.
+        For 0-d ``x``; an axis out of range or repeated, no feature axis, or
+        feature axes that cover every dimension; ``gamma``, ``beta`` or
+        moving statistics not shaped like ``x`` along ``axis``; only one of
+        ``moving_mean`` and ``moving_variance``; no elements per feature;
+        missing moving statistics or a negative ``moving_variance`` in
+        inference; ``epsilon`` negative or not finite; ``momentum`` outside
+        [0, 1]; or read-only moving statistics in training.
 
     Warns
     -----
@@ -419,6 +427,18 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
         Shaped and laid out like ``x``, in ``x``'s dtype.
     dgamma, dbeta : ndarray
         Feature-shaped, in ``x``'s dtype; returned even when ``gamma`` is None.
+
+    Raises
+    ------
+    TypeError
+        If ``x``'s or ``dy``'s dtype is not float16/32/64; if ``axis`` is not
+        an int or a tuple of ints; if ``mean``, ``invstd`` or ``gamma`` are not
+        real numbers.
+    ValueError
+        For 0-d ``x``; ``dy`` not shaped like ``x``; an axis out of range or
+        repeated, no feature axis, or feature axes that cover every
+        dimension; ``mean``, ``invstd`` or ``gamma`` not shaped like ``x``
+        along ``axis``; or no elements per feature.
 
     Examples
     --------

@@ -181,7 +181,13 @@ class Function:
     __slots__ = ("parents", "needs_input_grad", "saved_tensors", "__dict__")
 
     def save_for_backward(self, *arrays):
-        """Keep ``arrays`` for ``backward`` (read them back from ``ctx.saved_tensors``)."""
+        """Keep ``arrays`` for ``backward`` (read them back from ``ctx.saved_tensors``).
+
+        Parameters
+        ----------
+        *arrays : ndarray
+            What the backward pass needs, typically inputs or outputs of ``forward``.
+        """
         self.saved_tensors = arrays
 
     @staticmethod
@@ -199,9 +205,17 @@ class Function:
     def apply(cls, *inputs, **options):
         """Run ``forward`` on ``inputs`` and record the op when a gradient is needed.
 
+        Parameters
+        ----------
+        *inputs : Tensor, ndarray or object
+            The positional inputs; tensors reach ``forward`` as their arrays.
+        **options
+            Keyword arguments passed to ``forward`` as they are (not differentiated).
+
         Returns
         -------
         Tensor
+            Requires a gradient when gradients are enabled and any input does.
         """
         ctx = cls()
         arrays = [x.data if type(x) is Tensor else x for x in inputs]
@@ -301,11 +315,21 @@ class Tensor:
         return len(self.data)
 
     def numpy(self):
-        """The data as an ndarray (no copy)."""
+        """The data as an ndarray (no copy).
+
+        Returns
+        -------
+        ndarray
+        """
         return self.data
 
     def item(self):
-        """The single value of a one-element tensor as a Python number."""
+        """The single value of a one-element tensor as a Python number.
+
+        Returns
+        -------
+        float or int
+        """
         return self.data.item()
 
     def __array__(self, dtype=None, copy=None):
@@ -325,6 +349,11 @@ class Tensor:
     # ----------------------------------------------------------- the tape
     def detach(self):
         """The same data (no copy) as a new tensor without history.
+
+        Returns
+        -------
+        Tensor
+            With ``requires_grad=False``.
 
         Examples
         --------
@@ -431,21 +460,65 @@ class Tensor:
         return _ops().matmul(other, self)
 
     def sum(self, axis=None, keepdims=False):
-        """Sum over ``axis`` (see :func:`fastbn.autograd.sum`)."""
+        """Sum over ``axis`` (see :func:`fastbn.autograd.sum`).
+
+        Parameters
+        ----------
+        axis : int or tuple of ints, optional
+            The axes to reduce; all axes when None.
+        keepdims : bool, default False
+            Keep the reduced axes with length 1.
+
+        Returns
+        -------
+        Tensor
+        """
         return _ops().sum(self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis=None, keepdims=False):
-        """Mean over ``axis`` (see :func:`fastbn.autograd.mean`)."""
+        """Mean over ``axis`` (see :func:`fastbn.autograd.mean`).
+
+        Parameters
+        ----------
+        axis : int or tuple of ints, optional
+            The axes to reduce; all axes when None.
+        keepdims : bool, default False
+            Keep the reduced axes with length 1.
+
+        Returns
+        -------
+        Tensor
+        """
         return _ops().mean(self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape):
-        """Reshape (see :func:`fastbn.autograd.reshape`); ``t.reshape(2, 3)`` works too."""
+        """Reshape (see :func:`fastbn.autograd.reshape`); ``t.reshape(2, 3)`` works too.
+
+        Parameters
+        ----------
+        *shape : int or tuple of ints
+            The new shape, as one tuple or as separate ints.
+
+        Returns
+        -------
+        Tensor
+        """
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
         return _ops().reshape(self, shape)
 
     def transpose(self, *axes):
-        """Permute axes (see :func:`fastbn.autograd.transpose`)."""
+        """Permute axes (see :func:`fastbn.autograd.transpose`).
+
+        Parameters
+        ----------
+        *axes : int or tuple of ints
+            A permutation, as one tuple or as separate ints; none reverses the axes.
+
+        Returns
+        -------
+        Tensor
+        """
         if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
             axes = axes[0]
         return _ops().transpose(self, axes or None)
@@ -456,15 +529,30 @@ class Tensor:
         return _ops().transpose(self, None)
 
     def relu(self):
-        """``max(x, 0)``."""
+        """``max(x, 0)``.
+
+        Returns
+        -------
+        Tensor
+        """
         return _ops().relu(self)
 
     def tanh(self):
-        """Hyperbolic tangent."""
+        """Hyperbolic tangent.
+
+        Returns
+        -------
+        Tensor
+        """
         return _ops().tanh(self)
 
     def sigmoid(self):
-        """Logistic sigmoid."""
+        """Logistic sigmoid.
+
+        Returns
+        -------
+        Tensor
+        """
         return _ops().sigmoid(self)
 
 

@@ -84,7 +84,22 @@ _CHUNK = 1 << 20
 
 
 class DatasetUnavailableError(OSError):
-    """No source of the dataset could be reached or verified."""
+    """No source of the dataset could be reached or verified.
+
+    Raised by :func:`load_data`; the message lists every source tried, why
+    each failed, and which file to put where on a machine without network
+    access. An ``OSError``, so ``except OSError`` catches it too.
+
+    Examples
+    --------
+    >>> from fastbn.datasets import mnist
+    >>> issubclass(mnist.DatasetUnavailableError, OSError)
+    True
+    >>> try:                                                  # doctest: +SKIP
+    ...     data = mnist.load_data()
+    ... except mnist.DatasetUnavailableError as e:
+    ...     print(e)                   # what was tried, and where to put the file
+    """
 
 
 class _Rejected(Exception):

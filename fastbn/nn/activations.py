@@ -5,7 +5,25 @@ __all__ = ["get", "linear"]
 
 
 def linear(x):
-    """The identity (Keras' ``"linear"`` and ``activation=None``)."""
+    """The identity (Keras' ``"linear"`` and ``activation=None``).
+
+    Parameters
+    ----------
+    x : Tensor
+
+    Returns
+    -------
+    Tensor
+        ``x`` itself.
+
+    Examples
+    --------
+    >>> from fastbn.autograd import Tensor
+    >>> from fastbn.nn.activations import linear
+    >>> x = Tensor([1.0, -1.0])
+    >>> linear(x) is x
+    True
+    """
     return x
 
 
@@ -19,10 +37,24 @@ _BY_NAME = {
 def get(identifier):
     """The activation function for a Keras name, None (linear) or a callable.
 
+    Parameters
+    ----------
+    identifier : str, callable or None
+        ``"linear"``, ``"relu"``, ``"elu"``, ``"tanh"``, ``"sigmoid"``,
+        ``"softmax"``, ``"log_softmax"``, ``"leaky_relu"``; a callable is
+        returned as it is.
+
+    Returns
+    -------
+    callable
+        A function of a :class:`~fastbn.autograd.Tensor`.
+
     Raises
     ------
     ValueError
         For an unknown name.
+    TypeError
+        For anything else that is not callable.
 
     Examples
     --------

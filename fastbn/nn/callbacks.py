@@ -32,23 +32,61 @@ class Callback:
     model = None
 
     def set_model(self, model):
-        """Called by ``fit`` before training with the model being trained."""
+        """Called by ``fit`` before training with the model being trained.
+
+        Parameters
+        ----------
+        model : Sequential
+        """
         self.model = model
 
     def on_train_begin(self, logs=None):
-        """Before the first epoch."""
+        """Before the first epoch.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            Keras' ``logs`` argument.
+        """
 
     def on_epoch_begin(self, epoch, logs=None):
-        """Before epoch ``epoch`` (counted from 0)."""
+        """Before epoch ``epoch`` (counted from 0).
+
+        Parameters
+        ----------
+        epoch : int
+        logs : dict, optional
+            Keras' ``logs`` argument.
+        """
 
     def on_test_begin(self, logs=None):
-        """Before the validation pass at the end of an epoch."""
+        """Before the validation pass at the end of an epoch.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            Keras' ``logs`` argument.
+        """
 
     def on_epoch_end(self, epoch, logs=None):
-        """After epoch ``epoch``; ``logs`` holds its loss, metrics and validation results."""
+        """After epoch ``epoch``; ``logs`` holds its loss, metrics and validation results.
+
+        Parameters
+        ----------
+        epoch : int
+            Counted from 0.
+        logs : dict, optional
+            ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy`` as they apply.
+        """
 
     def on_train_end(self, logs=None):
-        """After the last epoch."""
+        """After the last epoch.
+
+        Parameters
+        ----------
+        logs : dict, optional
+            Keras' ``logs`` argument.
+        """
 
 
 class LearningRateScheduler(Callback):

@@ -33,6 +33,21 @@ class Initializer:
     seed : int, optional
         A private generator for this initializer; by default the session's
         generator (:func:`fastbn.nn.set_random_seed`).
+
+    Notes
+    -----
+    Subclasses implement ``__call__(shape, dtype)`` and draw from ``self.rng()``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.nn.initializers import Initializer
+    >>> class Uniform01(Initializer):
+    ...     def __call__(self, shape, dtype=np.float32):
+    ...         return self.rng().uniform(0.0, 1.0, shape).astype(dtype)
+    >>> w = Uniform01(seed=0)((2, 3))
+    >>> w.shape, w.dtype, bool((w >= 0).all())
+    ((2, 3), dtype('float32'), True)
     """
 
     def __init__(self, seed=None):
@@ -52,6 +67,11 @@ class Initializer:
 class Zeros(Initializer):
     """All zeros.
 
+    Parameters
+    ----------
+    seed : int, optional
+        Accepted for Keras compatibility; unused.
+
     Examples
     --------
     >>> from fastbn.nn.initializers import Zeros
@@ -65,6 +85,11 @@ class Zeros(Initializer):
 
 class Ones(Initializer):
     """All ones.
+
+    Parameters
+    ----------
+    seed : int, optional
+        Accepted for Keras compatibility; unused.
 
     Examples
     --------
@@ -81,6 +106,11 @@ class GlorotUniform(Initializer):
     r"""Glorot (Xavier) uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
 
     Keras' default kernel initializer.
+
+    Parameters
+    ----------
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
 
     Examples
     --------
@@ -103,6 +133,11 @@ class HeNormal(Initializer):
     redrawing values beyond :math:`2\sigma`; the division makes the truncated
     distribution's stddev :math:`\sqrt{2/\mathrm{fan_{in}}}` (Keras'
     ``VarianceScaling(2.0, "fan_in", "truncated_normal")``).
+
+    Parameters
+    ----------
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
 
     Examples
     --------
@@ -131,10 +166,24 @@ _BY_NAME = {"zeros": Zeros, "ones": Ones, "glorot_uniform": GlorotUniform,
 def get(identifier):
     """An initializer from a Keras name (``"he_normal"``, ...), an instance or a callable.
 
+    Parameters
+    ----------
+    identifier : str or callable
+        ``"zeros"``, ``"ones"``, ``"glorot_uniform"``, ``"he_normal"`` (or their
+        CamelCase class names), an :class:`Initializer` or a function
+        ``(shape, dtype)``.
+
+    Returns
+    -------
+    callable
+        ``init(shape, dtype)`` returning a new array.
+
     Raises
     ------
     ValueError
         For an unknown name.
+    TypeError
+        For anything else that is not callable.
 
     Examples
     --------

@@ -27,6 +27,16 @@ class Variable:
     :class:`~fastbn.autograd.Tensor` on the same memory (``requires_grad``
     when trainable), which is what layers compute with.
 
+    Parameters
+    ----------
+    value : array_like
+        The initial value, kept C-contiguous (no copy when it already is).
+    name : str
+        The variable's path, ``"<layer>/<weight>"``.
+    trainable : bool, default True
+        Whether optimizers update it (``gamma``, ``kernel``) or not
+        (``moving_mean``).
+
     Attributes
     ----------
     name, path : str
@@ -66,11 +76,27 @@ class Variable:
         return self.value.dtype
 
     def numpy(self):
-        """A copy of the value."""
+        """A copy of the value.
+
+        Returns
+        -------
+        ndarray
+        """
         return self.value.copy()
 
     def assign(self, value):
-        """Overwrite the value in place (same shape; cast to the variable's dtype)."""
+        """Overwrite the value in place (same shape; cast to the variable's dtype).
+
+        Parameters
+        ----------
+        value : array_like
+            The new value, of the variable's shape.
+
+        Raises
+        ------
+        ValueError
+            If the shapes differ.
+        """
         value = np.asarray(value)
         if value.shape != self.value.shape:
             raise ValueError(f"cannot assign a value of shape {value.shape} to variable "
@@ -118,11 +144,43 @@ class Layer:
         Shape of one sample (no batch axis), on the first layer of a
         :class:`~fastbn.nn.Sequential` so it can be built at once (Keras).
     trainable : bool, default True
+        False freezes the layer's variables (and puts a BatchNormalization
+        in inference mode, as Keras 3 does).
+    dtype : {None, "float32"}, optional
+        Layers compute in float32; anything else raises ``ValueError``.
+    **kwargs
+        Any other keyword raises ``TypeError``, naming it.
 
+    Raises
+    ------
+    TypeError
+        For an unknown keyword argument.
+    ValueError
+        For a ``dtype`` other than float32.
+
+    Notes
+    -----
     Subclasses implement ``build(input_shape)`` (create variables with
     :meth:`add_weight`), ``call(x, training)`` and
     ``compute_output_shape(input_shape)``; shapes include the batch axis as
     ``None``.
+
+    Examples
+    --------
+    A layer that scales its input by a learned per-feature factor:
+
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> class Scale(nn.Layer):
+    ...     def build(self, input_shape):
+    ...         self.factor = self.add_weight("factor", input_shape[-1:], "ones")
+    ...     def call(self, x, training=False):
+    ...         return x * self.factor.tensor
+    >>> layer = Scale(name="scale")
+    >>> layer(np.array([[1.0, 2.0]]))
+    Tensor([[1., 2.]], dtype=float32, requires_grad=True)
+    >>> [v.name for v in layer.variables], layer.count_params()
+    (['scale/factor'], 2)
     """
 
     def __init__(self, *, name=None, input_shape=None, trainable=True, dtype=None, **kwargs):
@@ -144,7 +202,23 @@ class Layer:
 
     # ------------------------------------------------------------- weights
     def add_weight(self, name, shape, initializer, trainable=True):
-        """Create a variable ``<layer name>/<name>`` initialised by ``initializer``."""
+        """Create a variable ``<layer name>/<name>`` initialised by ``initializer``.
+
+        Parameters
+        ----------
+        name : str
+            The weight's name within the layer (``"kernel"``, ``"gamma"``).
+        shape : tuple of int
+        initializer : str or callable
+            A name (``"zeros"``, ``"ones"``, ``"glorot_uniform"``,
+            ``"he_normal"``) or an initializer (see :mod:`fastbn.nn.initializers`).
+        trainable : bool, default True
+
+        Returns
+        -------
+        Variable
+            float32, also listed in :attr:`variables`.
+        """
         init = initializers.get(initializer)
         value = np.asarray(init(tuple(shape), FLOATX), dtype=FLOATX)
         v = Variable(value, f"{self.name}/{name}", trainable=trainable)
@@ -171,18 +245,44 @@ class Layer:
     non_trainable_weights = non_trainable_variables
 
     def count_params(self):
-        """Number of scalars in the variables."""
+        """Number of scalars in the variables.
+
+        Returns
+        -------
+        int
+
+        Raises
+        ------
+        ValueError
+            If the layer is not built yet.
+        """
         if not self.built:
             raise ValueError(f"layer {self.name!r} is not built yet, so it has no weights; "
                              f"call it on data or give the model an input_shape first")
         return int(sum(v.value.size for v in self._variables))
 
     def get_weights(self):
-        """Copies of the variables' values, in order."""
+        """Copies of the variables' values, in order.
+
+        Returns
+        -------
+        list of ndarray
+        """
         return [v.numpy() for v in self._variables]
 
     def set_weights(self, weights):
-        """Assign values to the variables, in order (shapes must match)."""
+        """Assign values to the variables, in order (shapes must match).
+
+        Parameters
+        ----------
+        weights : list of array_like
+            One value per variable, as :meth:`get_weights` returns them.
+
+        Raises
+        ------
+        ValueError
+            If the number of values or a shape differs.
+        """
         if len(weights) != len(self._variables):
             raise ValueError(f"layer {self.name!r} has {len(self._variables)} weights, got "
                              f"{len(weights)}")
@@ -196,7 +296,16 @@ class Layer:
             cls.build = _marks_built(cls.__dict__["build"])
 
     def build(self, input_shape):
-        """Create the layer's weights for inputs of ``input_shape`` (with ``None`` batch)."""
+        """Create the layer's weights for inputs of ``input_shape`` (with ``None`` batch).
+
+        Called once, on the first call of the layer (or when a model is
+        built); subclasses with weights override it and call :meth:`add_weight`.
+
+        Parameters
+        ----------
+        input_shape : tuple
+            The input's shape, batch axis first (``None``), e.g. ``(None, 784)``.
+        """
 
     def _build_once(self, input_shape):
         input_shape = tuple(input_shape)
@@ -250,6 +359,12 @@ class Input:
     Keras 3's preferred alternative to ``input_shape=`` on the first layer;
     it is not a layer of the model (``model.layers`` does not list it).
 
+    Parameters
+    ----------
+    shape : tuple of int
+        Shape of one sample, without the batch axis.
+    name : str, optional
+
     Examples
     --------
     >>> from fastbn import nn
@@ -276,6 +391,9 @@ class Dense(Layer):
     use_bias : bool, default True
     kernel_initializer : str or callable, default "glorot_uniform"
     bias_initializer : str or callable, default "zeros"
+
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
 
     Examples
     --------
@@ -322,7 +440,18 @@ class Dense(Layer):
         return self.activation(self.call_linear(x))
 
     def call_linear(self, x):
-        """``x @ kernel + bias``, without the activation."""
+        """``x @ kernel + bias``, without the activation.
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(..., in)``.
+
+        Returns
+        -------
+        Tensor
+            ``(..., units)``.
+        """
         if self.bias is None:
             return ag.Dense.apply(x, self.kernel.tensor)
         return ag.Dense.apply(x, self.kernel.tensor, self.bias.tensor)
@@ -348,6 +477,9 @@ class BatchNormalization(Layer):
         Learn ``beta`` / ``gamma``.
     beta_initializer, gamma_initializer, moving_mean_initializer, moving_variance_initializer
         Default ``"zeros"``, ``"ones"``, ``"zeros"``, ``"ones"``.
+
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
 
     Examples
     --------
@@ -444,6 +576,13 @@ class BatchNormalization(Layer):
 class Activation(Layer):
     """Applies an activation function (Keras name or callable).
 
+    Parameters
+    ----------
+    activation : str or callable
+        A name (see :func:`fastbn.nn.activations.get`) or a function of a Tensor.
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+
     Examples
     --------
     >>> import numpy as np
@@ -462,6 +601,13 @@ class Activation(Layer):
 
 class LeakyReLU(Layer):
     """Leaky ReLU: ``x`` where positive, ``negative_slope * x`` elsewhere (Keras default 0.3).
+
+    Parameters
+    ----------
+    negative_slope : float, default 0.3
+        The slope for negative inputs (Keras 2 called it ``alpha``, also accepted).
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
 
     Examples
     --------
@@ -485,6 +631,12 @@ class LeakyReLU(Layer):
 
 class Flatten(Layer):
     """Flattens each sample to one axis: ``(N, 28, 28)`` -> ``(N, 784)``.
+
+    Parameters
+    ----------
+    name, input_shape, trainable, dtype, **kwargs
+        As for :class:`Layer` (``input_shape=[28, 28]`` on the first layer,
+        as in the Keras notebooks).
 
     Examples
     --------
@@ -514,6 +666,9 @@ class Dropout(Layer):
     seed : int, optional
         A private generator; by default the session's
         (:func:`fastbn.nn.set_random_seed`).
+
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
 
     Examples
     --------

@@ -5,7 +5,23 @@ __all__ = ["Loss", "SparseCategoricalCrossentropy", "sparse_categorical_crossent
 
 
 class Loss:
-    """Base class: ``loss(y_true, y_pred)`` returns a scalar :class:`~fastbn.autograd.Tensor`."""
+    """Base class: ``loss(y_true, y_pred)`` returns a scalar :class:`~fastbn.autograd.Tensor`.
+
+    Subclasses implement ``__call__``; ``name`` is what ``fit`` logs.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import autograd as ag
+    >>> from fastbn.nn.losses import Loss
+    >>> class MeanSquaredError(Loss):
+    ...     name = "mean_squared_error"
+    ...     def __call__(self, y_true, y_pred):
+    ...         d = y_pred - np.asarray(y_true, dtype=y_pred.dtype)
+    ...         return (d * d).mean()
+    >>> MeanSquaredError()([1.0, 2.0], ag.Tensor(np.array([1.0, 4.0])))
+    Tensor(2.0)
+    """
 
     name = "loss"
 
@@ -47,6 +63,19 @@ class SparseCategoricalCrossentropy(Loss):
 def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
     """Function form of :class:`SparseCategoricalCrossentropy`.
 
+    Parameters
+    ----------
+    y_true : array_like of int
+        One class index per row of ``y_pred``.
+    y_pred : Tensor or array_like
+        ``(samples, classes)`` probabilities, or logits with ``from_logits=True``.
+    from_logits : bool, default False
+
+    Returns
+    -------
+    Tensor
+        The mean loss, a scalar.
+
     Examples
     --------
     >>> import numpy as np
@@ -62,6 +91,23 @@ _BY_NAME = {"sparse_categorical_crossentropy": SparseCategoricalCrossentropy}
 
 def get(identifier):
     """A loss from a Keras name, a :class:`Loss` or a callable ``(y_true, y_pred)``.
+
+    Parameters
+    ----------
+    identifier : str or callable
+        ``"sparse_categorical_crossentropy"``, a :class:`Loss` or a function.
+
+    Returns
+    -------
+    callable
+        ``loss(y_true, y_pred)`` returning a scalar Tensor.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    TypeError
+        For anything else that is not callable.
 
     Examples
     --------

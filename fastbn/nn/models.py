@@ -102,7 +102,22 @@ class Sequential:
 
     # ---------------------------------------------------------- structure
     def add(self, layer):
-        """Append a layer (or, first, an :class:`~fastbn.nn.Input`)."""
+        """Append a layer (or, first, an :class:`~fastbn.nn.Input`).
+
+        The model is built as soon as its input shape is known (from an
+        ``Input`` or the first layer's ``input_shape``).
+
+        Parameters
+        ----------
+        layer : Layer or Input
+
+        Raises
+        ------
+        TypeError
+            If ``layer`` is not a fastbn.nn layer.
+        ValueError
+            If the layer is already in the model, or an ``Input`` comes after a layer.
+        """
         if isinstance(layer, L.Input):
             if self._layers or self._input_shape is not None:
                 raise ValueError("Sequential.add: an Input can only come first")
@@ -181,16 +196,37 @@ class Sequential:
     non_trainable_weights = non_trainable_variables
 
     def count_params(self):
-        """Total number of scalars in the variables (trainable or not)."""
+        """Total number of scalars in the variables (trainable or not).
+
+        Returns
+        -------
+        int
+        """
         self._require_built("its parameter count")
         return int(sum(v.value.size for v in self.variables))
 
     def get_weights(self):
-        """Copies of all variables' values, in order."""
+        """Copies of all variables' values, in order.
+
+        Returns
+        -------
+        list of ndarray
+        """
         return [v.numpy() for v in self.variables]
 
     def set_weights(self, weights):
-        """Assign all variables' values, in order."""
+        """Assign all variables' values, in order.
+
+        Parameters
+        ----------
+        weights : list of array_like
+            One value per variable, as :meth:`get_weights` returns them.
+
+        Raises
+        ------
+        ValueError
+            If the number of values or a shape differs.
+        """
         vs = self.variables
         if len(weights) != len(vs):
             raise ValueError(f"model {self.name!r} has {len(vs)} weights, got {len(weights)}")
@@ -407,6 +443,19 @@ class Sequential:
     def train_on_batch(self, x, y):
         """One optimizer step on one batch; returns ``[loss, accuracy]`` (or the loss).
 
+        Parameters
+        ----------
+        x : array_like
+            One batch of inputs.
+        y : array_like
+            Its labels.
+
+        Returns
+        -------
+        list or float
+            ``[loss, accuracy]`` when compiled with ``metrics=["accuracy"]``,
+            else the loss; computed before the step, with the batch statistics.
+
         Examples
         --------
         >>> import numpy as np
@@ -422,7 +471,8 @@ class Sequential:
         x, y = self._prepare(x, y)
         if self._plan is None:
             self._make_plan()
-        loss, out = self._train_step(x, y)
+        with utils.blas_threads(len(x)):
+            loss, out = self._train_step(x, y)
         return self._result(loss, self._correct(out, y) / len(x))
 
     def _correct(self, out, y):
@@ -599,6 +649,16 @@ class Sequential:
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto"):
         """Loss (and accuracy) on ``(x, y)`` with the moving statistics.
 
+        Parameters
+        ----------
+        x : array_like
+            ``(samples, ...)`` matching the model's input shape.
+        y : array_like
+            One label per sample.
+        batch_size : int, default 32
+        verbose : {"auto", 0, 1}, default "auto" (= 1)
+            1: a progress bar; 0: silent.
+
         Returns
         -------
         list or float
@@ -619,6 +679,19 @@ class Sequential:
 
     def predict(self, x, batch_size=None, verbose="auto"):
         """The model's outputs for ``x`` (moving statistics, no dropout), as an ndarray.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(samples, ...)`` matching the model's input shape.
+        batch_size : int, default 32
+        verbose : {"auto", 0, 1}, default "auto" (= 1)
+            1: a progress bar; 0: silent.
+
+        Returns
+        -------
+        ndarray
+            float32, ``(samples,) + output_shape[1:]``.
 
         Examples
         --------
@@ -655,6 +728,28 @@ class Sequential:
 
         The file is written exactly at ``filepath`` (NumPy would append
         ``.npz`` to other names).
+
+        Parameters
+        ----------
+        filepath : str or path-like
+
+        Raises
+        ------
+        ValueError
+            If the model is not built, or two variables share a name.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fastbn import nn
+        >>> model = nn.Sequential([nn.Dense(2, input_shape=(3,)), nn.BatchNormalization()])
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.weights.npz")
+        >>> model.save_weights(path)
+        >>> other = nn.Sequential([nn.Dense(2, input_shape=(3,)), nn.BatchNormalization()])
+        >>> other.load_weights(path)
+        >>> all(np.array_equal(a, b) for a, b in zip(model.get_weights(), other.get_weights()))
+        True
         """
         self._require_built("its weights")
         vs = self.variables
@@ -671,6 +766,11 @@ class Sequential:
         Variables are matched by name; if the names differ (a model built in
         another session is numbered differently) but the count is the same,
         by order. Every shape must match.
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            A ``.npz`` file written by :meth:`save_weights`.
 
         Raises
         ------

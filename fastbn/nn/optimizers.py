@@ -40,6 +40,28 @@ class Optimizer:
     iterations : int
         Steps applied so far; advances once per :meth:`apply`, not once per
         variable.
+
+    Raises
+    ------
+    ValueError
+        If ``learning_rate`` is negative or not finite.
+
+    Notes
+    -----
+    Subclasses implement ``_update(p, g, v)``, which changes the array ``p``
+    in place given its gradient ``g`` (``v`` identifies the variable, for
+    per-variable state), and optionally ``_prepare()``, run once per step.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.nn.optimizers import Optimizer
+    >>> class SignSGD(Optimizer):
+    ...     def _update(self, p, g, v):
+    ...         p -= self.learning_rate * np.sign(g)
+    >>> w = np.array([1.0, 1.0]); opt = SignSGD(learning_rate=0.5)
+    >>> opt.apply([np.array([3.0, -0.1])], [w]); w, opt.iterations
+    (array([0.5, 1.5]), 1)
     """
 
     def __init__(self, learning_rate):
@@ -76,6 +98,11 @@ class Optimizer:
             One per variable; None skips that variable.
         variables : list
             :class:`fastbn.nn.Variable`, tensors or arrays, in the same order.
+
+        Raises
+        ------
+        ValueError
+            If the lists differ in length or a gradient's shape differs from its variable's.
         """
         if len(grads) != len(variables):
             raise ValueError(f"{type(self).__name__}.apply: {len(grads)} gradients for "
@@ -91,7 +118,13 @@ class Optimizer:
         self.iterations += 1
 
     def apply_gradients(self, grads_and_vars):
-        """Keras' form: ``apply_gradients(zip(grads, variables))``."""
+        """Keras' form: ``apply_gradients(zip(grads, variables))``.
+
+        Parameters
+        ----------
+        grads_and_vars : iterable of (ndarray or None, variable) pairs
+            As for :meth:`apply`, paired.
+        """
         pairs = list(grads_and_vars)
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
@@ -225,6 +258,23 @@ _BY_NAME = {"sgd": SGD, "adam": Adam}
 
 def get(identifier):
     """An optimizer from a Keras name (``"SGD"``, ``"sgd"``, ``"adam"``) or an instance.
+
+    Parameters
+    ----------
+    identifier : str or Optimizer
+        A name, in any case (Keras' defaults for its arguments), or an
+        optimizer, returned as it is.
+
+    Returns
+    -------
+    Optimizer
+
+    Raises
+    ------
+    ValueError
+        For an unknown name.
+    TypeError
+        For anything else.
 
     Examples
     --------

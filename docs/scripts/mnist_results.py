@@ -1,0 +1,259 @@
+"""MNIST tutorial numbers: train every ``--model`` with the main job, render the table.
+
+Two steps, because training needs the MNIST files (a download on a fresh
+machine) and minutes of CPU, which a docs build must not:
+
+``python docs/scripts/mnist_results.py run [--epochs 10] [--threads 2]``
+    runs ``python -m fastbn.examples.mnist --model M --epochs E --seed 0
+    --threads T --quiet --no-plot --out docs/results/mnist/M`` for every
+    model (``bn-after`` is the job's default), keeping its ``metrics.json``
+    and a ``command.json`` (the command line, wall time) and deleting the
+    weights; then times one epoch of the same ``bn-before`` network in
+    PyTorch on the same data, batch size and thread count
+    (``docs/results/mnist/torch.json``), when PyTorch is importable. Commit
+    ``docs/results/mnist/``: those are the main job's own ``metrics.json``
+    files, not numbers typed by hand. About 10 minutes per model on 2 cores.
+
+``python docs/scripts/mnist_results.py render``
+    reads ``docs/results/mnist/`` and writes ``docs/_generated/mnist.md``
+    (the table) and ``docs/_generated/mnist.png`` (learning curves). The
+    Sphinx build runs this step; a model without a result file gets a
+    "not yet measured" row, and the page says how to produce it.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCS = os.path.dirname(HERE)
+RESULTS = os.path.join(DOCS, "results", "mnist")
+GENERATED = os.path.join(DOCS, "_generated")
+MODELS = ("bn-after", "bn-before", "plain", "textbook")   # bn-after is the default
+
+
+# ----------------------------------------------------------------------- run
+def run_models(args):
+    for model in MODELS:
+        out = os.path.join(RESULTS, model)
+        cmd = [sys.executable, "-m", "fastbn.examples.mnist", "--model", model,
+               "--epochs", str(args.epochs), "--seed", str(args.seed),
+               "--threads", str(args.threads), "--quiet", "--no-plot", "--out", out]
+        print("+", " ".join(cmd), flush=True)
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        weights = os.path.join(out, "weights.npz")      # 1 MB, not needed by the docs
+        if os.path.exists(weights):
+            os.remove(weights)
+        with open(os.path.join(out, "command.json"), "w") as f:
+            json.dump(dict(argv=["fastbn-mnist"] + cmd[3:], wall_seconds=time.perf_counter() - t0),
+                      f, indent=1)
+
+
+def run_torch(args):
+    """One timed epoch of the notebook's BN-before-activation MLP in PyTorch."""
+    try:
+        import torch
+    except ImportError:
+        print("mnist_results: PyTorch not importable; no PyTorch timing", file=sys.stderr)
+        return
+    import numpy as np
+    from fastbn.datasets import mnist
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    (x_full, y_full), _ = mnist.load_data()
+    x = torch.from_numpy((x_full[5000:] / 255.0).astype(np.float32))
+    y = torch.from_numpy(y_full[5000:].astype(np.int64))
+    nn = torch.nn
+
+    def bn(n):                                   # Keras' defaults in PyTorch's terms
+        return nn.BatchNorm1d(n, eps=1e-3, momentum=0.01)
+
+    model = nn.Sequential(
+        nn.Flatten(), bn(784),
+        nn.Linear(784, 300, bias=False), bn(300), nn.ELU(),
+        nn.Linear(300, 100, bias=False), bn(100), nn.ELU(),
+        nn.Linear(100, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = nn.CrossEntropyLoss()
+    timings = []
+    for _ in range(2):                           # the first epoch warms up
+        perm = torch.randperm(len(x))
+        t0 = time.perf_counter()
+        for i in range(0, len(x), args.batch_size):
+            idx = perm[i:i + args.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+        timings.append(time.perf_counter() - t0)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "torch.json"), "w") as f:
+        json.dump(dict(model="bn-before", framework=f"PyTorch {torch.__version__}",
+                       threads=args.threads, batch_size=args.batch_size, samples=len(x),
+                       epoch_seconds=timings[-1]), f, indent=1)
+
+
+# -------------------------------------------------------------------- render
+# What the main job writes (fastbn/examples/mnist.py, ``metrics.json``):
+# {"settings": {...flags...}, "data": {"train": 55000, ...}, "params": ...,
+#  "history": {"loss": [...], "accuracy": [...], "val_loss": [...],
+#              "val_accuracy": [...]},
+#  "epochs": [{"epoch": 1, ..., "seconds": s, "samples_per_s": r}, ...],
+#  "test_loss": ..., "test_accuracy": ..., "train_seconds": ...,
+#  "samples_per_s": ..., "versions": {...}}
+def _seconds_per_epoch(m):
+    """Median training time of one epoch, the first (compilation) left out."""
+    secs = [e["seconds"] for e in m.get("epochs", []) if "seconds" in e]
+    if not secs:
+        return None
+    rest = sorted(secs[1:] or secs)
+    return rest[len(rest) // 2]
+
+
+def load_results():
+    out = {}
+    for model in MODELS:
+        path = os.path.join(RESULTS, model, "metrics.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                out[model] = json.load(f)
+    return out
+
+
+def _pct(v):
+    return "not yet measured" if v is None else f"{100 * v:.2f} %"
+
+
+def _command(model, m):
+    """The job's command line, from the flags it recorded (defaults resolved)."""
+    st = m.get("settings", {})                     # the flags the job recorded
+    flags = [f"--model {st.get('model', model)}", f"--epochs {st.get('epochs', '?')}",
+             f"--seed {st.get('seed', '?')}"]
+    flags += [f"--{k.replace('_', '-')} {st[k]}" for k in ("lr", "schedule", "optimizer",
+                                                          "batch_size", "threads", "limit")
+              if st.get(k) is not None]
+    return "fastbn-mnist " + " ".join(flags)
+
+
+def render_table(results, peer):
+    lines = ["| `--model` | command | test accuracy | last validation accuracy "
+             "| s / epoch | samples / s |",
+             "|---|---|---:|---:|---:|---:|"]
+    for model in MODELS:
+        label = f"`{model}`" + (" (default)" if model == "bn-after" else "")
+        m = results.get(model)
+        if m is None:
+            lines.append(f"| {label} | `fastbn-mnist --model {model}` | not yet measured "
+                         f"| not yet measured | – | – |")
+            continue
+        val = m.get("history", {}).get("val_accuracy") or [None]
+        sec = _seconds_per_epoch(m)
+        n = m.get("data", {}).get("train")
+        sps = n / sec if sec and n else None
+        lines.append(f"| {label} | `{_command(model, m)}` | {_pct(m.get('test_accuracy'))} "
+                     f"| {_pct(val[-1])} | {'–' if sec is None else f'{sec:.2f}'} "
+                     f"| {'–' if sps is None else f'{sps:,.0f}'} |")
+    if peer:
+        sps = peer["samples"] / peer["epoch_seconds"]
+        lines.append(f"| `bn-before` in {peer['framework']} | batch {peer['batch_size']}, "
+                     f"{peer['threads']} threads (timing only) | – | – "
+                     f"| {peer['epoch_seconds']:.2f} | {sps:,.0f} |")
+    else:
+        lines.append("| `bn-before` in PyTorch | timing only | – | – | not yet measured "
+                     "| not yet measured |")
+    lines += ["", "s / epoch is the median over the epochs after the first (which "
+              "includes compiling the kernels), training steps only; samples / s is the "
+              "training-set size over it."]
+    if results:
+        any_m = next(iter(results.values()))
+        v = any_m.get("versions", {})
+        t = any_m.get("threads", {})
+        lines += ["", f"Measured with fastbn {v.get('fastbn', '?')}, NumPy "
+                  f"{v.get('numpy', '?')}, Numba {v.get('numba', '?')}, Python "
+                  f"{v.get('python', '?')} on {v.get('machine', '?')} with "
+                  f"{v.get('cpus', '?')} CPUs, {t.get('numba', '?')} threads."]
+    missing = [m for m in MODELS if m not in results]
+    if missing or not peer:
+        lines += ["", ":::{note}", "Rows marked *not yet measured* have no result file in "
+                  "this checkout (`docs/results/mnist/<model>/metrics.json`"
+                  + ("" if peer else ", `docs/results/mnist/torch.json`")
+                  + "). `python docs/scripts/mnist_results.py run` trains every model "
+                  "with the main job and times PyTorch, then the docs build shows the "
+                  "numbers.", ":::"]
+    return "\n".join(lines) + "\n"
+
+
+def render_figure(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for k, (model, m) in enumerate(results.items()):
+        color = f"C{k}"
+        h = m.get("history", {})
+        for key, ax, style in (("loss", ax_loss, "-"), ("val_loss", ax_loss, "--"),
+                               ("accuracy", ax_acc, "-"), ("val_accuracy", ax_acc, "--")):
+            v = h.get(key)
+            if isinstance(v, list) and v:
+                ax.plot(range(1, len(v) + 1), v, style, color=color,
+                        label=model if key in ("loss", "accuracy") else None)
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{title} (solid: training, dashed: validation)")
+        ax.grid(True, alpha=0.3)
+    ax_acc.legend(fontsize="small")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def render(args):
+    os.makedirs(GENERATED, exist_ok=True)
+    results = load_results()
+    peer = None
+    if os.path.exists(os.path.join(RESULTS, "torch.json")):
+        with open(os.path.join(RESULTS, "torch.json")) as f:
+            peer = json.load(f)
+    text = render_table(results, peer)
+    fig_path = os.path.join(GENERATED, "mnist.png")
+    if results:
+        render_figure(results, fig_path)
+        text += ("\n```{figure} _generated/mnist.png\n:alt: learning curves of every model\n\n"
+                 "Loss and accuracy per epoch of every `--model` measured above, from the "
+                 "same runs' `metrics.json`.\n```\n")
+    else:
+        if os.path.exists(fig_path):
+            os.remove(fig_path)
+        text += ("\nThe learning-curve figure is drawn here from the same result files; "
+                 "there are none in this checkout yet.\n")
+    with open(os.path.join(GENERATED, "mnist.md"), "w") as f:
+        f.write(text)
+    print(f"mnist_results: rendered {len(results)} run(s)", file=sys.stderr)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="step", required=True)
+    r = sub.add_parser("run", help="train every model (slow, needs the MNIST files)")
+    r.add_argument("--epochs", type=int, default=10)
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-torch", action="store_true")
+    sub.add_parser("render", help="write docs/_generated/mnist.md and mnist.png")
+    args = p.parse_args(argv)
+    if args.step == "run":
+        run_models(args)
+        if not args.no_torch:
+            run_torch(args)
+        render(args)
+    else:
+        render(args)
+
+
+if __name__ == "__main__":
+    main()

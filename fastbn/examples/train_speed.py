@@ -1,0 +1,274 @@
+"""Training throughput of the MNIST MLP: fastbn beside PyTorch, side by side in one run.
+
+``python -m fastbn.examples.train_speed`` trains the main job's ``bn-before``
+model (BN on the inputs; Dense(300, no bias) -> BN -> ELU; Dense(100, no bias)
+-> BN -> ELU; Dense(10) softmax; SGD) on synthetic MNIST-shaped data, at each
+batch size, with fastbn's ``Sequential.fit`` and with the same model written
+in plain PyTorch (``torch.nn``, Keras' BN momentum and epsilon, a standard
+training loop). Each peer runs in its own fresh process with the same thread
+count (``--threads``, default 2) for Numba, BLAS and PyTorch, and the peers
+alternate ``--rounds`` times so that a noisy neighbour hurts both alike. A
+round is one epoch of ``--samples`` samples after a warm-up epoch; the table
+gives the median samples/s and ms per step over the rounds, and the ratio.
+
+Results go to ``--out``/train_speed.json (with versions and the machine), for
+docs/scripts to render.
+
+Examples
+--------
+>>> from fastbn.examples.train_speed import steps_per_epoch
+>>> steps_per_epoch(50_000, 32)
+1563
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["steps_per_epoch", "run_fastbn", "run_torch", "main"]
+
+
+def steps_per_epoch(samples, batch_size):
+    """Number of ``fit`` steps in one epoch (the last batch may be short).
+
+    Parameters
+    ----------
+    samples, batch_size : int
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> from fastbn.examples.train_speed import steps_per_epoch
+    >>> steps_per_epoch(55_000, 32)
+    1719
+    """
+    return -(-samples // batch_size)
+
+
+def _data(samples, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((samples, 28, 28), dtype=np.float32)
+    y = rng.integers(0, 10, samples)
+    return x, y
+
+
+def run_fastbn(samples, batch_size, epochs):
+    """Seconds per epoch of fastbn's ``fit`` on the bn-before model (after one warm-up epoch).
+
+    Parameters
+    ----------
+    samples, batch_size, epochs : int
+
+    Returns
+    -------
+    list of float
+
+    Examples
+    --------
+    >>> from fastbn.examples.train_speed import run_fastbn
+    >>> seconds = run_fastbn(samples=256, batch_size=32, epochs=2)
+    >>> len(seconds), all(t > 0 for t in seconds)
+    (2, True)
+    """
+    from fastbn import nn
+    from fastbn.examples.mnist import build_model
+
+    nn.set_random_seed(0)
+    x, y = _data(samples)
+    model = build_model("bn-before")
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=nn.SGD(0.01),
+                  metrics=["accuracy"])
+    model.fit(x[:batch_size * 20], y[:batch_size * 20], batch_size=batch_size, verbose=0)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_torch(samples, batch_size, epochs):
+    """The same model and loop in plain PyTorch; seconds per epoch.
+
+    Parameters
+    ----------
+    samples, batch_size, epochs : int
+
+    Returns
+    -------
+    list of float
+
+    Examples
+    --------
+    >>> import pytest
+    >>> _ = pytest.importorskip("torch")
+    >>> from fastbn.examples.train_speed import run_torch
+    >>> len(run_torch(samples=640, batch_size=32, epochs=2))   # >= 20 batches: the warm-up
+    2
+    """
+    import torch
+    from torch import nn as tnn
+
+    torch.manual_seed(0)
+    x, y = _data(samples)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def bn(n):                          # Keras: momentum 0.99 -> PyTorch 0.01, eps 1e-3
+        return tnn.BatchNorm1d(n, eps=1e-3, momentum=0.01)
+
+    model = tnn.Sequential(tnn.Flatten(), bn(784),
+                           tnn.Linear(784, 300, bias=False), bn(300), tnn.ELU(),
+                           tnn.Linear(300, 100, bias=False), bn(100), tnn.ELU(),
+                           tnn.Linear(100, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = tnn.CrossEntropyLoss()        # softmax fused into the loss, as fastbn does
+
+    def epoch(n):
+        model.train()
+        perm = torch.randperm(n)
+        correct = 0
+        total = 0.0
+        for lo in range(0, n, batch_size):
+            idx = perm[lo:lo + batch_size]
+            xb, yb = xt[idx], yt[idx]
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)           # what fit's logs cost fastbn too
+            correct += int((out.argmax(1) == yb).sum())
+        return total, correct
+
+    epoch(min(samples, batch_size * 20))
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        epoch(samples)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _worker(peer, samples, batch_size, epochs, threads):
+    if peer == "torch":
+        import torch
+        torch.set_num_threads(threads)
+        return run_torch(samples, batch_size, epochs)
+    return run_fastbn(samples, batch_size, epochs)
+
+
+def _spawn(peer, samples, batch_size, epochs, threads):
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "fastbn.examples.train_speed", "--_worker", peer,
+           "--samples", str(samples), "--batch-sizes", str(batch_size),
+           "--rounds", str(epochs), "--threads", str(threads)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    if out.returncode != 0:
+        raise RuntimeError(f"{peer} worker failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _have_torch():
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m fastbn.examples.train_speed",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--samples", type=int, default=50_000, help="samples per epoch "
+                   "(default %(default)s, the notebook's epoch)")
+    p.add_argument("--batch-sizes", default="32,128", help="default %(default)s")
+    p.add_argument("--rounds", type=int, default=3, help="timed epochs per peer, "
+                   "alternating peers (default %(default)s)")
+    p.add_argument("--threads", type=int, default=2, help="default %(default)s")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--out", default="runs/train_speed")
+    p.add_argument("--_worker", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None):
+    """Run the comparison and print the table; returns the results dict.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    Each peer runs in a fresh process, so even a small run takes a while:
+
+    >>> from fastbn.examples import train_speed
+    >>> train_speed.main(["--batch-sizes", "32", "--samples", "2048",
+    ...                   "--rounds", "1", "--out", "/tmp/ts"])  # doctest: +SKIP
+    """
+    args = _parser().parse_args(argv)
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args._worker:
+        times = _worker(args._worker, args.samples, batch_sizes[0], args.rounds, args.threads)
+        print(json.dumps(times))
+        return times
+    peers = ["fastbn"] + ([] if args.no_torch or not _have_torch() else ["torch"])
+    rows = []
+    for bs in batch_sizes:
+        times = {p: [] for p in peers}
+        for _ in range(args.rounds):                 # alternate: noise hits both
+            for p in peers:
+                times[p] += _spawn(p, args.samples, bs, 1, args.threads)
+        row = {"batch_size": bs, "steps": steps_per_epoch(args.samples, bs)}
+        for p in peers:
+            med = statistics.median(times[p])
+            row[p] = {"seconds": times[p], "samples_per_s": args.samples / med,
+                      "ms_per_step": 1e3 * med / row["steps"]}
+        if "torch" in row:
+            row["speedup_vs_torch"] = row["fastbn"]["samples_per_s"] / \
+                row["torch"]["samples_per_s"]
+        rows.append(row)
+        line = f"batch {bs:4d}: fastbn {row['fastbn']['samples_per_s']:9,.0f} samples/s " \
+               f"({row['fastbn']['ms_per_step']:.3f} ms/step)"
+        if "torch" in row:
+            line += f"   torch {row['torch']['samples_per_s']:9,.0f} samples/s " \
+                    f"({row['torch']['ms_per_step']:.3f} ms/step)   " \
+                    f"fastbn/torch {row['speedup_vs_torch']:.2f}x"
+        print(line, flush=True)
+    import numba
+
+    versions = {"numpy": np.__version__, "numba": numba.__version__,
+                "python": platform.python_version()}
+    if "torch" in peers:
+        import torch
+        versions["torch"] = torch.__version__
+    import fastbn
+    versions["fastbn"] = fastbn.__version__
+    result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "threads": args.threads,
+              "samples": args.samples, "rounds": args.rounds, "model": "bn-before",
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": os.cpu_count()},
+              "versions": versions, "rows": rows,
+              "command": "python -m fastbn.examples.train_speed " + " ".join(argv or sys.argv[1:])}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_speed.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out / 'train_speed.json'}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
