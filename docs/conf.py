@@ -101,13 +101,15 @@ def _run(script, *args):
 def _generate(app):
     """Write docs/_generated/ before any source is read.
 
-    ``layouts.py`` and ``mnist_results.py render`` are cheap and always run.
+    ``layouts.py``, ``mnist_results.py render`` and ``bench_results.py render``
+    are cheap and always run.
     ``accuracy.py`` compiles and runs the kernels (seconds); it runs when its
     outputs are missing (a fresh clone, CI) or ``FASTBN_DOCS_REGENERATE=1``.
     """
     os.makedirs(GENERATED, exist_ok=True)
     _run("layouts.py")
     _run("mnist_results.py", "render")
+    _run("bench_results.py", "render")
     wanted = ("accuracy.md", "accuracy.png")
     if (os.environ.get("FASTBN_DOCS_REGENERATE") == "1"
             or not all(os.path.exists(os.path.join(GENERATED, f)) for f in wanted)):

@@ -1,0 +1,187 @@
+"""Benchmark page numbers: run the peer comparisons, render their JSON as tables.
+
+``python docs/scripts/bench_results.py run [--threads 2] [--repeat 30]``
+    runs ``python -m fastbn.bench`` (all cases, with and without
+    ``--malloc-reuse``) and ``python -m fastbn.examples.train_speed`` into
+    ``docs/results/bench/``. Run it on a quiet machine (check ``uptime``) and
+    commit ``docs/results/bench/``: the commands' own JSON and PNG files.
+
+``python docs/scripts/bench_results.py render``
+    reads ``docs/results/bench/`` and writes ``docs/_generated/bench.md``;
+    the Sphinx build runs this step. Missing files give a "not yet measured"
+    note, never invented numbers.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOCS = os.path.dirname(HERE)
+RESULTS = os.path.join(DOCS, "results", "bench")
+GENERATED = os.path.join(DOCS, "_generated")
+
+#: case -> {op: (minimum speed-up over PyTorch, minimum % of triad)}, from issue 5
+TARGETS = {
+    "A": {"forward": (1, None), "backward": (1, None)},
+    "B": {"forward": (1, None), "backward": (1, None)},
+    "C": {"forward": (3, 75), "inference": (None, 80), "backward": (2, 75)},
+    "D": {"forward": (2, None), "backward": (0.8, None)},
+    "E": {"forward": (1, None), "backward": (1, None)},
+    "F": {"forward": (1, None), "backward": (1, None)},
+    "G": {"forward": (3, 75), "inference": (None, 80), "backward": (2, 75)},
+}
+RUNS = {"bench-2t": [], "bench-2t-reuse": ["--malloc-reuse"]}
+
+
+def run(args):
+    os.makedirs(RESULTS, exist_ok=True)
+    for name, extra in RUNS.items():
+        cmd = [sys.executable, "-m", "fastbn.bench", "--threads", str(args.threads),
+               "--repeat", str(args.repeat), "--out", os.path.join(RESULTS, name), *extra]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    cmd = [sys.executable, "-m", "fastbn.examples.train_speed", "--threads", str(args.threads),
+           "--out", RESULTS]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def _load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _fmt(v, spec, empty="–"):
+    return empty if v is None else format(v, spec)
+
+
+def _target_text(case, op):
+    t = TARGETS.get(case, {}).get(op)
+    if t is None:
+        return "", None
+    x, pct = t
+    parts = ([f"≥ {x:g}× PyTorch"] if x else []) + ([f"≥ {pct} % triad"] if pct else [])
+    return ", ".join(parts), t
+
+
+def _met(row, torch_row, t):
+    if t is None:
+        return ""
+    x, pct = t
+    ok = True
+    if x is not None:
+        if torch_row is None:
+            return "no PyTorch"
+        ok &= row["speedup_vs_torch"] >= x
+    if pct is not None:
+        ok &= row["pct_triad"] >= pct
+    return "yes" if ok else "**no**"
+
+
+def bench_table(d):
+    """Markdown for one ``bench.json``."""
+    m = d["machine"]
+    lines = []
+    for threads, tri in d["triad"].items():
+        rows = [r for r in d["results"] if str(r["threads"]) == str(threads)]
+        by = {(r["case"], r["op"], r["peer"]): r for r in rows}
+        lines += [f"{threads} threads. STREAM triad {tri['gbps']:.1f} GB/s before the peers, "
+                  f"{tri.get('gbps_after', float('nan')):.1f} GB/s after them. "
+                  f"Load average before / after: {m.get('loadavg')} / {m.get('loadavg_after')}.",
+                  "",
+                  "| case | op | fastbn ms | GB/s | % triad | NumPy ms | × NumPy | PyTorch ms "
+                  "| × PyTorch | target | met |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+        for c in d["config"]["cases"]:
+            for op in d["config"]["ops"]:
+                f = by.get((c["name"], op, "fastbn"))
+                if f is None:
+                    continue
+                npy, tor = by.get((c["name"], op, "numpy")), by.get((c["name"], op, "torch"))
+                text, t = _target_text(c["name"], op)
+                lines.append(
+                    f"| {c['name']} | {op} | {f['median_ms']:.3f} | {f['gbps']:.1f} "
+                    f"| {f['pct_triad']:.0f} | {_fmt(npy and npy['median_ms'], '.3f')} "
+                    f"| {_fmt(f.get('speedup_vs_numpy'), '.2f')} "
+                    f"| {_fmt(tor and tor['median_ms'], '.3f')} "
+                    f"| {_fmt(f.get('speedup_vs_torch'), '.2f')} | {text} "
+                    f"| {_met(f, tor, t)} |")
+        lines.append("")
+    v = m.get("versions", {})
+    lines += [f"Machine: {m.get('cpu')}, {m.get('usable_cpus')} usable CPUs, caches "
+              f"{m.get('caches')}, {m.get('memory')}; {m.get('date')}. Python "
+              f"{m.get('python')}, NumPy {m.get('numpy')}, Numba {m.get('numba')}, fastbn "
+              f"{v.get('fastbn')}, PyTorch {v.get('torch', 'not installed')}. Command: "
+              f"`{d['command']}`.", ""]
+    return "\n".join(lines)
+
+
+def train_table(d):
+    lines = ["| batch size | fastbn samples/s | ms / step | PyTorch samples/s | ms / step "
+             "| fastbn / PyTorch |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in d["rows"]:
+        t = r.get("torch")
+        lines.append(f"| {r['batch_size']} | {r['fastbn']['samples_per_s']:,.0f} "
+                     f"| {r['fastbn']['ms_per_step']:.3f} "
+                     f"| {'–' if t is None else format(t['samples_per_s'], ',.0f')} "
+                     f"| {'–' if t is None else format(t['ms_per_step'], '.3f')} "
+                     f"| {_fmt(r.get('speedup_vs_torch'), '.2f')}× |")
+    v = d["versions"]
+    lines += ["", f"{d['samples']:,} synthetic MNIST-shaped samples per epoch, median of "
+              f"{d['rounds']} epochs per peer (peers alternating, each in a fresh process), "
+              f"{d['threads']} threads; model `{d['model']}`, SGD. {d['date']}, "
+              f"{d['machine']['processor'] or d['machine']['platform']}, "
+              f"{d['machine']['cpus']} CPUs; fastbn {v.get('fastbn')}, NumPy {v.get('numpy')}, "
+              f"Numba {v.get('numba')}, PyTorch {v.get('torch', 'not installed')}. Command: "
+              f"`{d['command']}`.", ""]
+    return "\n".join(lines)
+
+
+def render(args):
+    os.makedirs(GENERATED, exist_ok=True)
+    out = []
+    for name, title in (("bench-2t", "Peer comparison, 2 threads"),
+                        ("bench-2t-reuse", "The same with `--malloc-reuse`")):
+        d = _load(os.path.join(RESULTS, name, "bench.json"))
+        out += [f"### {title}", ""]
+        if d is None:
+            out += [f"Not yet measured: `docs/results/bench/{name}/bench.json` is missing "
+                    f"(`python docs/scripts/bench_results.py run`).", ""]
+            continue
+        out.append(bench_table(d))
+        png = os.path.join(RESULTS, name, "bench.png")
+        if os.path.exists(png):
+            shutil.copy(png, os.path.join(GENERATED, f"{name}.png"))
+            out += [f"```{{figure}} _generated/{name}.png", f":alt: {title}", "",
+                    "GB/s per case and peer (log scale); dashed: the triad.", "```", ""]
+    out += ["### Training throughput (MNIST MLP)", ""]
+    d = _load(os.path.join(RESULTS, "train_speed.json"))
+    if d is None:
+        out += ["Not yet measured: `docs/results/bench/train_speed.json` is missing.", ""]
+    else:
+        out.append(train_table(d))
+    with open(os.path.join(GENERATED, "bench.md"), "w") as f:
+        f.write("\n".join(out))
+    print("bench_results: rendered", file=sys.stderr)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="step", required=True)
+    r = sub.add_parser("run", help="run the comparisons (minutes; needs a quiet machine)")
+    r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--repeat", type=int, default=30)
+    sub.add_parser("render", help="write docs/_generated/bench.md")
+    args = p.parse_args(argv)
+    if args.step == "run":
+        run(args)
+    render(args)
+
+
+if __name__ == "__main__":
+    main()
