@@ -322,6 +322,18 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     >>> mm
     array([0.2, 2. ])
     """
+    return _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean,
+                               moving_variance, momentum)
+
+
+def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance,
+                        momentum, merge=None):
+    """:func:`batch_norm_forward`, with a hook for :mod:`fastbn.distributed`.
+
+    ``merge(lay, n, mean_k, m2_k) -> (n, mean_k, m2_k)``, given in training,
+    turns this process's batch statistics into those of the global batch;
+    this process's ``x`` may then have no rows.
+    """
     fn = "batch_norm_forward"
     xk_in, out_dtype = _float_input(x, "x", fn)
     feats = _features(xk_in, axis, fn)
@@ -351,25 +363,27 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         if np.any(np.asarray(moving_variance) < 0):
             raise ValueError(f"{fn}: moving_variance has negative entries")
     c, n = lay.channels, lay.count
-    if c and n == 0:
+    if c and n == 0 and merge is None:
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature "
                          f"(axis={axis!r}); batch statistics need at least one")
     y, yk = lay.empty(xk_in.dtype)
     xk = lay.view(xk_in)
-    if training:
+    if training and merge is None:
         if n == 1:
             warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
                           f"the batch variance is 0 and the output equals beta (Keras "
                           f"behaviour)", RuntimeWarning, stacklevel=2)
     gamma_k = np.ones(c) if gamma is None else lay.to_kernel(gamma)
     shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
-    fused = training and _fuse(xk, lay, 1)
+    fused = training and merge is None and _fuse(xk, lay, 1)
     if fused:
         mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, _shift(xk, lay), gamma_k, shift,
                                                          float(epsilon), yk, K.PLANE_CHUNK)
         var_k = m2_k / n
     elif training:
-        mean_k, m2_k = _stats(xk, lay) if c else (np.zeros(0), np.zeros(0))
+        mean_k, m2_k = _stats(xk, lay) if c and n else (np.zeros(c), np.zeros(c))
+        if merge is not None:
+            n, mean_k, m2_k = merge(lay, n, mean_k, m2_k)
         var_k = m2_k / max(n, 1)
     else:
         # copies: the returned statistics must not alias the caller's arrays
@@ -449,6 +463,17 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
     >>> bool(np.abs(dx).max() < 1e-12), dbeta
     (True, array([3.]))
     """
+    return _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training)
+
+
+def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None):
+    """:func:`batch_norm_backward`, with a hook for :mod:`fastbn.distributed`.
+
+    ``reduce(lay, n, sum_g, sum_gx) -> (n, sum_g, sum_gx)``, given in
+    training, sums the two per-feature sums and the count over the global
+    batch; ``dx`` uses the totals, ``dgamma``/``dbeta`` stay this process's
+    share. This process's ``x`` may then have no rows.
+    """
     fn = "batch_norm_backward"
     xk_in, out_dtype = _float_input(x, "x", fn)
     dy_in, _ = _float_input(dy, "dy", fn)
@@ -465,22 +490,28 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True):
     gamma_k = (np.ones(lay.channels) if gamma is None
                else lay.to_kernel(_feature_array(gamma, fshape, "gamma", fn, axis)))
     c, n = lay.channels, lay.count
-    if c and n == 0:
+    if c and n == 0 and reduce is None:
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature")
     xk = lay.view(xk_in)
     dyk = lay.view(dy_in)
     dx, dxk = lay.empty(xk_in.dtype)
-    fused = training and _fuse(xk, lay, 2)
+    fused = training and reduce is None and _fuse(xk, lay, 2)
     if fused:
         sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
                                                            dxk, K.PLANE_CHUNK)
     else:
-        sum_g, sum_gx = _grad_sums(dyk, xk, mean_k, lay) if c else (np.zeros(0), np.zeros(0))
+        sum_g, sum_gx = (_grad_sums(dyk, xk, mean_k, lay) if c and n
+                         else (np.zeros(c), np.zeros(c)))
     dbeta_k = sum_g
     dgamma_k = sum_gx * invstd_k
     p = gamma_k * invstd_k
     if not training:                          # dx = p * dy: no need to read x again
         _affine(dyk, np.zeros(c), p, np.zeros(c), dxk, lay)
+    elif reduce is not None:
+        n, tot_g, tot_gx = reduce(lay, n, sum_g, sum_gx)
+        q = p * invstd_k * (tot_gx * invstd_k) / n
+        r = p * tot_g / n
+        _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
     elif not fused:
         q = p * invstd_k * dgamma_k / n
         r = p * dbeta_k / n

@@ -1272,26 +1272,38 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, axis=-1, epsilon=1e-3, training=True,
-                moving_mean=None, moving_variance=None, momentum=0.99):
+                moving_mean=None, moving_variance=None, momentum=0.99, comm=None):
         # module attribute looked up per call: replaced kernels are picked up
-        y, mean, invstd = functional.batch_norm_forward(
-            x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
-            moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum)
+        if comm is None:
+            y, mean, invstd = functional.batch_norm_forward(
+                x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
+                moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum)
+        else:       # an MPI communicator: statistics of the global batch
+            from .. import distributed
+            y, mean, invstd = distributed.batch_norm_forward(
+                x, gamma, beta, comm=comm, axis=axis, epsilon=epsilon, training=training,
+                moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum)
         ctx.save_for_backward(x, mean, invstd, gamma)
-        ctx.axis, ctx.training = axis, training
+        ctx.axis, ctx.training, ctx.comm = axis, training, comm
         return y
 
     @staticmethod
     def backward(ctx, grad):
         x, mean, invstd, gamma = ctx.saved_tensors
         nx, ng, nb = ctx.needs_input_grad
-        dx, dgamma, dbeta = functional.batch_norm_backward(
-            grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training)
+        if ctx.comm is None:
+            dx, dgamma, dbeta = functional.batch_norm_backward(
+                grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training)
+        else:       # dgamma, dbeta: this process's share, summed by data-parallel training
+            from .. import distributed
+            dx, dgamma, dbeta = distributed.batch_norm_backward(
+                grad, x, mean, invstd, gamma, comm=ctx.comm, axis=ctx.axis,
+                training=ctx.training)
         return (dx if nx else None, dgamma if ng else None, dbeta if nb else None)
 
 
 def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True,
-               moving_mean=None, moving_variance=None, momentum=0.99):
+               moving_mean=None, moving_variance=None, momentum=0.99, comm=None):
     r"""Batch normalization with gradients for ``x``, ``gamma`` and ``beta``.
 
     The forward pass is :func:`fastbn.functional.batch_norm_forward` and the
@@ -1311,6 +1323,8 @@ def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True
         The feature axes that are kept (Keras).
     epsilon, training, moving_mean, moving_variance, momentum
         As in :func:`fastbn.functional.batch_norm_forward`.
+    comm : MPI communicator, optional
+        Synchronize the statistics over its processes (:mod:`fastbn.distributed`).
 
     Returns
     -------
@@ -1333,4 +1347,4 @@ def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True
     """
     return BatchNorm.apply(x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
                            moving_mean=moving_mean, moving_variance=moving_variance,
-                           momentum=momentum)
+                           momentum=momentum, comm=comm)

@@ -43,8 +43,16 @@ cosine``: ``--model bn-before --lr 0.01`` is the notebook's configuration
 (Keras: 96.98%; the replica: 96.78%).
 
 The same ``--seed`` gives the same numbers run after run (the timings aside).
+
+``mpiexec -n 2 fastbn-mnist --distributed`` trains data-parallel
+(:class:`fastbn.distributed.DataParallel`): ``--batch-size`` is the global
+batch, split across the ranks, and batch norm is synchronized, so the run
+follows the single-process one with the same seed (up to rounding); only rank
+0 prints and writes ``--out``. Without ``--threads`` each rank takes its share
+of the machine's cores.
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -66,7 +74,8 @@ ADAM_LR = 1e-3
 N_VALID = 5000
 
 
-def build_model(name=DEFAULT_MODEL, activation="elu", kernel_initializer="glorot_uniform"):
+def build_model(name=DEFAULT_MODEL, activation="elu", kernel_initializer="glorot_uniform",
+                synchronized=False):
     """One of the job's MLPs, as an uncompiled ``fastbn.nn.Sequential``.
 
     Parameters
@@ -78,6 +87,9 @@ def build_model(name=DEFAULT_MODEL, activation="elu", kernel_initializer="glorot
     kernel_initializer : str, default "glorot_uniform"
         Hidden-layer initializer of ``plain``, ``bn-after`` and ``bn-before``
         (``textbook`` always uses ``he_normal``, as the notebook does).
+    synchronized : bool, default False
+        Batch norm over the global batch in data-parallel training
+        (``BatchNormalization(synchronized=True)``).
 
     Returns
     -------
@@ -97,16 +109,17 @@ def build_model(name=DEFAULT_MODEL, activation="elu", kernel_initializer="glorot
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    bn = functools.partial(nn.BatchNormalization, synchronized=synchronized)
     layers = [nn.Flatten(input_shape=[28, 28])]
     if name == "textbook":
-        layers += [nn.BatchNormalization(),
+        layers += [bn(),
                    nn.Dense(300, activation="elu", kernel_initializer="he_normal"),
-                   nn.BatchNormalization(),
+                   bn(),
                    nn.Dense(100, activation="elu", kernel_initializer="he_normal"),
-                   nn.BatchNormalization()]
+                   bn()]
     else:
         if name != "plain":
-            layers.append(nn.BatchNormalization())
+            layers.append(bn())
         for units in (300, 100):
             if name == "plain":
                 layers.append(nn.Dense(units, activation=activation,
@@ -114,11 +127,11 @@ def build_model(name=DEFAULT_MODEL, activation="elu", kernel_initializer="glorot
             elif name == "bn-after":
                 layers += [nn.Dense(units, activation=activation,
                                     kernel_initializer=kernel_initializer),
-                           nn.BatchNormalization()]
+                           bn()]
             else:  # BN's beta does the bias's job, so the Dense has none
                 layers += [nn.Dense(units, use_bias=False,
                                     kernel_initializer=kernel_initializer),
-                           nn.BatchNormalization(), nn.Activation(activation)]
+                           bn(), nn.Activation(activation)]
     layers.append(nn.Dense(10, activation="softmax"))
     return nn.Sequential(layers)
 
@@ -162,6 +175,10 @@ def _parser():
     p.add_argument("--no-plot", action="store_true", help="skip the learning-curve PNG")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or per-epoch lines; print only the result")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the MPI ranks (mpiexec -n N fastbn-mnist "
+                        "--distributed): --batch-size is the global batch, batch norm is "
+                        "synchronized, rank 0 prints and writes (needs fastbn[mpi])")
     return p
 
 
@@ -342,28 +359,42 @@ def run(args):
     """Train, evaluate and write the outputs; returns the metrics dictionary."""
     from fastbn import nn
 
+    dp = None
+    if args.distributed:
+        from fastbn.distributed import DataParallel
+        dp = DataParallel()                 # an uncaught exception now aborts every rank
+        if args.threads is None:
+            args.threads = dp.threads_per_process()
     threads, limits = _set_threads(args.threads)
     try:
-        return _run(args, nn, threads)
+        return _run(args, nn, threads, dp)
     finally:
         if limits is not None:
             limits.restore_original_limits()
 
 
-def _run(args, nn, threads):
+def _run(args, nn, threads, dp=None):
+    if dp is not None and not dp.is_root:
+        dp.comm.Barrier()                   # rank 0 fetches and caches MNIST first
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _load(args)
+    if dp is not None and dp.is_root:
+        dp.comm.Barrier()
     _seed(nn, args.seed)
-    model = build_model(args.model, args.activation, args.init)
+    model = build_model(args.model, args.activation, args.init, synchronized=dp is not None)
+    root = dp is None or dp.is_root
+    if dp is not None:
+        dp.distribute(model)
     optimizer = (nn.SGD(learning_rate=args.lr) if args.optimizer == "sgd"
                  else nn.Adam(learning_rate=args.lr))
     model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer,
                   metrics=["accuracy"])
-    verbose = 0 if args.quiet else 1
+    verbose = 0 if args.quiet or not root else 1
     if verbose:
+        ranks = f"; {dp.size} ranks" if dp is not None else ""
         print(f"fastbn-mnist: model {args.model}, {model.count_params():,} parameters; "
               f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} "
               f"epochs; {len(x_train)} training / {len(x_valid)} validation / "
-              f"{len(x_test)} test images; seed {args.seed}; threads {threads['numba']}")
+              f"{len(x_test)} test images; seed {args.seed}; threads {threads['numba']}{ranks}")
 
     log = _EpochLog(len(x_train), args.epochs, verbose)
     schedule = nn.callbacks.LearningRateScheduler(
@@ -390,7 +421,10 @@ def _run(args, nn, threads):
         "train_seconds": train_seconds,
         "samples_per_s": len(x_train) * len(epochs) / train_seconds,
         "versions": _versions(),
+        "ranks": 1 if dp is None else dp.size,
     }
+    if not root:
+        return metrics
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(out / "weights.npz"))

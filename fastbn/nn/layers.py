@@ -477,6 +477,12 @@ class BatchNormalization(Layer):
         Learn ``beta`` / ``gamma``.
     beta_initializer, gamma_initializer, moving_mean_initializer, moving_variance_initializer
         Default ``"zeros"``, ``"ones"``, ``"zeros"``, ``"ones"``.
+    synchronized : bool, default False
+        In data-parallel training (:class:`fastbn.distributed.DataParallel`),
+        normalise with the statistics of the global batch, over every process
+        (Keras' name; PyTorch's ``SyncBatchNorm``). Outside it, in a single
+        process, the layer is the plain one. ``comm``, set by
+        ``DataParallel.distribute``, is the communicator used (None: none).
 
     **kwargs
         ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
@@ -499,8 +505,10 @@ class BatchNormalization(Layer):
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 synchronized=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized, self.comm = bool(synchronized), None
         if isinstance(axis, (list, tuple)):
             if not axis or not all(isinstance(a, (int, np.integer)) for a in axis):
                 raise TypeError(f"BatchNormalization: axis must be an int or a non-empty "
@@ -570,7 +578,7 @@ class BatchNormalization(Layer):
             None if self.beta is None else self.beta.tensor,
             axis=self._axes, epsilon=self.epsilon, training=training,
             moving_mean=self.moving_mean.value, moving_variance=self.moving_variance.value,
-            momentum=self.momentum)
+            momentum=self.momentum, comm=self.comm if self.synchronized else None)
 
 
 class Activation(Layer):

@@ -97,6 +97,8 @@ class Sequential:
         self.optimizer = self.loss = None
         self.metrics_names = []
         self.history = None
+        #: data-parallel training over MPI, set by fastbn.distributed.DataParallel.distribute
+        self.distribution = None
         for layer in layers or []:
             self.add(layer)
 
@@ -440,6 +442,11 @@ class Sequential:
         self.optimizer.apply([t.grad for t in tensors], variables)
         return float(loss.data), h.data
 
+    def _fit_step(self, xb, yb):
+        """One step of ``fit``: the batch's mean loss and number of correct predictions."""
+        loss, out = self._train_step(xb, yb)
+        return loss, self._correct(out, yb)
+
     def train_on_batch(self, x, y):
         """One optimizer step on one batch; returns ``[loss, accuracy]`` (or the loss).
 
@@ -472,6 +479,9 @@ class Sequential:
         if self._plan is None:
             self._make_plan()
         with utils.blas_threads(len(x)):
+            if self.distribution is not None:       # (x, y) is the global batch
+                loss, right = self.distribution.step(self)(x, y)
+                return self._result(loss, right / len(x))
             loss, out = self._train_step(x, y)
         return self._result(loss, self._correct(out, y) / len(x))
 
@@ -552,7 +562,11 @@ class Sequential:
         history.model = self
         with_acc = len(self.metrics_names) > 1
         rng = utils.get_rng()
-        step = self._train_step
+        step = self._fit_step
+        dist = self.distribution
+        if dist is not None:                # weights broadcast; each process steps on a shard
+            step = dist.begin_fit(self)
+            verbose = verbose if dist.is_root else 0
 
         def hook(name, *args):
             for cb in callbacks:
@@ -566,6 +580,8 @@ class Sequential:
             for epoch in range(epochs):
                 hook("on_epoch_begin", epoch, {})
                 order = rng.permutation(n) if shuffle else None
+                if dist is not None and order is not None:
+                    order = dist.broadcast(order)       # one order, whatever each rng drew
                 bar = self._progress(verbose, steps, f"Epoch {epoch + 1}/{epochs}")
                 t0 = time.perf_counter()
                 loss_sum = 0.0
@@ -578,12 +594,11 @@ class Sequential:
                     else:
                         idx = order[lo:hi]
                         xb, yb = x[idx], y[idx]
-                    loss, out = step(xb, yb)
+                    loss, right = step(xb, yb)
                     m = hi - lo
                     loss_sum += loss * m
                     seen += m
-                    if with_acc:
-                        correct += int(np.count_nonzero(out.argmax(axis=-1) == yb))
+                    correct += right
                     if bar is not None:
                         bar.update(1)
                         if i % 16 == 15 or i == steps - 1:
@@ -629,6 +644,11 @@ class Sequential:
 
     # ---------------------------------------------------------- inference
     def _evaluate(self, x, y, batch_size, bar=None):
+        if self.distribution is not None:   # each process a shard, the sums combined
+            return self.distribution.evaluate(self, x, y, batch_size, bar)
+        return self._evaluate_local(x, y, batch_size, bar)
+
+    def _evaluate_local(self, x, y, batch_size, bar=None):
         if self._plan is None:
             self._make_plan()
         calls, loss_fn, _, _ = self._plan
@@ -667,6 +687,8 @@ class Sequential:
         """
         self._require_compiled("evaluate")
         verbose = 1 if verbose == "auto" else verbose
+        if self.distribution is not None and not self.distribution.is_root:
+            verbose = 0
         batch_size = self._batch_size(batch_size)
         x, y = self._prepare(x, y)
         bar = self._progress(verbose, -(-len(x) // batch_size), None)
