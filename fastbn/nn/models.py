@@ -478,7 +478,7 @@ class Sequential:
         x, y = self._prepare(x, y)
         if self._plan is None:
             self._make_plan()
-        with utils.blas_threads(len(x)):
+        with utils.training_threads(len(x)):
             if self.distribution is not None:       # (x, y) is the global batch
                 loss, right = self.distribution.step(self)(x, y)
                 return self._result(loss, right / len(x))
@@ -576,7 +576,7 @@ class Sequential:
 
         hook("set_model", self)
         hook("on_train_begin", {})
-        with utils.blas_threads(batch_size):
+        with utils.training_threads(batch_size):
             for epoch in range(epochs):
                 hook("on_epoch_begin", epoch, {})
                 order = rng.permutation(n) if shuffle else None
@@ -692,7 +692,7 @@ class Sequential:
         batch_size = self._batch_size(batch_size)
         x, y = self._prepare(x, y)
         bar = self._progress(verbose, -(-len(x) // batch_size), None)
-        with utils.blas_threads(batch_size):
+        with utils.training_threads(batch_size):
             loss, acc = self._evaluate(x, y, batch_size, bar)
         if bar is not None:
             bar.set_description_str(self._fmt_logs(loss, acc), refresh=True)
@@ -730,7 +730,7 @@ class Sequential:
         self._check_input_shape(x.shape, "x")
         bar = self._progress(verbose, -(-len(x) // batch_size), None)
         outs = []
-        with ag.no_grad(), utils.blas_threads(batch_size):
+        with ag.no_grad(), utils.training_threads(batch_size):
             for lo in range(0, len(x), batch_size):
                 h = ag.Tensor(x[lo:lo + batch_size])
                 for layer in self._layers:
