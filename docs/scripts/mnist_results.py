@@ -4,15 +4,13 @@ Two steps, because training needs the MNIST files (a download on a fresh
 machine) and minutes of CPU, which a docs build must not:
 
 ``python docs/scripts/mnist_results.py run [--epochs 10] [--threads 2]``
-    runs ``python -m fastbn.examples.mnist --model M --epochs E --seed 0
-    --threads T --quiet --no-plot --out docs/results/mnist/M`` for every
-    model (``bn-after`` is the job's default), keeping its ``metrics.json``
+    runs ``python -m fastbn.examples.mnist <flags of RUNS> --epochs E --seed 0
+    --threads T --quiet --no-plot --out docs/results/mnist/<run>`` for every
+    run (``bn-after`` is the job's default), keeping its ``metrics.json``
     and a ``command.json`` (the command line, wall time) and deleting the
-    weights; then times one epoch of the same ``bn-before`` network in
-    PyTorch on the same data, batch size and thread count
-    (``docs/results/mnist/torch.json``), when PyTorch is importable. Commit
-    ``docs/results/mnist/``: those are the main job's own ``metrics.json``
-    files, not numbers typed by hand. About 10 minutes per model on 2 cores.
+    weights. Commit ``docs/results/mnist/``: those are the main job's own
+    ``metrics.json`` files, not numbers typed by hand. 2-5 minutes per run
+    on 2 cores. (PyTorch beside fastbn: ``docs/scripts/bench_results.py``.)
 
 ``python docs/scripts/mnist_results.py render``
     reads ``docs/results/mnist/`` and writes ``docs/_generated/mnist.md``
@@ -64,51 +62,6 @@ def run_models(args):
                       f, indent=1)
 
 
-def run_torch(args):
-    """One timed epoch of the notebook's BN-before-activation MLP in PyTorch."""
-    try:
-        import torch
-    except ImportError:
-        print("mnist_results: PyTorch not importable; no PyTorch timing", file=sys.stderr)
-        return
-    import numpy as np
-    from fastbn.datasets import mnist
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    (x_full, y_full), _ = mnist.load_data()
-    x = torch.from_numpy((x_full[5000:] / 255.0).astype(np.float32))
-    y = torch.from_numpy(y_full[5000:].astype(np.int64))
-    nn = torch.nn
-
-    def bn(n):                                   # Keras' defaults in PyTorch's terms
-        return nn.BatchNorm1d(n, eps=1e-3, momentum=0.01)
-
-    model = nn.Sequential(
-        nn.Flatten(), bn(784),
-        nn.Linear(784, 300, bias=False), bn(300), nn.ELU(),
-        nn.Linear(300, 100, bias=False), bn(100), nn.ELU(),
-        nn.Linear(100, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = nn.CrossEntropyLoss()
-    timings = []
-    for _ in range(2):                           # the first epoch warms up
-        perm = torch.randperm(len(x))
-        t0 = time.perf_counter()
-        for i in range(0, len(x), args.batch_size):
-            idx = perm[i:i + args.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-        timings.append(time.perf_counter() - t0)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "torch.json"), "w") as f:
-        json.dump(dict(model="bn-before", framework=f"PyTorch {torch.__version__}",
-                       threads=args.threads, batch_size=args.batch_size, samples=len(x),
-                       epoch_seconds=timings[-1]), f, indent=1)
-
-
 # -------------------------------------------------------------------- render
 # What the main job writes (fastbn/examples/mnist.py, ``metrics.json``):
 # {"settings": {...flags...}, "data": {"train": 55000, ...}, "params": ...,
@@ -151,7 +104,7 @@ def _command(model, m):
     return "fastbn-mnist " + " ".join(flags)
 
 
-def render_table(results, peer):
+def render_table(results):
     lines = ["| run | command | test accuracy | last validation accuracy "
              "| s / epoch | samples / s |",
              "|---|---|---:|---:|---:|---:|"]
@@ -169,17 +122,12 @@ def render_table(results, peer):
         lines.append(f"| {label} | `{_command(model, m)}` | {_pct(m.get('test_accuracy'))} "
                      f"| {_pct(val[-1])} | {'–' if sec is None else f'{sec:.2f}'} "
                      f"| {'–' if sps is None else f'{sps:,.0f}'} |")
-    if peer:
-        sps = peer["samples"] / peer["epoch_seconds"]
-        lines.append(f"| `bn-before` in {peer['framework']} | batch {peer['batch_size']}, "
-                     f"{peer['threads']} threads (timing only) | – | – "
-                     f"| {peer['epoch_seconds']:.2f} | {sps:,.0f} |")
-    else:
-        lines.append("| `bn-before` in PyTorch | timing only | – | – | not yet measured "
-                     "| not yet measured |")
     lines += ["", "s / epoch is the median over the epochs after the first (which "
               "includes compiling the kernels), training steps only; samples / s is the "
-              "training-set size over it."]
+              "training-set size over it. These runs follow one another on a shared "
+              "machine, so their timings are only indicative; for fastbn beside PyTorch "
+              "measured side by side (peers alternating in one run) see the training "
+              "throughput table in {doc}`benchmarks`."]
     if results:
         any_m = next(iter(results.values()))
         v = any_m.get("versions", {})
@@ -189,10 +137,9 @@ def render_table(results, peer):
                   f"{v.get('python', '?')} on {v.get('machine', '?')} with "
                   f"{v.get('cpus', '?')} CPUs, {t.get('numba', '?')} threads."]
     missing = [m for m in MODELS if m not in results]
-    if missing or not peer:
+    if missing:
         lines += ["", ":::{note}", "Rows marked *not yet measured* have no result file in "
                   "this checkout (`docs/results/mnist/<model>/metrics.json`"
-                  + ("" if peer else ", `docs/results/mnist/torch.json`")
                   + "). `python docs/scripts/mnist_results.py run` trains every model "
                   "with the main job and times PyTorch, then the docs build shows the "
                   "numbers.", ":::"]
@@ -226,11 +173,7 @@ def render_figure(results, path):
 def render(args):
     os.makedirs(GENERATED, exist_ok=True)
     results = load_results()
-    peer = None
-    if os.path.exists(os.path.join(RESULTS, "torch.json")):
-        with open(os.path.join(RESULTS, "torch.json")) as f:
-            peer = json.load(f)
-    text = render_table(results, peer)
+    text = render_table(results)
     fig_path = os.path.join(GENERATED, "mnist.png")
     if results:
         render_figure(results, fig_path)
@@ -255,13 +198,10 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--no-torch", action="store_true")
     sub.add_parser("render", help="write docs/_generated/mnist.md and mnist.png")
     args = p.parse_args(argv)
     if args.step == "run":
         run_models(args)
-        if not args.no_torch:
-            run_torch(args)
         render(args)
     else:
         render(args)
