@@ -264,6 +264,35 @@ class FastbnPeer(_Ops):
                                            axis=self.axis)
 
 
+class FastbnOutPeer(FastbnPeer):
+    """fastbn writing into outputs allocated once (``out=``): no page faults per call."""
+
+    name = "fastbn-out"
+
+    def __init__(self, inputs, axis):
+        super().__init__(inputs, axis)
+        self.y = np.empty_like(inputs["x"])
+        self.dx = np.empty_like(inputs["x"])
+
+    def forward(self):
+        i = self.i
+        return self._f.batch_norm_forward(
+            i["x"], i["gamma"], i["beta"], axis=self.axis, epsilon=EPSILON, training=True,
+            moving_mean=i["moving_mean_train"], moving_variance=i["moving_var_train"],
+            momentum=MOMENTUM, out=self.y)
+
+    def inference(self):
+        i = self.i
+        return self._f.batch_norm_forward(
+            i["x"], i["gamma"], i["beta"], axis=self.axis, epsilon=EPSILON, training=False,
+            moving_mean=i["moving_mean_inf"], moving_variance=i["moving_var_inf"], out=self.y)
+
+    def backward(self):
+        i = self.i
+        return self._f.batch_norm_backward(i["dy"], i["x"], self.mean, self.invstd, i["gamma"],
+                                           axis=self.axis, out=self.dx)
+
+
 class NumpyPeer(_Ops):
     """Textbook batch norm in plain NumPy, in the input's dtype (what a user writes)."""
 
@@ -396,7 +425,7 @@ class TorchPeer(_Ops):
 
 
 #: Peer registry, shared with the asv suite (``asv_bench/benchmarks/common.py``).
-PEERS = {p.name: p for p in (FastbnPeer, NumpyPeer, TorchPeer)}
+PEERS = {p.name: p for p in (FastbnPeer, FastbnOutPeer, NumpyPeer, TorchPeer)}
 
 
 # -------------------------------------------------------------------- triad

@@ -334,3 +334,57 @@ def test_fused_per_feature_kernels_match_split_kernels_bitwise(dtype, monkeypatc
         runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=1))
     for a, c in zip(*runs):
         assert a.tobytes() == c.tobytes()
+
+
+# ------------------------------------------------------------------ out=
+@pytest.mark.parametrize("shape,axis", [((64, 20), -1), ((4, 6, 5, 7), 1), ((6, 5, 7), (0, 2)),
+                                        ((256, 40, 40), 1)])
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_out_argument_gives_the_same_bits(shape, axis, order, dtype):
+    rng = np.random.default_rng(3)
+    x = np.asarray(rng.standard_normal(shape) * 2 + 5, dtype=dtype, order=order)
+    dy = np.asarray(rng.standard_normal(shape), dtype=dtype, order=order)
+    y0, m0, s0 = fastbn.batch_norm_forward(x, None, None, axis=axis)
+    dx0, dg0, db0 = fastbn.batch_norm_backward(dy, x, m0, s0, None, axis=axis)
+    for out_order in ("C", "F"):
+        out = np.full(shape, np.nan, dtype=dtype, order=out_order)
+        y, m, s = fastbn.batch_norm_forward(x, None, None, axis=axis, out=out)
+        assert y is out
+        np.testing.assert_array_equal(y, y0)
+        np.testing.assert_array_equal(m, m0)
+        out2 = np.full(shape, np.nan, dtype=dtype, order=out_order)
+        dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, None, axis=axis, out=out2)
+        assert dx is out2
+        np.testing.assert_array_equal(dx, dx0)
+        np.testing.assert_array_equal(dg, dg0)
+
+
+def test_out_may_be_the_input_itself():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((300, 50)).astype(np.float32) + 3
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y0, m, s = fastbn.batch_norm_forward(x, None, None)
+    dx0, _, _ = fastbn.batch_norm_backward(dy, x, m, s, None)
+    dy_in = dy.copy()
+    dx, _, _ = fastbn.batch_norm_backward(dy_in, x, m, s, None, out=dy_in)
+    assert dx is dy_in
+    np.testing.assert_array_equal(dx, dx0)
+    y, _, _ = fastbn.batch_norm_forward(x, None, None, out=x)
+    assert y is x
+    np.testing.assert_array_equal(x, y0)
+
+
+@pytest.mark.parametrize("out, match", [
+    (np.zeros((4, 3), np.float32), "shape"),
+    (np.zeros((5, 3), np.float64), "dtype"),
+    ([[0.0] * 3] * 5, "NumPy array"),
+])
+def test_bad_out_is_explained(out, match):
+    x = np.ones((5, 3), np.float32)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastbn.batch_norm_forward(x, None, None, out=out)
+    ro = np.zeros((5, 3), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        fastbn.batch_norm_forward(x, None, None, out=ro)

@@ -33,16 +33,21 @@ TARGETS = {
     "F": {"forward": (1, None), "backward": (1, None)},
     "G": {"forward": (3, 75), "inference": (None, 80), "backward": (2, 75)},
 }
-RUNS = {"bench-2t": [], "bench-2t-reuse": ["--malloc-reuse"]}
+RUNS = {"bench-2t": ["--peers", "fastbn,fastbn-out,numpy,torch"],
+        "bench-2t-reuse": ["--malloc-reuse"]}
 
 
 def run(args):
     os.makedirs(RESULTS, exist_ok=True)
     for name, extra in RUNS.items():
+        if args.only and name not in args.only.split(","):
+            continue
         cmd = [sys.executable, "-m", "fastbn.bench", "--threads", str(args.threads),
                "--repeat", str(args.repeat), "--out", os.path.join(RESULTS, name), *extra]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
+    if args.only and "train_speed" not in args.only.split(","):
+        return
     cmd = [sys.executable, "-m", "fastbn.examples.train_speed", "--threads", str(args.threads),
            "--out", RESULTS]
     print("+", " ".join(cmd), flush=True)
@@ -83,6 +88,13 @@ def _met(row, torch_row, t):
     return "yes" if ok else "**no**"
 
 
+def _out_cells(o, tor):
+    if o is None:
+        return " – | – |"
+    ratio = None if tor is None else tor["median_s"] / o["median_s"]
+    return f" {o['median_ms']:.3f} | {_fmt(ratio, '.2f')} |"
+
+
 def bench_table(d):
     """Markdown for one ``bench.json``."""
     m = d["machine"]
@@ -90,13 +102,16 @@ def bench_table(d):
     for threads, tri in d["triad"].items():
         rows = [r for r in d["results"] if str(r["threads"]) == str(threads)]
         by = {(r["case"], r["op"], r["peer"]): r for r in rows}
+        has_out = any(r["peer"] == "fastbn-out" for r in rows)
+        out_head = " fastbn `out=` ms | `out=` × PyTorch |" if has_out else ""
+        out_rule = "---:|---:|" if has_out else ""
         lines += [f"{threads} threads. STREAM triad {tri['gbps']:.1f} GB/s before the peers, "
                   f"{tri.get('gbps_after', float('nan')):.1f} GB/s after them. "
                   f"Load average before / after: {m.get('loadavg')} / {m.get('loadavg_after')}.",
                   "",
                   "| case | op | fastbn ms | GB/s | % triad | NumPy ms | × NumPy | PyTorch ms "
-                  "| × PyTorch | target | met |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                  "| × PyTorch | target | met |" + out_head,
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|" + out_rule]
         for c in d["config"]["cases"]:
             for op in d["config"]["ops"]:
                 f = by.get((c["name"], op, "fastbn"))
@@ -110,7 +125,8 @@ def bench_table(d):
                     f"| {_fmt(f.get('speedup_vs_numpy'), '.2f')} "
                     f"| {_fmt(tor and tor['median_ms'], '.3f')} "
                     f"| {_fmt(f.get('speedup_vs_torch'), '.2f')} | {text} "
-                    f"| {_met(f, tor, t)} |")
+                    f"| {_met(f, tor, t)} |" + (_out_cells(by.get((c["name"], op, "fastbn-out")),
+                                                           tor) if has_out else ""))
         lines.append("")
     v = m.get("versions", {})
     lines += [f"Machine: {m.get('cpu')}, {m.get('usable_cpus')} usable CPUs, caches "
@@ -176,6 +192,8 @@ def main(argv=None):
     r = sub.add_parser("run", help="run the comparisons (minutes; needs a quiet machine)")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--repeat", type=int, default=30)
+    r.add_argument("--only", help="comma-separated subset of: " + ", ".join(RUNS)
+                   + ", train_speed")
     sub.add_parser("render", help="write docs/_generated/bench.md")
     args = p.parse_args(argv)
     if args.step == "run":
