@@ -242,37 +242,9 @@ class FastbnPeer(_Ops):
         from . import functional as F
         self._f = F
         self.i, self.axis = inputs, axis
+        self.y = self.dx = None              # fresh outputs per call (see FastbnOutPeer)
         _, self.mean, self.invstd = F.batch_norm_forward(
             inputs["x"], inputs["gamma"], inputs["beta"], axis=axis, epsilon=EPSILON)
-
-    def forward(self):
-        i = self.i
-        return self._f.batch_norm_forward(
-            i["x"], i["gamma"], i["beta"], axis=self.axis, epsilon=EPSILON, training=True,
-            moving_mean=i["moving_mean_train"], moving_variance=i["moving_var_train"],
-            momentum=MOMENTUM)
-
-    def inference(self):
-        i = self.i
-        return self._f.batch_norm_forward(
-            i["x"], i["gamma"], i["beta"], axis=self.axis, epsilon=EPSILON, training=False,
-            moving_mean=i["moving_mean_inf"], moving_variance=i["moving_var_inf"])
-
-    def backward(self):
-        i = self.i
-        return self._f.batch_norm_backward(i["dy"], i["x"], self.mean, self.invstd, i["gamma"],
-                                           axis=self.axis)
-
-
-class FastbnOutPeer(FastbnPeer):
-    """fastbn writing into outputs allocated once (``out=``): no page faults per call."""
-
-    name = "fastbn-out"
-
-    def __init__(self, inputs, axis):
-        super().__init__(inputs, axis)
-        self.y = np.empty_like(inputs["x"])
-        self.dx = np.empty_like(inputs["x"])
 
     def forward(self):
         i = self.i
@@ -291,6 +263,17 @@ class FastbnOutPeer(FastbnPeer):
         i = self.i
         return self._f.batch_norm_backward(i["dy"], i["x"], self.mean, self.invstd, i["gamma"],
                                            axis=self.axis, out=self.dx)
+
+
+class FastbnOutPeer(FastbnPeer):
+    """fastbn writing into outputs allocated once (``out=``): no page faults per call."""
+
+    name = "fastbn-out"
+
+    def __init__(self, inputs, axis):
+        super().__init__(inputs, axis)
+        self.y = np.empty_like(inputs["x"])
+        self.dx = np.empty_like(inputs["x"])
 
 
 class NumpyPeer(_Ops):

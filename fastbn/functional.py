@@ -371,7 +371,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     if c and n == 0 and merge is None:
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature "
                          f"(axis={axis!r}); batch statistics need at least one")
-    y, yk = _output(out, "out", xk_in, out_dtype, lay, fn)
+    y, yk = _output(out, xk_in, out_dtype, lay, fn)
     xk = lay.view(xk_in)
     if training and merge is None:
         if n == 1:
@@ -502,7 +502,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature")
     xk = lay.view(xk_in)
     dyk = lay.view(dy_in)
-    dx, dxk = _output(out, "out", xk_in, out_dtype, lay, fn)
+    dx, dxk = _output(out, xk_in, out_dtype, lay, fn)
     fused = training and reduce is None and _fuse(xk, lay, 2)
     if fused:
         sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
@@ -515,31 +515,29 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     p = gamma_k * invstd_k
     if not training:                          # dx = p * dy: no need to read x again
         _affine(dyk, np.zeros(c), p, np.zeros(c), dxk, lay)
-    elif reduce is not None:
-        n, tot_g, tot_gx = reduce(lay, n, sum_g, sum_gx)
+    elif not fused:
+        tot_g, tot_gx = sum_g, sum_gx
+        if reduce is not None:                # the global batch's sums (fastbn.distributed)
+            n, tot_g, tot_gx = reduce(lay, n, sum_g, sum_gx)
         q = p * invstd_k * (tot_gx * invstd_k) / n
         r = p * tot_g / n
         _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
-    elif not fused:
-        q = p * invstd_k * dgamma_k / n
-        r = p * dbeta_k / n
-        _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
-    grads = (dx, lay.from_kernel(dgamma_k, out_dtype), lay.from_kernel(dbeta_k, out_dtype))
-    return _finish(dx, out, xk_in, out_dtype, lay), grads[1], grads[2]
+    return (_finish(dx, out, xk_in, out_dtype, lay), lay.from_kernel(dgamma_k, out_dtype),
+            lay.from_kernel(dbeta_k, out_dtype))
 
 
-def _output(out, name, xk, dtype, lay, fn):
+def _output(out, xk, dtype, lay, fn):
     """The output array and its kernel view: ``out`` itself when the kernels can
     write it directly, else a fresh array (copied into ``out`` by :func:`_finish`)."""
     if out is None:
         return lay.empty(xk.dtype)
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"{fn}: {name} must be a NumPy array, got {type(out).__name__}")
+        raise TypeError(f"{fn}: out must be a NumPy array, got {type(out).__name__}")
     if out.shape != xk.shape or out.dtype != dtype:
-        raise ValueError(f"{fn}: {name} has shape {out.shape} and dtype {out.dtype}; it "
+        raise ValueError(f"{fn}: out has shape {out.shape} and dtype {out.dtype}; it "
                          f"must have x's shape {xk.shape} and dtype {np.dtype(dtype)}")
     if not out.flags.writeable:
-        raise ValueError(f"{fn}: {name} is read-only")
+        raise ValueError(f"{fn}: out is read-only")
     if out.dtype == xk.dtype and not lay.interleaved and out.size:
         kv = lay.view(out)
         if np.may_share_memory(kv, out):      # a view, not a copy: write it directly

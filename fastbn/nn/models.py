@@ -602,8 +602,8 @@ class Sequential:
                     if bar is not None:
                         bar.update(1)
                         if i % 16 == 15 or i == steps - 1:
-                            bar.set_description_str(self._fmt_logs(loss_sum / seen, correct / seen),
-                                                            refresh=False)
+                            bar.set_description_str(
+                                self._fmt_logs(loss_sum / seen, correct / seen), refresh=False)
                 logs = {"loss": loss_sum / seen}
                 if with_acc:
                     logs["accuracy"] = correct / seen
@@ -613,13 +613,13 @@ class Sequential:
                     logs["val_loss"] = vals[0]
                     if with_acc:
                         logs["val_accuracy"] = vals[1]
+                text = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 if bar is not None:
-                    bar.set_description_str(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
-                                            refresh=True)
+                    bar.set_description_str(text, refresh=True)
                     bar.close()
                 elif verbose == 2:
                     print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.0f}s - "
-                          + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+                          + text, flush=True)
                 history._append(epoch, logs)
                 hook("on_epoch_end", epoch, dict(logs))
         hook("on_train_end", dict(history.history))
@@ -638,9 +638,10 @@ class Sequential:
         from tqdm.auto import tqdm          # imported here: import fastbn.nn stays light
         if title:
             print(title, flush=True)
+        # the logs go in desc: tqdm would put ", " before a postfix
         return tqdm(total=steps, file=sys.stdout, unit="step", leave=True, ascii=" =",
                     bar_format="{n_fmt}/{total_fmt} [{bar:30}] {elapsed}<{remaining} "
-                               "{rate_fmt}  {desc}", mininterval=0.2)   # desc: tqdm puts ", " before postfix
+                               "{rate_fmt}  {desc}", mininterval=0.2)
 
     # ---------------------------------------------------------- inference
     def _evaluate(self, x, y, batch_size, bar=None):
