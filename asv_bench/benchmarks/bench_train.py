@@ -23,25 +23,14 @@ class TrainStep:
         rng = np.random.default_rng(0)
         self.x = rng.random((batch_size, 28, 28), dtype=np.float32)
         self.y = rng.integers(0, 10, batch_size)
+        from fastbn.examples import train_speed
         if impl == "fastbn":
-            from fastbn import nn
-            from fastbn.examples.mnist import build_model
-            nn.set_random_seed(0)
-            self.model = build_model("bn-before")
-            self.model.compile(loss="sparse_categorical_crossentropy",
-                               optimizer=nn.SGD(0.01), metrics=["accuracy"])
+            self.model = train_speed.fastbn_model()
             self.step = lambda: self.model.train_on_batch(self.x, self.y)
         else:
             if torch is None:
                 raise NotImplementedError("PyTorch is not installed")
-            from torch import nn as tnn
-            torch.manual_seed(0)
-            bn = lambda n: tnn.BatchNorm1d(n, eps=1e-3, momentum=0.01)  # noqa: E731
-            model = tnn.Sequential(tnn.Flatten(), bn(784), tnn.Linear(784, 300, bias=False),
-                                   bn(300), tnn.ELU(), tnn.Linear(300, 100, bias=False),
-                                   bn(100), tnn.ELU(), tnn.Linear(100, 10))
-            opt = torch.optim.SGD(model.parameters(), lr=0.01)
-            loss_fn = tnn.CrossEntropyLoss()
+            model, opt, loss_fn = train_speed.torch_model()
             xt, yt = torch.from_numpy(self.x), torch.from_numpy(self.y)
 
             def step():

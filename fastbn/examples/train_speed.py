@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["steps_per_epoch", "run_fastbn", "run_torch", "main"]
+__all__ = ["steps_per_epoch", "fastbn_model", "torch_model", "run_fastbn", "run_torch", "main"]
 
 
 def steps_per_epoch(samples, batch_size):
@@ -62,6 +62,62 @@ def _data(samples, seed=0):
     return x, y
 
 
+def fastbn_model():
+    """The bn-before MLP in fastbn, compiled for SGD 0.01 (seed 0).
+
+    Returns
+    -------
+    fastbn.nn.Sequential
+
+    Examples
+    --------
+    >>> from fastbn.examples.train_speed import fastbn_model
+    >>> fastbn_model().count_params()
+    270946
+    """
+    from fastbn import nn
+    from fastbn.examples.mnist import build_model
+
+    nn.set_random_seed(0)
+    model = build_model("bn-before")
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=nn.SGD(0.01),
+                  metrics=["accuracy"])
+    return model
+
+
+def torch_model():
+    """The same MLP in plain PyTorch (seed 0): ``(model, optimizer, loss_fn)``.
+
+    Returns
+    -------
+    tuple
+        ``torch.nn.Sequential``, ``torch.optim.SGD`` (lr 0.01) and
+        ``CrossEntropyLoss`` (the softmax fused into the loss, as fastbn does).
+
+    Examples
+    --------
+    >>> import pytest
+    >>> _ = pytest.importorskip("torch")
+    >>> from fastbn.examples.train_speed import torch_model
+    >>> model, opt, loss_fn = torch_model()
+    >>> sum(p.numel() for p in model.parameters())       # trainable: 270,946 - 2 * 1,184
+    268578
+    """
+    import torch
+    from torch import nn as tnn
+
+    torch.manual_seed(0)
+
+    def bn(n):                          # Keras: momentum 0.99 -> PyTorch 0.01, eps 1e-3
+        return tnn.BatchNorm1d(n, eps=1e-3, momentum=0.01)
+
+    model = tnn.Sequential(tnn.Flatten(), bn(784),
+                           tnn.Linear(784, 300, bias=False), bn(300), tnn.ELU(),
+                           tnn.Linear(300, 100, bias=False), bn(100), tnn.ELU(),
+                           tnn.Linear(100, 10))
+    return model, torch.optim.SGD(model.parameters(), lr=0.01), tnn.CrossEntropyLoss()
+
+
 def run_fastbn(samples, batch_size, epochs):
     """Seconds per epoch of fastbn's ``fit`` on the bn-before model (after one warm-up epoch).
 
@@ -80,14 +136,8 @@ def run_fastbn(samples, batch_size, epochs):
     >>> len(seconds), all(t > 0 for t in seconds)
     (2, True)
     """
-    from fastbn import nn
-    from fastbn.examples.mnist import build_model
-
-    nn.set_random_seed(0)
     x, y = _data(samples)
-    model = build_model("bn-before")
-    model.compile(loss="sparse_categorical_crossentropy", optimizer=nn.SGD(0.01),
-                  metrics=["accuracy"])
+    model = fastbn_model()
     model.fit(x[:batch_size * 20], y[:batch_size * 20], batch_size=batch_size, verbose=0)
     times = []
     for _ in range(epochs):
@@ -113,25 +163,14 @@ def run_torch(samples, batch_size, epochs):
     >>> import pytest
     >>> _ = pytest.importorskip("torch")
     >>> from fastbn.examples.train_speed import run_torch
-    >>> len(run_torch(samples=640, batch_size=32, epochs=2))   # >= 20 batches: the warm-up
+    >>> len(run_torch(samples=640, batch_size=32, epochs=2))
     2
     """
     import torch
-    from torch import nn as tnn
 
-    torch.manual_seed(0)
     x, y = _data(samples)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-
-    def bn(n):                          # Keras: momentum 0.99 -> PyTorch 0.01, eps 1e-3
-        return tnn.BatchNorm1d(n, eps=1e-3, momentum=0.01)
-
-    model = tnn.Sequential(tnn.Flatten(), bn(784),
-                           tnn.Linear(784, 300, bias=False), bn(300), tnn.ELU(),
-                           tnn.Linear(300, 100, bias=False), bn(100), tnn.ELU(),
-                           tnn.Linear(100, 10))
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    loss_fn = tnn.CrossEntropyLoss()        # softmax fused into the loss, as fastbn does
+    model, opt, loss_fn = torch_model()
 
     def epoch(n):
         model.train()
