@@ -733,10 +733,8 @@ class DataParallel:
         return step
 
     def _make_step(self, model):
-        from . import autograd as ag
-
         self._attach(model)
-        calls, loss_fn, variables, tensors = model._plan
+        _, _, variables, tensors = model._plan
         dtype = np.result_type(*[v.value.dtype for v in variables]) if variables else np.float32
         sizes = [v.value.size for v in variables]
         total = sum(sizes)
@@ -754,14 +752,8 @@ class DataParallel:
             part = self.shard(n)
             xr, yr = xb[part], yb[part]
             m = len(xr)
-            h = ag.Tensor(xr)
-            for call in calls:
-                h = call(h, True)
-            loss = loss_fn(yr, h)
-            for t in tensors:
-                t.grad = None
             # d(global mean)/d(this shard's mean) = m / n: the ranks' gradients then add up
-            loss.backward(np.asarray(m / n, loss.data.dtype))
+            loss, h = model._backprop(xr, yr, scale=m / n)
             o = 0
             for t, s in zip(tensors, sizes):
                 if t.grad is None:

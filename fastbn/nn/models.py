@@ -430,15 +430,22 @@ class Sequential:
         return int(batch_size)
 
     # ------------------------------------------------------------ training
-    def _train_step(self, xb, yb):
-        calls, loss_fn, variables, tensors = self._plan
+    def _backprop(self, xb, yb, scale=None):
+        """Forward in training mode, the loss, and its gradients in the trainable
+        tensors' ``grad`` (``d loss * scale``); returns ``(loss, output)`` tensors."""
+        calls, loss_fn, _, tensors = self._plan
         h = ag.Tensor(xb)
         for call in calls:
             h = call(h, True)
         loss = loss_fn(yb, h)
         for t in tensors:
             t.grad = None
-        loss.backward()
+        loss.backward(None if scale is None else np.asarray(scale, loss.data.dtype))
+        return loss, h
+
+    def _train_step(self, xb, yb):
+        _, _, variables, tensors = self._plan
+        loss, h = self._backprop(xb, yb)
         self.optimizer.apply([t.grad for t in tensors], variables)
         return float(loss.data), h.data
 
