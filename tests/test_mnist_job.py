@@ -7,21 +7,7 @@ import pytest
 from fastbn.datasets import mnist as mnist_data
 from fastbn.examples import mnist as job
 
-# until fastbn.nn lands the job has nothing to train; once it exists these run
-if not hasattr(pytest.importorskip("fastbn.nn"), "Sequential"):
-    pytest.skip("fastbn.nn has no Sequential yet", allow_module_level=True)
-
-
-def synthetic_mnist(n_train=5000 + 192, n_test=96, seed=0):
-    """MNIST-shaped uint8 data whose label is written into the image, so it is learnable."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 64, (n, 28, 28)).astype(np.uint8)
-        x[np.arange(n), 2 * y + 4, 4:24] = 255           # a bright row per class
-        return x, y
-    return make(n_train), make(n_test)
+from synthetic_data import synthetic_mnist
 
 
 @pytest.fixture

@@ -1,24 +1,14 @@
 """``fastbn-mnist`` on synthetic MNIST, run by ``tests/test_distributed.py``.
 
 ``[mpiexec -n P] python mnist_job.py ARGS...`` replaces the MNIST loader with
-the learnable synthetic digits of ``tests/test_mnist_job.py`` (no network)
+the learnable synthetic digits of ``tests/synthetic_data.py`` (no network)
 and runs ``fastbn.examples.mnist.main(ARGS)``.
 """
 import sys
+from pathlib import Path
 
-import numpy as np
-
-
-def synthetic_mnist(n_train=5000 + 192, n_test=96, seed=0):
-    """MNIST-shaped uint8 data whose label is written into the image, so it is learnable."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, n).astype(np.uint8)
-        x = rng.integers(0, 64, (n, 28, 28)).astype(np.uint8)
-        x[np.arange(n), 2 * y + 4, 4:24] = 255           # a bright row per class
-        return x, y
-    return make(n_train), make(n_test)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # tests/
+from synthetic_data import synthetic_mnist  # noqa: E402
 
 
 def main(argv):
