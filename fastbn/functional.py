@@ -18,6 +18,8 @@ from ._axes import layout, normalize_axis
 
 __all__ = ["moments", "batch_norm_forward", "batch_norm_backward"]
 
+#: dtypes the kernels take as they are (native byte order)
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _COMPUTE = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64,
             np.dtype(np.float16): np.float32}
 
@@ -69,6 +71,10 @@ def _features(x, axis, fn):
 FUSE_BYTES = 1 << 20
 #: ... and fewest features: one task per feature must keep every thread busy.
 FUSE_MIN_FEATURES = 16
+#: rows layout: fewest columns per fused column block (a shorter row segment
+#: defeats the prefetcher), so a parallel fused rows kernel needs twice this
+#: many features to give two threads a block each.
+FUSE_MIN_COLS = 64
 
 
 def _run(kern, xk):
@@ -91,15 +97,32 @@ def _cols(xk):
     return min(K.COLS_PER_BLOCK, max(256, -(-c // want)))
 
 
-def _fuse(xk, lay, arrays):
-    """Whether to run one fused task per feature (planes whose feature fits L2).
+def _fused_cols(xk):
+    """Columns per task of the fused rows kernels: one block per thread
+    (whole rows on the serial twin), never under ``FUSE_MIN_COLS``."""
+    c = xk.shape[1]
+    if xk.size < _config.SERIAL_BELOW:
+        return max(c, 1)
+    return max(FUSE_MIN_COLS, -(-c // numba.get_num_threads()))
 
-    ``arrays`` is how many inputs the pass reads (forward 1, backward 2). The
-    choice depends on the shape only, never on the thread count (the fused and
-    split kernels give the same bits, and a test holds them to it).
+
+def _fuse(xk, lay, arrays):
+    """Which fused kernel runs, if any: ``"planes"``, ``"rows"`` or None.
+
+    ``arrays`` is how many inputs the pass reads (forward 1, backward 2).
+    Planes fuse one task per feature when a feature's data fit in L2; rows
+    fuse one task per column block when the whole array does (and is small
+    or wide enough to share). Fused and split kernels give the same bits (a
+    test holds them to it), so the choice only changes the speed.
     """
-    return (lay.kind == "planes" and lay.channels >= FUSE_MIN_FEATURES
-            and lay.count * xk.itemsize * arrays <= FUSE_BYTES)
+    if lay.kind == "planes":
+        if (lay.channels >= FUSE_MIN_FEATURES
+                and lay.count * xk.itemsize * arrays <= FUSE_BYTES):
+            return "planes"
+    elif lay.group == 1 and (xk.size < _config.SERIAL_BELOW or (
+            xk.nbytes * arrays <= FUSE_BYTES and lay.channels >= 2 * FUSE_MIN_COLS)):
+        return "rows"
+    return None
 
 
 def _shift(xk, lay):
@@ -380,11 +403,14 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
                           f"behaviour)", RuntimeWarning, stacklevel=2)
     gamma_k = np.ones(c) if gamma is None else lay.to_kernel(gamma)
     shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
-    fused = training and merge is None and _fuse(xk, lay, 1)
-    if fused:
+    fused = _fuse(xk, lay, 1) if training and merge is None else None
+    if fused == "planes":
         mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, _shift(xk, lay), gamma_k, shift,
                                                          float(epsilon), yk, K.PLANE_CHUNK)
         var_k = m2_k / n
+    elif fused == "rows":
+        mean_k, var_k, invstd_k = _run(K._forward_rows_fused, xk)(
+            xk, gamma_k, shift, float(epsilon), yk, K.ROWS_PER_CHUNK, _fused_cols(xk))
     elif training:
         mean_k, m2_k = _stats(xk, lay) if c and n else (np.zeros(c), np.zeros(c))
         if merge is not None:
@@ -393,14 +419,14 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     else:
         # copies: the returned statistics must not alias the caller's arrays
         mean_k, var_k = lay.to_kernel(moving_mean).copy(), lay.to_kernel(moving_variance)
-    invstd_k = 1.0 / np.sqrt(var_k + epsilon)
+    if fused != "rows":
+        invstd_k = 1.0 / np.sqrt(var_k + epsilon)
     if not fused:
         _affine(xk, mean_k, invstd_k * gamma_k, shift, yk, lay)
     mean, invstd = lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
     if training and moving_mean is not None:
-        var = lay.from_kernel(var_k)
-        for arr, batch in ((moving_mean, mean), (moving_variance, var)):
-            arr[...] = arr.astype(np.float64) * momentum + batch * (1.0 - momentum)
+        _update_moving(lay, (moving_mean, mean_k), (moving_variance, var_k),
+                       momentum=float(momentum))
     return _finish(y, out, xk_in, out_dtype, lay), mean, invstd
 
 
@@ -503,10 +529,13 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     xk = lay.view(xk_in)
     dyk = lay.view(dy_in)
     dx, dxk = _output(out, xk_in, out_dtype, lay, fn)
-    fused = training and reduce is None and _fuse(xk, lay, 2)
-    if fused:
+    fused = _fuse(xk, lay, 2) if training and reduce is None else None
+    if fused == "planes":
         sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
                                                            dxk, K.PLANE_CHUNK)
+    elif fused == "rows":
+        sum_g, sum_gx = _run(K._backward_rows_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
+                                                         dxk, K.ROWS_PER_CHUNK, _fused_cols(xk))
     else:
         sum_g, sum_gx = (_grad_sums(dyk, xk, mean_k, lay) if c and n
                          else (np.zeros(c), np.zeros(c)))
@@ -524,6 +553,16 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
         _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
     return (_finish(dx, out, xk_in, out_dtype, lay), lay.from_kernel(dgamma_k, out_dtype),
             lay.from_kernel(dbeta_k, out_dtype))
+
+
+def _update_moving(lay, *pairs, momentum):
+    """Update each ``(moving, batch_k)`` in place (see :func:`batch_norm_forward`):
+    one Numba call when ``moving`` is already a kernel-order float vector."""
+    for arr, batch_k in pairs:
+        if lay._fident and arr.flags.c_contiguous and arr.dtype in _KERNEL_DTYPES:
+            K._update_moving(arr.reshape(-1), batch_k, momentum)
+        else:
+            arr[...] = arr.astype(np.float64) * momentum + lay.from_kernel(batch_k) * (1.0 - momentum)
 
 
 def _output(out, xk, dtype, lay, fn):

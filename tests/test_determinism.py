@@ -2,8 +2,8 @@
 
 Each thread count runs in its own process (``NUMBA_NUM_THREADS`` is read once,
 at import). The inputs are large enough for the parallel kernels (above
-``SERIAL_BELOW``) and cover rows, planes, grouped rows, fused planes and a
-copied (interleaved) layout.
+``SERIAL_BELOW``) and cover rows, planes, grouped rows, fused planes, fused
+rows and a copied (interleaved) layout.
 """
 import os
 import subprocess
@@ -16,7 +16,8 @@ import hashlib, sys
 import numpy as np
 import fastbn
 cases = [((4096, 96), -1), ((16, 24, 20, 20), 1), ((64, 12, 9, 9), 1),
-         ((256, 28, 28), (1, 2)), ((6, 40, 7, 50), (0, 2)), ((8192, 9), 0)]
+         ((256, 28, 28), (1, 2)), ((6, 40, 7, 50), (0, 2)), ((8192, 9), 0),
+         ((200, 300), -1)]
 h = hashlib.sha256()
 for k, (shape, axis) in enumerate(cases):
     rng = np.random.default_rng(k)
@@ -47,6 +48,7 @@ def _run(threads):
 
 def test_inputs_take_the_parallel_path():
     assert 4096 * 96 > _config.SERIAL_BELOW and 16 * 24 * 20 * 20 > _config.SERIAL_BELOW
+    assert 200 * 300 > _config.SERIAL_BELOW
 
 
 def test_bitwise_identical_for_any_thread_count_and_run():

@@ -175,6 +175,31 @@ def test_moving_statistics_update_in_place_keras_rule():
     assert id(mm) == mm_id and id(mv) == mv_id and mm.dtype == np.float32
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_moving_update_same_bits_on_every_path(order):
+    """Contiguous float32/64 moving statistics take one Numba call; strided,
+    float16, big-endian ones and transposed feature orders take NumPy; all
+    round the same float64 expression once."""
+    rng = np.random.default_rng(5)
+    x = np.asarray(rng.standard_normal((40, 3, 5)) + 7, order=order)
+    results = {}
+    for kind in ("f8", "f4", "f2", ">f8", ">f4", "strided8", "strided4"):
+        dtype = np.dtype(kind.replace("strided", "f"))
+        base = np.empty((3, 5, 2), dtype)
+        mm = base[..., 0] if kind.startswith("strided") else np.empty((3, 5), dtype)
+        mv = base[..., 1] if kind.startswith("strided") else np.empty((3, 5), dtype)
+        mm[...] = np.arange(15).reshape(3, 5) / 7
+        mv[...] = 1 + np.arange(15).reshape(3, 5) / 3
+        mm0 = mm.astype(np.float64)
+        _, mean, invstd = fastbn.batch_norm_forward(x, None, None, axis=(1, 2), moving_mean=mm,
+                                                    moving_variance=mv, momentum=0.75)
+        np.testing.assert_array_equal(mm, (mm0 * 0.75 + mean * 0.25).astype(dtype))
+        results.setdefault(dtype.itemsize, []).append(mv.astype(np.float64))
+    for same_size in results.values():
+        for v in same_size[1:]:
+            np.testing.assert_array_equal(v, same_size[0])
+
+
 def test_inference_uses_moving_statistics():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((10, 6))
@@ -318,22 +343,34 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_per_feature_kernels_match_split_kernels_bitwise(dtype, monkeypatch):
-    """Whether the fused path runs depends on the shape; its bits must not."""
+@pytest.mark.parametrize("shape,axis,kind", [((6, 20, 1000), 1, "planes"),
+                                             ((300, 200), -1, "rows"),
+                                             ((260, 130), -1, "rows"),
+                                             ((7, 5), -1, "rows"),
+                                             ((1, 9), -1, "rows")])
+def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, dtype, monkeypatch):
+    """Whether a fused path runs depends on the shape; its bits must not."""
     from fastbn import functional
     rng = np.random.default_rng(13)
-    x = (rng.standard_normal((6, 20, 1000)) * 3 + 1e3).astype(dtype)
+    x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
+    x.flat[0] = np.nan                  # feature 0's first value, which is its shift
     dy = rng.standard_normal(x.shape).astype(dtype)
-    g, b = rng.standard_normal(20), rng.standard_normal(20)
-    lay = _axes.layout(x, (1,))
+    fshape = tuple(shape[a] for a in np.atleast_1d(axis))
+    g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
+    lay = _axes.layout(x, functional._features(x, axis, "test"))
+    assert functional._fuse(lay.view(x), lay, 1) == kind
     runs = []
-    for fuse_bytes in (1 << 30, 0):
-        monkeypatch.setattr(functional, "FUSE_BYTES", fuse_bytes)
-        assert functional._fuse(lay.view(x), lay, 2) is (fuse_bytes > 0)
-        y, m, s = fastbn.batch_norm_forward(x, g, b, axis=1)
-        runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=1))
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(functional, "_fuse", lambda xk, lay, arrays: None)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # (1, 9): one value per feature
+            y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis)
+            runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis))
     for a, c in zip(*runs):
         assert a.tobytes() == c.tobytes()
+    y = runs[0][0]
+    assert np.isnan(y[:, 0]).all() and np.isfinite(y[:, 1:]).all()
 
 
 # ------------------------------------------------------------------ out=

@@ -9,7 +9,7 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks
+from ._chunks import LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks, _rows_grad_sums
 
 
 @kernel
@@ -26,18 +26,7 @@ def _grad_sums_rows(dy, x, mean, rows_per_chunk, cols_per_block):
         r1 = min(n, r0 + rows_per_chunk)
         c0 = (task - k * n_blocks) * cols_per_block
         c1 = min(c, c0 + cols_per_block)
-        w = c1 - c0
-        mu = mean[c0:c1]
-        sg = np.zeros(w)
-        sgx = np.zeros(w)
-        for i in range(r0, r1):
-            gr = dy[i, c0:c1]
-            xr = x[i, c0:c1]
-            for j in range(w):
-                sg[j] += gr[j]
-                sgx[j] += gr[j] * (xr[j] - mu[j])
-        part_g[k, c0:c1] = sg
-        part_gx[k, c0:c1] = sgx
+        _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
     for b in prange(n_blocks):

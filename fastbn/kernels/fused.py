@@ -11,7 +11,8 @@ from numba import prange
 
 from .._config import kernel
 from ._chunks import (LANES, _chan_merge, _lanes_add, _lanes_add_prod_dev, _lanes_add_sq_dev,
-                      _lanes_total, _n_chunks)
+                      _chan_merge_into, _lanes_total, _n_chunks, _rows_grad_sums, _rows_mean_shifted,
+                      _rows_sq_dev)
 
 
 @kernel
@@ -112,4 +113,106 @@ def _backward_planes_fused(dy, x, mean, invstd, gamma, dx, chunk):
             dr = dx[o, ch]
             for t in range(inner):
                 dr[t] = gr[t] * p - (xr[t] - mu) * q - r
+    return sum_g, sum_gx
+
+
+@kernel
+def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
+    """Batch-norm forward of a small ``(N, C)`` array; returns ``(mean, var, invstd)``.
+
+    One task per column block (the width never changes a result): the
+    block's statistics (the chunks, sums and merges of
+    :func:`._moments_rows`, shifted by each column's first finite value as
+    :func:`fastbn.functional._shift` does), then ``invstd``, then the
+    elementwise pass, in one parallel region and while the block is in
+    cache. Same bits as the split kernels.
+    """
+    n, c = x.shape
+    n_chunks = _n_chunks(n, rows_per_chunk)
+    n_blocks = _n_chunks(c, cols_per_block)
+    mean = np.empty(c)
+    var = np.empty(c)
+    invstd = np.empty(c)
+    for b in prange(n_blocks):
+        c0 = b * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        w = c1 - c0
+        sh = np.empty(w)
+        x0 = x[0, c0:c1]
+        for j in range(w):
+            s = float(x0[j])
+            sh[j] = s if np.isfinite(s) else 0.0
+        mu = mean[c0:c1]
+        q = var[c0:c1]
+        pm = np.empty(w)
+        pq = np.empty(w)
+        count = 0.0
+        for k in range(n_chunks):
+            r0 = k * rows_per_chunk
+            r1 = min(n, r0 + rows_per_chunk)
+            _rows_mean_shifted(x, r0, r1, c0, sh, pm)
+            _rows_sq_dev(x, r0, r1, c0, sh, pm, pq)
+            if k == 0:
+                mu[:] = pm
+                q[:] = pq
+                count = float(r1 - r0)
+            else:
+                count = _chan_merge_into(mu, q, count, pm, pq, float(r1 - r0))
+        sc = pq
+        for j in range(w):
+            mu[j] += sh[j]
+            q[j] /= n                        # m2 -> var
+            s = 1.0 / np.sqrt(q[j] + eps)
+            invstd[c0 + j] = s
+            sc[j] = s * gamma[c0 + j]
+        be = beta[c0:c1]
+        for i in range(n):
+            xr = x[i, c0:c1]
+            yr = y[i, c0:c1]
+            for j in range(w):
+                yr[j] = (xr[j] - mu[j]) * sc[j] + be[j]
+    return mean, var, invstd
+
+
+@kernel
+def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_per_block):
+    """Training batch-norm backward of a small ``(N, C)`` array, one task per
+    column block as in :func:`_forward_rows_fused` (the sums of
+    :func:`._grad_sums_rows`, then ``dx``); returns ``(sum dy, sum
+    dy*(x-mean))``. Same bits as the split kernels."""
+    n, c = x.shape
+    n_chunks = _n_chunks(n, rows_per_chunk)
+    n_blocks = _n_chunks(c, cols_per_block)
+    sum_g = np.zeros(c)
+    sum_gx = np.zeros(c)
+    for b in prange(n_blocks):
+        c0 = b * cols_per_block
+        c1 = min(c, c0 + cols_per_block)
+        w = c1 - c0
+        mu = mean[c0:c1]
+        tg = sum_g[c0:c1]
+        tgx = sum_gx[c0:c1]
+        sg = np.empty(w)
+        sgx = np.empty(w)
+        for k in range(n_chunks):
+            r0 = k * rows_per_chunk
+            r1 = min(n, r0 + rows_per_chunk)
+            _rows_grad_sums(dy, x, r0, r1, c0, mu, sg, sgx)
+            for j in range(w):
+                tg[j] += sg[j]
+                tgx[j] += sgx[j]
+        p = sg
+        q = sgx
+        r = np.empty(w)
+        for j in range(w):
+            s = invstd[c0 + j]
+            p[j] = gamma[c0 + j] * s
+            q[j] = p[j] * s * (tgx[j] * s) / n
+            r[j] = p[j] * tg[j] / n
+        for i in range(n):
+            gr = dy[i, c0:c1]
+            xr = x[i, c0:c1]
+            dr = dx[i, c0:c1]
+            for j in range(w):
+                dr[j] = gr[j] * p[j] - (xr[j] - mu[j]) * q[j] - r[j]
     return sum_g, sum_gx

@@ -18,7 +18,8 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import LANES, _chan_merge, _lanes_add, _lanes_add_sq_dev, _lanes_total, _n_chunks
+from ._chunks import (LANES, _chan_merge, _chan_merge_into, _lanes_add, _lanes_add_sq_dev,
+                      _lanes_total, _n_chunks, _rows_mean_shifted, _rows_sq_dev)
 
 
 @kernel
@@ -39,23 +40,9 @@ def _moments_rows(x, shift, rows_per_chunk, cols_per_block):
         r1 = min(n, r0 + rows_per_chunk)
         c0 = (task - k * n_blocks) * cols_per_block
         c1 = min(c, c0 + cols_per_block)
-        w = c1 - c0
         sh = shift[c0:c1]
-        mu = np.zeros(w)
-        for i in range(r0, r1):
-            xr = x[i, c0:c1]
-            for j in range(w):
-                mu[j] += xr[j] - sh[j]
-        for j in range(w):
-            mu[j] /= r1 - r0
-        m2 = np.zeros(w)
-        for i in range(r0, r1):
-            xr = x[i, c0:c1]
-            for j in range(w):
-                d = (xr[j] - sh[j]) - mu[j]
-                m2[j] += d * d
-        part_mean[k, c0:c1] = mu
-        part_m2[k, c0:c1] = m2
+        _rows_mean_shifted(x, r0, r1, c0, sh, part_mean[k, c0:c1])
+        _rows_sq_dev(x, r0, r1, c0, sh, part_mean[k, c0:c1], part_m2[k, c0:c1])
     mean = np.empty(c)
     m2 = np.empty(c)
     for b in prange(n_blocks):
@@ -68,16 +55,8 @@ def _moments_rows(x, shift, rows_per_chunk, cols_per_block):
         count = float(min(n, rows_per_chunk))
         for k in range(1, n_chunks):
             count_k = float(min(n, (k + 1) * rows_per_chunk) - k * rows_per_chunk)
-            total = count + count_k
-            w_mean = count_k / total
-            w_m2 = count * count_k / total
-            pm = part_mean[k, c0:c1]
-            pq = part_m2[k, c0:c1]
-            for j in range(c1 - c0):
-                delta = pm[j] - mu[j]
-                mu[j] += delta * w_mean
-                q[j] += pq[j] + delta * delta * w_m2
-            count = total
+            count = _chan_merge_into(mu, q, count, part_mean[k, c0:c1], part_m2[k, c0:c1],
+                                     count_k)
     return mean, m2
 
 

@@ -6,7 +6,7 @@ mean's low bits (~1e-3 absolute), ``x - mean`` in float64 is exact.
 """
 from numba import prange
 
-from .._config import kernel
+from .._config import helper, kernel
 from ._chunks import _n_chunks
 
 
@@ -57,3 +57,16 @@ def _affine_planes(x, mean, scale, shift, y, chunk):
             j += e - i
             o += 1
             i = 0
+
+
+@helper
+def _update_moving(moving, batch, momentum):
+    """``moving = moving * momentum + batch * (1 - momentum)``, in float64, in place.
+
+    One call instead of six NumPy operations per statistic (about 5 us of a
+    40 us (4, 3) forward); rounds to ``moving``'s dtype once, as the NumPy
+    expression it replaces.
+    """
+    keep = 1.0 - momentum
+    for j in range(moving.size):
+        moving[j] = float(moving[j]) * momentum + batch[j] * keep
