@@ -459,6 +459,11 @@ def triad(mib=None, repeat=20):
     kernels, so this is the bandwidth a compiled loop reaches here, a little
     under what a C STREAM with non-temporal stores reports.
 
+    ``fresh_gbps`` is the same triad writing a newly allocated ``a`` each
+    time, as a function that returns a new array does: the kernel must then
+    page-fault (and zero) every page of it first. That is the ceiling for
+    an output that is not reused (fastbn's ``out=`` avoids it).
+
     Parameters
     ----------
     mib : int, optional
@@ -469,15 +474,15 @@ def triad(mib=None, repeat=20):
     Returns
     -------
     dict
-        ``gbps`` (median), ``best_gbps``, ``median_ms``, ``array_mib``,
-        ``elements``, ``samples``.
+        ``gbps`` (median), ``best_gbps``, ``fresh_gbps`` (median, fresh
+        output), ``median_ms``, ``array_mib``, ``elements``, ``samples``.
 
     Examples
     --------
     >>> from fastbn import bench
     >>> t = bench.triad(mib=1, repeat=3)       # in cache: not a memory bandwidth
     >>> sorted(t)
-    ['array_mib', 'best_gbps', 'elements', 'gbps', 'median_ms', 'samples']
+    ['array_mib', 'best_gbps', 'elements', 'fresh_gbps', 'gbps', 'median_ms', 'samples']
     """
     fill, kernel = _triad_kernels()
     mib = mib or max(64, 4 * _llc_bytes() >> 20)
@@ -486,9 +491,12 @@ def triad(mib=None, repeat=20):
     fill(a, b, c)
     s = np.float32(3.0)
     samples, _ = measure(lambda: kernel(a, b, c, s), repeat=repeat, min_time=0.0, max_time=10)
+    fresh, _ = measure(lambda: kernel(np.empty(n, np.float32), b, c, s), repeat=repeat,
+                       min_time=0.0, max_time=10)
     med = float(np.median(samples))
     return dict(gbps=TRIAD_BYTES_PER_ELEMENT * n / med / 1e9,
                 best_gbps=TRIAD_BYTES_PER_ELEMENT * n / min(samples) / 1e9,
+                fresh_gbps=TRIAD_BYTES_PER_ELEMENT * n / float(np.median(fresh)) / 1e9,
                 median_ms=med * 1e3, array_mib=int(mib), elements=n, samples=len(samples))
 
 
@@ -641,7 +649,8 @@ def _table(results, triad_info, peers, threads):
     t = triad_info.get(threads, {})
     lines = [f"threads={threads}   STREAM triad: {t.get('gbps', float('nan')):.1f} GB/s "
              f"(median; best {t.get('best_gbps', float('nan')):.1f}; "
-             f"{t.get('array_mib', '?')} MiB arrays)"
+             f"{t.get('array_mib', '?')} MiB arrays; into a fresh array "
+             f"{t.get('fresh_gbps', float('nan')):.1f})"
              + (f", after the run {t['gbps_after']:.1f} GB/s" if "gbps_after" in t else "")]
     head = f"{'case':<5}{'shape':<15}{'axis':<7}{'dtype':<8}{'op':<10}"
     for p in peers:

@@ -63,6 +63,7 @@ def test_measure_returns_samples():
 def test_triad_small():
     t = bench.triad(mib=4, repeat=3)
     assert t["gbps"] > 0 and t["best_gbps"] >= t["gbps"] and t["elements"] == (4 << 20) // 4
+    assert t["fresh_gbps"] > 0
 
 
 def test_command_writes_table_json_and_chart(tmp_path, capsys):

@@ -105,8 +105,11 @@ def bench_table(d):
         has_out = any(r["peer"] == "fastbn-out" for r in rows)
         out_head = " fastbn `out=` ms | `out=` × PyTorch |" if has_out else ""
         out_rule = "---:|---:|" if has_out else ""
+        fresh = (f" Triad into a freshly allocated output (page faults included, the ceiling "
+                 f"for a result that is not reused): {tri['fresh_gbps']:.1f} GB/s."
+                 if "fresh_gbps" in tri else "")
         lines += [f"{threads} threads. STREAM triad {tri['gbps']:.1f} GB/s before the peers, "
-                  f"{tri.get('gbps_after', float('nan')):.1f} GB/s after them. "
+                  f"{tri.get('gbps_after', float('nan')):.1f} GB/s after them.{fresh} "
                   f"Load average before / after: {m.get('loadavg')} / {m.get('loadavg_after')}.",
                   "",
                   "| case | op | fastbn ms | GB/s | % triad | NumPy ms | × NumPy | PyTorch ms "
