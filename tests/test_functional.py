@@ -344,8 +344,8 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,axis,kind", [((6, 20, 1000), 1, "planes"),
-                                             ((300, 200), -1, "rows"),
-                                             ((260, 130), -1, "rows"),
+                                             ((128, 300), -1, "rows"),     # parallel
+                                             ((260, 100), -1, "rows"),     # 3 row chunks
                                              ((7, 5), -1, "rows"),
                                              ((1, 9), -1, "rows")])
 def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, dtype, monkeypatch):
