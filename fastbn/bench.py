@@ -557,7 +557,8 @@ def _run_worker(spec, workdir):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     if spec.get("malloc_reuse"):
         env.update(MALLOC_REUSE_ENV)
-    path = os.path.join(workdir, f"{spec['peer']}-{t}")
+    tag = "-".join(c["name"] for c in spec.get("cases", []))[:40] or "all"
+    path = os.path.join(workdir, f"{spec['peer']}-{t}-{tag}-r{spec.get('round', 0)}")
     with open(path + ".spec.json", "w") as f:
         json.dump(spec, f)
     proc = subprocess.run([sys.executable, "-m", "fastbn.bench", "--_worker", path],
@@ -617,8 +618,43 @@ def _fmt_shape(shape):
     return "x".join(str(s) for s in shape)
 
 
+def _combine_rounds(results):
+    """One row per (case, op, peer, threads) from rows that carry a ``round``.
+
+    ``median_s`` becomes the median of the rounds' medians (``round_median_s``
+    keeps them); ``min_s``/``max_s``/``samples`` cover every round.
+    """
+    rows, order = {}, []
+    for r in results:
+        key = (r["case"], r["op"], r["peer"], r["threads"])
+        if key not in rows:
+            order.append(key)
+            rows[key] = []
+        rows[key].append(r)
+    out = []
+    for key in order:
+        group = rows[key]
+        timed = [r for r in group if "median_s" in r]
+        if not timed:
+            out.append(group[0])
+            continue
+        row = {k: v for k, v in timed[0].items() if k != "round"}
+        meds = [r["median_s"] for r in timed]
+        row.update(median_s=float(np.median(meds)), min_s=min(r["min_s"] for r in timed),
+                   max_s=max(r["max_s"] for r in timed),
+                   samples=sum(r["samples"] for r in timed), rounds=len(timed),
+                   round_median_s=meds, round_ids=[r.get("round", 0) for r in timed])
+        out.append(row)
+    return out
+
+
 def _summarise(results, triad_gbps):
-    """Add GB/s, % of triad and fastbn's speed-up over each peer to every row."""
+    """Add GB/s, % of triad and fastbn's speed-up over each peer to every row.
+
+    With several rounds the speed-up is the median of the per-round ratios
+    (``speedup_vs_<peer>_range`` holds their lowest and highest): each
+    round's peers ran back to back, so each ratio compares like with like.
+    """
     by_key = {}
     for r in results:
         if "median_s" in r:
@@ -636,11 +672,19 @@ def _summarise(results, triad_gbps):
             a, b = np.asarray(r["output_sample"]), np.asarray(ref["output_sample"])
             r["max_rel_diff_vs_numpy"] = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)),
                                                                               1e-30))
-        if r["peer"] == "fastbn":
+        if r["peer"] in ("fastbn", "fastbn-out"):
             for other in ("numpy", "torch"):
                 o = by_key.get((r["case"], r["op"], other, r["threads"]))
-                if o is not None:
-                    r[f"speedup_vs_{other}"] = o["median_s"] / r["median_s"]
+                if o is None:
+                    continue
+                mine = dict(zip(r.get("round_ids", [0]), r.get("round_median_s",
+                                                               [r["median_s"]])))
+                theirs = dict(zip(o.get("round_ids", [0]), o.get("round_median_s",
+                                                                 [o["median_s"]])))
+                ratios = [theirs[k] / mine[k] for k in mine if k in theirs]
+                if ratios:
+                    r[f"speedup_vs_{other}"] = float(np.median(ratios))
+                    r[f"speedup_vs_{other}_range"] = [min(ratios), max(ratios)]
     return results
 
 
@@ -691,6 +735,10 @@ def _table(results, triad_info, peers, threads):
         lines.append(line)
     lines.append("speedup = peer time / fastbn time; GB/s under the minimal-traffic model "
                  "(forward 3, inference 2, backward 5 x itemsize per element)")
+    rounds = max((r.get("rounds", 1) for r in rows), default=1)
+    if rounds > 1:
+        lines.append(f"times: median of {rounds} rounds' medians; speedup: median of the "
+                     f"{rounds} per-round ratios (their range is in bench.json)")
     if spread:
         lines.append("* the slowest sample took over 1.5x the fastest: a busy machine, or "
                      "a thread descheduled (steps of a scheduler tick, often 4 ms)")
@@ -752,6 +800,9 @@ def _parser():
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument("--repeat", type=int, default=20, help="timed samples per operation "
                    "(median reported; default 20)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of every peer on every case, in alternating order; times "
+                        "and speed-ups are medians over the rounds (default 3)")
     p.add_argument("--min-time", type=float, default=2e-3,
                    help="seconds per sample; short calls are repeated (default 0.002)")
     p.add_argument("--max-time", type=float, default=5.0,
@@ -834,7 +885,7 @@ def run(args):
     report = dict(machine=info, command=" ".join(["python -m fastbn.bench"] + sys.argv[1:]),
                   config=dict(cases=cases, ops=ops, peers=peers, threads=threads,
                               repeat=args.repeat, min_time=args.min_time,
-                              max_time=args.max_time, seed=args.seed,
+                              max_time=args.max_time, seed=args.seed, rounds=args.rounds,
                               malloc_reuse=args.malloc_reuse,
                               epsilon=EPSILON, momentum=MOMENTUM,
                               bytes_per_element=OPS),
@@ -847,7 +898,18 @@ def run(args):
     with tempfile.TemporaryDirectory(prefix="fastbn-bench-") as work:
         for t in threads:
             first = _run_worker(dict(base, peer="triad", threads=t), work)
-            outs = [_run_worker(dict(base, peer=p, threads=t), work) for p in peers]
+            outs = []
+            for rnd in range(args.rounds):
+                for k, case in enumerate(cases):
+                    # one case at a time, peers back to back, their order alternating:
+                    # a slow spell of a shared machine then hits every peer alike
+                    order = peers if (rnd + k) % 2 == 0 else peers[::-1]
+                    for p in order:
+                        o = _run_worker(dict(base, cases=[case], peer=p, threads=t,
+                                             round=rnd), work)
+                        for r in o.get("results", []):
+                            r["round"] = rnd
+                        outs.append(o)
             # triad again: a drift between the two says the machine was busy
             last = _run_worker(dict(base, peer="triad", threads=t), work)
             tri = dict(first.get("triad", {}))
@@ -862,6 +924,7 @@ def run(args):
                 report["workers"].append(o)
     for w in report["workers"]:
         info.setdefault("versions", {}).update(w.get("versions", {}))
+    report["results"] = _combine_rounds(report["results"])
     _summarise(report["results"], {t: v.get("gbps") for t, v in report["triad"].items()})
     info["loadavg_after"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     texts = [_table(report["results"], report["triad"], peers, t) for t in threads]

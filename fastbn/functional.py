@@ -71,6 +71,12 @@ def _features(x, axis, fn):
 FUSE_BYTES = 1 << 20
 #: ... and fewest features: one task per feature must keep every thread busy.
 FUSE_MIN_FEATURES = 16
+#: rows layout: inputs with fewer elements run the fused rows kernel on one
+#: thread. Whole calls, serial fused against the parallel path, interleaved,
+#: 2 threads, fp32: (256, 300) 1.34x forward / 1.23x backward, (256, 512)
+#: 1.12x / 1.10x, (128, 784) 0.96x / 0.98x; from (768, 256) on, 0.96x / 0.95x.
+#: (Two threads sharing the cores also slow the Python around the kernels.)
+ROWS_SERIAL_BELOW = 1 << 17
 #: rows layout: fewest columns per fused column block (a shorter row segment
 #: defeats the prefetcher), so a parallel fused rows kernel needs twice this
 #: many features to give two threads a block each.
@@ -97,37 +103,38 @@ def _cols(xk):
     return min(K.COLS_PER_BLOCK, max(256, -(-c // want)))
 
 
-def _fused_cols(xk):
-    """Columns per task of the fused rows kernels: one block per thread
-    (whole rows on the serial twin), never under ``FUSE_MIN_COLS``."""
-    c = xk.shape[1]
-    if xk.size < _config.SERIAL_BELOW:
-        return max(c, 1)
-    return max(FUSE_MIN_COLS, -(-c // numba.get_num_threads()))
-
-
 def _fuse(xk, lay, arrays):
     """Which fused kernel runs, if any: ``"planes"``, ``"rows"`` or None.
 
     ``arrays`` is how many inputs the pass reads (forward 1, backward 2).
     Planes fuse one task per feature when a feature's data fit in L2. Rows
-    fuse one task per column block on the serial twin (1.2-1.9x faster than
-    split from (4, 3) to (2048, 10), fp32), and in parallel for one chunk
-    of rows that fits in L2 and is wide enough to share: (128, 784) 1.48x
-    forward, 1.34x backward; with 256 rows the split kernels were faster
-    ((256, 784) fused 0.82x / 0.71x). Fused and split kernels give the same
-    bits (a test holds them to it), so the choice only changes the speed.
-    Ratios: both paths interleaved in one process, 2 threads, 2026-12-01.
+    fuse one task per column block on one thread below
+    ``ROWS_SERIAL_BELOW`` elements, and in parallel for one chunk of rows
+    that fits in L2 and is wide enough to share: (128, 784) fp32 1.48x
+    forward, 1.34x backward against the split kernels; with 256 rows the
+    split kernels were faster ((256, 784) fused 0.82x / 0.71x). Fused and
+    split kernels give the same bits (a test holds them to it), so the
+    choice only changes the speed. Ratios: both paths interleaved in one
+    process, 2 threads, 2026-12-01.
     """
     if lay.kind == "planes":
         if (lay.channels >= FUSE_MIN_FEATURES
                 and lay.count * xk.itemsize * arrays <= FUSE_BYTES):
             return "planes"
-    elif lay.group == 1 and (xk.size < _config.SERIAL_BELOW or (
+    elif lay.group == 1 and (xk.size < ROWS_SERIAL_BELOW or (
             xk.shape[0] <= K.ROWS_PER_CHUNK and xk.nbytes * arrays <= FUSE_BYTES
             and lay.channels >= 2 * FUSE_MIN_COLS)):
         return "rows"
     return None
+
+
+def _rows_fused(kern, xk):
+    """The fused rows kernel to run on ``xk`` (serial twin or parallel) and its
+    column block width: whole rows on one thread, else one block per thread."""
+    c = xk.shape[1]
+    if xk.size < ROWS_SERIAL_BELOW:
+        return kern.serial, max(c, 1)
+    return kern.parallel, max(FUSE_MIN_COLS, -(-c // numba.get_num_threads()))
 
 
 def _shift(xk, lay):
@@ -414,8 +421,9 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
                                                          float(epsilon), yk, K.PLANE_CHUNK)
         var_k = m2_k / n
     elif fused == "rows":
-        mean_k, var_k, invstd_k = _run(K._forward_rows_fused, xk)(
-            xk, gamma_k, shift, float(epsilon), yk, K.ROWS_PER_CHUNK, _fused_cols(xk))
+        kern, cols = _rows_fused(K._forward_rows_fused, xk)
+        mean_k, var_k, invstd_k = kern(xk, gamma_k, shift, float(epsilon), yk,
+                                       K.ROWS_PER_CHUNK, cols)
     elif training:
         mean_k, m2_k = _stats(xk, lay) if c and n else (np.zeros(c), np.zeros(c))
         if merge is not None:
@@ -539,8 +547,8 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
         sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
                                                            dxk, K.PLANE_CHUNK)
     elif fused == "rows":
-        sum_g, sum_gx = _run(K._backward_rows_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
-                                                         dxk, K.ROWS_PER_CHUNK, _fused_cols(xk))
+        kern, cols = _rows_fused(K._backward_rows_fused, xk)
+        sum_g, sum_gx = kern(dyk, xk, mean_k, invstd_k, gamma_k, dxk, K.ROWS_PER_CHUNK, cols)
     else:
         sum_g, sum_gx = (_grad_sums(dyk, xk, mean_k, lay) if c and n
                          else (np.zeros(c), np.zeros(c)))

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from fastbn import _config
+from fastbn import _config, functional
 
 SCRIPT = r"""
 import hashlib, sys
@@ -17,7 +17,7 @@ import numpy as np
 import fastbn
 cases = [((4096, 96), -1), ((16, 24, 20, 20), 1), ((64, 12, 9, 9), 1),
          ((256, 28, 28), (1, 2)), ((6, 40, 7, 50), (0, 2)), ((8192, 9), 0),
-         ((128, 400), -1)]
+         ((128, 2000), -1)]
 h = hashlib.sha256()
 for k, (shape, axis) in enumerate(cases):
     rng = np.random.default_rng(k)
@@ -48,7 +48,7 @@ def _run(threads):
 
 def test_inputs_take_the_parallel_path():
     assert 4096 * 96 > _config.SERIAL_BELOW and 16 * 24 * 20 * 20 > _config.SERIAL_BELOW
-    assert 128 * 400 > _config.SERIAL_BELOW
+    assert 128 * 2000 >= functional.ROWS_SERIAL_BELOW        # fused rows, in parallel
 
 
 def test_bitwise_identical_for_any_thread_count_and_run():

@@ -343,14 +343,17 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape,axis,kind", [((6, 20, 1000), 1, "planes"),
-                                             ((128, 300), -1, "rows"),     # parallel
-                                             ((260, 100), -1, "rows"),     # 3 row chunks
-                                             ((7, 5), -1, "rows"),
-                                             ((1, 9), -1, "rows")])
-def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, dtype, monkeypatch):
+@pytest.mark.parametrize("shape,axis,kind,serial", [((6, 20, 1000), 1, "planes", None),
+                                                    ((128, 300), -1, "rows", False),
+                                                    ((128, 300), -1, "rows", True),
+                                                    ((260, 100), -1, "rows", True),  # 3 chunks
+                                                    ((7, 5), -1, "rows", True),
+                                                    ((1, 9), -1, "rows", True)])
+def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dtype, monkeypatch):
     """Whether a fused path runs depends on the shape; its bits must not."""
     from fastbn import functional
+    if serial is False:                             # the parallel fused rows kernels
+        monkeypatch.setattr(functional, "ROWS_SERIAL_BELOW", 0)
     rng = np.random.default_rng(13)
     x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
     x.flat[0] = np.nan                  # feature 0's first value, which is its shift
@@ -359,6 +362,10 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, dtype, mon
     g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
     lay = _axes.layout(x, functional._features(x, axis, "test"))
     assert functional._fuse(lay.view(x), lay, 1) == kind
+    if kind == "rows":
+        kern, _ = functional._rows_fused(fastbn.kernels._forward_rows_fused, lay.view(x))
+        assert kern is getattr(fastbn.kernels._forward_rows_fused,
+                               "serial" if serial else "parallel")
     runs = []
     for fused in (True, False):
         if not fused:

@@ -33,6 +33,7 @@ SETTINGS = dict(max_examples=60, deadline=None,
 # and other odd boundaries
 SIZES = st.one_of(st.integers(1, 6), st.sampled_from([7, 16, 17, 63, 64, 65, 127, 128, 129, 257]))
 MAX_ELEMENTS = 70_000          # above SERIAL_BELOW (32768): some draws take the parallel kernels
+                               # (planes, grouped and copied rows; plain rows fuse serially)
 LAYOUTS = ["C", "F", "transposed", "strided", "broadcast", "readonly"]
 
 

@@ -1,6 +1,6 @@
 """Benchmark page numbers: run the peer comparisons, render their JSON as tables.
 
-``python docs/scripts/bench_results.py run [--threads 2] [--repeat 30]``
+``python docs/scripts/bench_results.py run [--threads 2] [--repeat 30] [--rounds 5]``
     runs ``python -m fastbn.bench`` (all cases, with and without
     ``--malloc-reuse``) and ``python -m fastbn.examples.train_speed`` into
     ``docs/results/bench/``. Run it on a quiet machine (check ``uptime``) and
@@ -43,7 +43,8 @@ def run(args):
         if args.only and name not in args.only.split(","):
             continue
         cmd = [sys.executable, "-m", "fastbn.bench", "--threads", str(args.threads),
-               "--repeat", str(args.repeat), "--out", os.path.join(RESULTS, name), *extra]
+               "--repeat", str(args.repeat), "--rounds", str(args.rounds),
+               "--out", os.path.join(RESULTS, name), *extra]
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
     if args.only and "train_speed" not in args.only.split(","):
@@ -88,9 +89,20 @@ def _met(row, torch_row, t):
     return "yes" if ok else "**no**"
 
 
+def _ratio(row, peer):
+    """fastbn's speed-up over ``peer``, with the range over rounds when there were several."""
+    v = row.get(f"speedup_vs_{peer}")
+    rng = row.get(f"speedup_vs_{peer}_range")
+    if v is None or not rng or row.get("rounds", 1) < 2:
+        return _fmt(v, ".2f")
+    return f"{v:.2f} ({rng[0]:.2f}–{rng[1]:.2f})"
+
+
 def _out_cells(o, tor):
     if o is None:
         return " – | – |"
+    if "speedup_vs_torch" in o:
+        return f" {o['median_ms']:.3f} | {_ratio(o, 'torch')} |"
     ratio = None if tor is None else tor["median_s"] / o["median_s"]
     return f" {o['median_ms']:.3f} | {_fmt(ratio, '.2f')} |"
 
@@ -127,7 +139,7 @@ def bench_table(d):
                     f"| {f['pct_triad']:.0f} | {_fmt(npy and npy['median_ms'], '.3f')} "
                     f"| {_fmt(f.get('speedup_vs_numpy'), '.2f')} "
                     f"| {_fmt(tor and tor['median_ms'], '.3f')} "
-                    f"| {_fmt(f.get('speedup_vs_torch'), '.2f')} | {text} "
+                    f"| {_ratio(f, 'torch')} | {text} "
                     f"| {_met(f, tor, t)} |" + (_out_cells(by.get((c["name"], op, "fastbn-out")),
                                                            tor) if has_out else ""))
         lines.append("")
@@ -195,6 +207,7 @@ def main(argv=None):
     r = sub.add_parser("run", help="run the comparisons (minutes; needs a quiet machine)")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--repeat", type=int, default=30)
+    r.add_argument("--rounds", type=int, default=5)
     r.add_argument("--only", help="comma-separated subset of: " + ", ".join(RUNS)
                    + ", train_speed")
     sub.add_parser("render", help="write docs/_generated/bench.md")
