@@ -744,7 +744,7 @@ class DataParallel:
         for v, s in zip(variables, sizes):
             grads.append(recv[o:o + s].reshape(v.value.shape))
             o += s
-        comm, optimizer, rank, size = self.comm, model.optimizer, self.rank, self.size
+        comm, optimizer = self.comm, model.optimizer
         correct_of = model._correct
 
         def step(xb, yb):

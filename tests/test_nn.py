@@ -240,7 +240,6 @@ def test_fit_history_validation_split_and_quiet(capsys):
 
 def test_evaluate_uses_moving_statistics_not_batch_statistics():
     x = (np.random.default_rng(4).standard_normal((64, 3)) + 5).astype(np.float32)
-    y = np.zeros(64, np.int64)
     model = nn.Sequential([nn.BatchNormalization(input_shape=(3,)),
                            nn.Dense(2, activation="softmax")])
     model.compile(loss="sparse_categorical_crossentropy", optimizer=nn.SGD(0.0))

@@ -400,7 +400,7 @@ def _warn_rejected(err, action):
 
 
 def _unavailable(target, tried):
-    lines = [f"MNIST is not available: no source could be reached or verified. Tried:"]
+    lines = ["MNIST is not available: no source could be reached or verified. Tried:"]
     lines += [f"  - {src}: {why}" for src, why in tried]
     lines += [
         f"To install it by hand, put one of these files into {target.parent}/ "
