@@ -19,6 +19,15 @@ CACHE = os.environ.get("FASTBN_NO_CACHE", "0") != "1"
 
 #: Inputs with fewer elements than this run on the serial twin.
 SERIAL_BELOW = 1 << 15
+#: ... and, in the rows layout ``(N, C)``, fewer than this. Whole calls, serial
+#: against parallel, interleaved in one process, 2 threads, fp32, 2026-12-01:
+#: training forward / backward (256, 300) 1.34x / 1.23x, (256, 512) 1.12x /
+#: 1.10x, (128, 784) 0.96x / 0.98x, inference (128, 784) 1.70x; from
+#: (768, 256) on the parallel kernels win (0.96x / 0.95x serial). Here the
+#: second vCPU is now and then much slower (a parallel (128, 784) pass took
+#: 30 or 90 us from one second to the next, serial 30), and two busy threads
+#: also slow the Python around the kernels.
+ROWS_SERIAL_BELOW = 1 << 17
 
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
 

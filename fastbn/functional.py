@@ -71,21 +71,21 @@ def _features(x, axis, fn):
 FUSE_BYTES = 1 << 20
 #: ... and fewest features: one task per feature must keep every thread busy.
 FUSE_MIN_FEATURES = 16
-#: rows layout: inputs with fewer elements run the fused rows kernel on one
-#: thread. Whole calls, serial fused against the parallel path, interleaved,
-#: 2 threads, fp32: (256, 300) 1.34x forward / 1.23x backward, (256, 512)
-#: 1.12x / 1.10x, (128, 784) 0.96x / 0.98x; from (768, 256) on, 0.96x / 0.95x.
-#: (Two threads sharing the cores also slow the Python around the kernels.)
-ROWS_SERIAL_BELOW = 1 << 17
 #: rows layout: fewest columns per fused column block (a shorter row segment
 #: defeats the prefetcher), so a parallel fused rows kernel needs twice this
 #: many features to give two threads a block each.
 FUSE_MIN_COLS = 64
 
 
+def _serial(xk):
+    """Whether the kernel-layout array ``xk`` is too small to share between threads
+    (rows layout: ``ROWS_SERIAL_BELOW`` elements, else ``SERIAL_BELOW``)."""
+    return xk.size < (_config.ROWS_SERIAL_BELOW if xk.ndim == 2 else _config.SERIAL_BELOW)
+
+
 def _run(kern, xk):
     """The parallel kernel, or its serial twin for inputs too small to share."""
-    return kern.serial if xk.size < _config.SERIAL_BELOW else kern.parallel
+    return kern.serial if _serial(xk) else kern.parallel
 
 
 def _cols(xk):
@@ -97,10 +97,10 @@ def _cols(xk):
     64-column blocks and 22 us with whole rows.
     """
     n, c = xk.shape
-    if xk.size < _config.SERIAL_BELOW:
+    if _serial(xk):
         return K.COLS_PER_BLOCK
     want = -(-numba.get_num_threads() // -(-n // K.ROWS_PER_CHUNK))
-    return min(K.COLS_PER_BLOCK, max(256, -(-c // want)))
+    return min(K.COLS_PER_BLOCK, max(256, _line_multiple(-(-c // want))))
 
 
 def _fuse(xk, lay, arrays):
@@ -109,7 +109,7 @@ def _fuse(xk, lay, arrays):
     ``arrays`` is how many inputs the pass reads (forward 1, backward 2).
     Planes fuse one task per feature when a feature's data fit in L2. Rows
     fuse one task per column block on one thread below
-    ``ROWS_SERIAL_BELOW`` elements, and in parallel for one chunk of rows
+    ``_config.ROWS_SERIAL_BELOW`` elements, and in parallel for one chunk of rows
     that fits in L2 and is wide enough to share: (128, 784) fp32 1.48x
     forward, 1.34x backward against the split kernels; with 256 rows the
     split kernels were faster ((256, 784) fused 0.82x / 0.71x). Fused and
@@ -121,7 +121,7 @@ def _fuse(xk, lay, arrays):
         if (lay.channels >= FUSE_MIN_FEATURES
                 and lay.count * xk.itemsize * arrays <= FUSE_BYTES):
             return "planes"
-    elif lay.group == 1 and (xk.size < ROWS_SERIAL_BELOW or (
+    elif lay.group == 1 and (_serial(xk) or (
             xk.shape[0] <= K.ROWS_PER_CHUNK and xk.nbytes * arrays <= FUSE_BYTES
             and lay.channels >= 2 * FUSE_MIN_COLS)):
         return "rows"
@@ -132,9 +132,17 @@ def _rows_fused(kern, xk):
     """The fused rows kernel to run on ``xk`` (serial twin or parallel) and its
     column block width: whole rows on one thread, else one block per thread."""
     c = xk.shape[1]
-    if xk.size < ROWS_SERIAL_BELOW:
+    if _serial(xk):
         return kern.serial, max(c, 1)
-    return kern.parallel, max(FUSE_MIN_COLS, -(-c // numba.get_num_threads()))
+    return kern.parallel, max(FUSE_MIN_COLS, _line_multiple(-(-c // numba.get_num_threads())))
+
+
+def _line_multiple(cols):
+    """``cols`` rounded up to a multiple of 16, so that two threads' column blocks
+    do not share a cache line of the output (16 float32 = 64 bytes) when rows
+    start on one. (128, 784) fp32 affine, 2 threads: 90 us with 392-column
+    blocks (false sharing), 38 us serially."""
+    return -(-cols // 16) * 16
 
 
 def _shift(xk, lay):

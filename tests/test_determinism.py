@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 
-from fastbn import _config, functional
+from fastbn import _config
 
 SCRIPT = r"""
 import hashlib, sys
@@ -48,7 +48,8 @@ def _run(threads):
 
 def test_inputs_take_the_parallel_path():
     assert 4096 * 96 > _config.SERIAL_BELOW and 16 * 24 * 20 * 20 > _config.SERIAL_BELOW
-    assert 128 * 2000 >= functional.ROWS_SERIAL_BELOW        # fused rows, in parallel
+    assert 128 * 2000 >= _config.ROWS_SERIAL_BELOW           # fused rows, in parallel
+    assert 4096 * 96 >= _config.ROWS_SERIAL_BELOW
 
 
 def test_bitwise_identical_for_any_thread_count_and_run():

@@ -306,12 +306,22 @@ def test_common_layouts_are_not_copied(shape, strides_from, axis, copies):
     assert np.shares_memory(lay.view(x), x) is not copies
 
 
-def test_serial_and_parallel_twins_agree_bitwise(monkeypatch):
-    x = np.random.default_rng(11).standard_normal((3000, 40)).astype(np.float32) + 100
-    a = fastbn.batch_norm_forward(x, None, None)
-    monkeypatch.setattr(fastbn._config, "SERIAL_BELOW", 10**12)
-    b = fastbn.batch_norm_forward(x, None, None)
-    for u, v in zip(a, b):
+@pytest.mark.parametrize("shape,axis", [((4000, 40), -1), ((30, 40, 200), 1)])
+def test_serial_and_parallel_twins_agree_bitwise(shape, axis, monkeypatch):
+    from fastbn import functional
+    x = np.random.default_rng(11).standard_normal(shape).astype(np.float32) + 100
+    dy = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
+    lay = _axes.layout(x, functional._features(x, axis, "test"))
+    runs = []
+    for serial in (False, True):
+        assert functional._serial(lay.view(x)) is serial
+        y, m, s = fastbn.batch_norm_forward(x, None, None, axis=axis)
+        runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, None, axis=axis)
+                    + fastbn.batch_norm_forward(x, None, None, axis=axis, training=False,
+                                                moving_mean=m, moving_variance=1 / s**2))
+        monkeypatch.setattr(fastbn._config, "SERIAL_BELOW", 10**12)
+        monkeypatch.setattr(fastbn._config, "ROWS_SERIAL_BELOW", 10**12)
+    for u, v in zip(*runs):
         assert u.tobytes() == v.tobytes()
 
 
@@ -353,7 +363,7 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dt
     """Whether a fused path runs depends on the shape; its bits must not."""
     from fastbn import functional
     if serial is False:                             # the parallel fused rows kernels
-        monkeypatch.setattr(functional, "ROWS_SERIAL_BELOW", 0)
+        monkeypatch.setattr(fastbn._config, "ROWS_SERIAL_BELOW", 0)
     rng = np.random.default_rng(13)
     x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
     x.flat[0] = np.nan                  # feature 0's first value, which is its shift
