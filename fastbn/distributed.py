@@ -42,7 +42,6 @@ from functools import lru_cache
 import numpy as np
 
 from . import functional as F
-from ._axes import layout, normalize_axis
 
 __all__ = ["moments", "batch_norm_forward", "batch_norm_backward", "DataParallel",
            "abort_on_exception", "world"]
@@ -298,34 +297,8 @@ def moments(x, axis=None, *, comm, keepdims=False, ddof=0):
     """
     if _size(comm) == 1:
         return F.moments(x, axis, keepdims=keepdims, ddof=ddof)
-    fn = "moments"
-    sync = _Collective(comm, fn, x)
-
-    def compute():
-        xk_in, out_dtype = F._float_input(x, "x", fn)
-        reduced = normalize_axis(axis, xk_in.ndim, fn=fn, allow_none=True)
-        if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer, float)):
-            raise TypeError(f"{fn}: ddof must be a number, got {ddof!r}")
-        feats = tuple(a for a in range(xk_in.ndim) if a not in reduced)
-        lay = layout(xk_in, feats)
-        c, n = lay.channels, lay.count
-        mean_k, m2_k = (F._stats(lay.view(xk_in), lay) if c and n
-                        else (np.zeros(c), np.zeros(c)))
-        n, mean_k, m2_k = sync.merge(lay, n, mean_k, m2_k)
-        if c and n - ddof <= 0:
-            raise ValueError(f"{fn}: ddof={ddof} leaves no degrees of freedom for {n} "
-                             f"element(s) per result over all ranks (need N - ddof > 0)")
-        mean = lay.from_kernel(mean_k)
-        var = lay.from_kernel(m2_k / (n - ddof)) if c else mean.copy()
-        if keepdims:
-            kshape = tuple(1 if a in reduced else s for a, s in enumerate(xk_in.shape))
-            mean, var = mean.reshape(kshape), var.reshape(kshape)
-        mean, var = mean.astype(out_dtype), var.astype(out_dtype)
-        if mean.ndim == 0:
-            return mean[()], var[()]
-        return mean, var
-
-    return sync.run(compute)
+    sync = _Collective(comm, "moments", x)
+    return sync.run(lambda: F._moments(x, axis, keepdims, ddof, merge=sync.merge))
 
 
 def batch_norm_forward(x, gamma, beta, *, comm, axis=-1, epsilon=1e-3, training=True,

@@ -250,6 +250,12 @@ def moments(x, axis=None, *, keepdims=False, ddof=0):
     >>> [float(v) for v in fastbn.moments(x)]
     [3.0, 3.5]
     """
+    return _moments(x, axis, keepdims, ddof)
+
+
+def _moments(x, axis, keepdims, ddof, merge=None):
+    """:func:`moments`, with the ``merge`` hook of :func:`_batch_norm_forward`
+    (:mod:`fastbn.distributed`): this process's ``x`` may then have no elements."""
     fn = "moments"
     xk_in, out_dtype = _float_input(x, "x", fn)
     reduced = normalize_axis(axis, xk_in.ndim, fn=fn, allow_none=True)
@@ -257,20 +263,19 @@ def moments(x, axis=None, *, keepdims=False, ddof=0):
         raise TypeError(f"{fn}: ddof must be a number, got {ddof!r}")
     feats = tuple(a for a in range(xk_in.ndim) if a not in reduced)
     lay = layout(xk_in, feats)
-    n = lay.count
-    if lay.channels == 0:
-        mean = np.zeros(lay.feature_shape, np.float64)
-        var = mean.copy()
-    else:
-        if n == 0:
-            raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements along "
-                             f"axis={axis!r}; there is nothing to average")
-        if n - ddof <= 0:
-            raise ValueError(f"{fn}: ddof={ddof} leaves no degrees of freedom for {n} "
-                             f"element(s) per result (need N - ddof > 0)")
-        mean_k, m2_k = _stats(lay.view(xk_in), lay)
-        mean = lay.from_kernel(mean_k)
-        var = lay.from_kernel(m2_k / (n - ddof))
+    c, n = lay.channels, lay.count
+    if c and n == 0 and merge is None:
+        raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements along "
+                         f"axis={axis!r}; there is nothing to average")
+    mean_k, m2_k = _stats(lay.view(xk_in), lay) if c and n else (np.zeros(c), np.zeros(c))
+    if merge is not None:
+        n, mean_k, m2_k = merge(lay, n, mean_k, m2_k)
+    if c and n - ddof <= 0:
+        where = " over all ranks" if merge is not None else ""
+        raise ValueError(f"{fn}: ddof={ddof} leaves no degrees of freedom for {n} "
+                         f"element(s) per result{where} (need N - ddof > 0)")
+    mean = lay.from_kernel(mean_k)
+    var = lay.from_kernel(m2_k / (n - ddof)) if c else mean.copy()
     if keepdims:
         kshape = tuple(1 if a in reduced else s for a, s in enumerate(xk_in.shape))
         mean, var = mean.reshape(kshape), var.reshape(kshape)
