@@ -140,8 +140,9 @@ def _rows_fused(kern, xk):
 def _line_multiple(cols):
     """``cols`` rounded up to a multiple of 16, so that two threads' column blocks
     do not share a cache line of the output (16 float32 = 64 bytes) when rows
-    start on one. (128, 784) fp32 affine, 2 threads: 90 us with 392-column
-    blocks (false sharing), 38 us serially."""
+    start on one. Free, but no measured gain here: (128, 784) fp32 affine, 2
+    threads, 29 us with 392-column blocks and 28 us with 400 (an earlier 90 us
+    was this VM's slow second vCPU, not false sharing)."""
     return -(-cols // 16) * 16
 
 
