@@ -139,6 +139,36 @@ def test_offset_1e5_float32_accuracy(shape, axis, order):
     np.testing.assert_allclose(dg, dgr, rtol=1e-5, atol=1e-5 * np.abs(dgr).max())
 
 
+def _exact_var(values):
+    """Biased variance of float64 ``values`` in exact rational arithmetic, rounded once."""
+    from fractions import Fraction
+    fr = [Fraction(float(v)) for v in values]
+    mean = sum(fr) / len(fr)
+    return float(sum((v - mean) ** 2 for v in fr) / len(fr))
+
+
+@pytest.mark.parametrize("layout", ["rows", "planes"])
+def test_one_pass_chunks_hold_on_jumps_and_outliers(layout):
+    """Each chunk is summed in one pass shifted by its own first value, which bounds
+    the cancellation in ``M2 = S2 - S1**2 / m`` by ``m + 1`` (docs/maths.md). Two
+    features, float64 against exact arithmetic: one jumps by 1e7 after the first
+    chunk (a shift taken from the first chunk would leave nothing of the second
+    chunk's variance), one starts each chunk with a 1e6-sigma outlier (the bound's
+    worst case)."""
+    rng = np.random.default_rng(5)
+    chunk = 128 if layout == "rows" else 8192        # ROWS_PER_CHUNK, PLANE_CHUNK
+    n = 3 * chunk
+    cols = rng.standard_normal((n, 2))
+    cols[chunk:, 0] += 1e7
+    cols[::chunk, 1] = 1e6
+    x = cols if layout == "rows" else np.ascontiguousarray(cols.T)[None]   # (1, 2, n)
+    red = 0 if layout == "rows" else (0, 2)
+    assert _axes.layout(x, (1,)).kind == layout
+    _, var = fastbn.moments(x, axis=red)
+    for j in range(2):
+        assert abs(var.ravel()[j] / _exact_var(cols[:, j]) - 1) < 1e-10
+
+
 def test_numpy_float32_var_is_the_problem_we_solve():
     """Keeps the claim in the README honest: NumPy's float32 var fails where fastbn holds."""
     x = (np.random.default_rng(0).standard_normal((100_000, 4)) + 1e5).astype(np.float32)

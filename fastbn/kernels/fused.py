@@ -10,9 +10,8 @@ import numpy as np
 from numba import prange
 
 from .._config import kernel
-from ._chunks import (LANES, _chan_merge, _lanes_add, _lanes_add_prod_dev, _lanes_add_sq_dev,
-                      _chan_merge_into, _lanes_total, _n_chunks, _rows_grad_sums, _rows_mean_shifted,
-                      _rows_sq_dev)
+from ._chunks import (LANES, _chan_merge, _chan_merge_into, _lanes_add_prod_dev, _lanes_total,
+                      _n_chunks, _plane_chunk_moments, _rows_grad_sums, _rows_moments)
 
 
 @kernel
@@ -29,6 +28,7 @@ def _forward_planes_fused(x, shift, gamma, beta, eps, y, chunk):
     m2 = np.empty(c)
     for ch in prange(c):
         acc = np.zeros(LANES)
+        acc2 = np.zeros(LANES)
         s = shift[ch]
         mu = 0.0
         q = 0.0
@@ -36,26 +36,7 @@ def _forward_planes_fused(x, shift, gamma, beta, eps, y, chunk):
         for k in range(n_chunks):
             j0 = k * chunk
             j1 = min(m, j0 + chunk)
-            o = j0 // inner
-            i = j0 - o * inner
-            j = j0
-            while j < j1:
-                e = min(inner, i + (j1 - j))
-                _lanes_add(x[o, ch, i:e], s, acc)
-                j += e - i
-                o += 1
-                i = 0
-            mu_k = _lanes_total(acc) / (j1 - j0)
-            o = j0 // inner
-            i = j0 - o * inner
-            j = j0
-            while j < j1:
-                e = min(inner, i + (j1 - j))
-                _lanes_add_sq_dev(x[o, ch, i:e], s, mu_k, acc)
-                j += e - i
-                o += 1
-                i = 0
-            q_k = _lanes_total(acc)
+            mu_k, q_k = _plane_chunk_moments(x, ch, j0, j1, s, acc, acc2)
             if k == 0:
                 mu, q, count = mu_k, q_k, float(j1 - j0)
             else:
@@ -150,8 +131,7 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
         for k in range(n_chunks):
             r0 = k * rows_per_chunk
             r1 = min(n, r0 + rows_per_chunk)
-            _rows_mean_shifted(x, r0, r1, c0, sh, pm)
-            _rows_sq_dev(x, r0, r1, c0, sh, pm, pq)
+            _rows_moments(x, r0, r1, c0, sh, pm, pq)
             if k == 0:
                 mu[:] = pm
                 q[:] = pq

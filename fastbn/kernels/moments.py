@@ -1,11 +1,14 @@
 """Per-feature (mean, M2) by fixed chunks merged with Chan's formula.
 
-Each chunk is reduced by two passes while it is in cache (sum, then sum of
-squared deviations from the chunk mean), in float64, so float32 data with a
-1e5 offset keeps its variance to ~1e-12 relative and no M2 is ever negative.
+Each chunk is reduced in one pass, in float64: the sums of ``d`` and ``d * d``
+with ``d = x - loc``, ``loc`` the chunk's first value of the feature, give
+``M2 = sum(d * d) - sum(d) ** 2 / m``. Because ``loc`` is one of the chunk's
+values this cancels at most a factor ``m + 1``
+(:func:`._chunks._moments_from_sums`), so float32 data with a 1e5 offset
+keep their variance to ~1e-12 relative, and no M2 is ever negative.
 
-Every feature is first shifted by one of its own values ``s`` (the first
-one): chunk means are kept as ``mean - s``, so the deltas Chan's merge
+Every feature also has one shift ``s`` for the whole array (its first value):
+chunk means are kept as ``mean - s``, so the deltas Chan's merge
 subtracts carry rounding errors of order eps * std, not eps * |mean|. Without
 the shift, float64 data at offset 1e5 with std 0.04 lost 1.6e-10 of its
 variance (eps * offset / std); with it, a few eps.
@@ -18,8 +21,8 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import (LANES, _chan_merge, _chan_merge_into, _lanes_add, _lanes_add_sq_dev,
-                      _lanes_total, _n_chunks, _rows_mean_shifted, _rows_sq_dev)
+from ._chunks import (LANES, _chan_merge, _chan_merge_into, _n_chunks, _plane_chunk_moments,
+                      _rows_moments)
 
 
 @kernel
@@ -40,9 +43,7 @@ def _moments_rows(x, shift, rows_per_chunk, cols_per_block):
         r1 = min(n, r0 + rows_per_chunk)
         c0 = (task - k * n_blocks) * cols_per_block
         c1 = min(c, c0 + cols_per_block)
-        sh = shift[c0:c1]
-        _rows_mean_shifted(x, r0, r1, c0, sh, part_mean[k, c0:c1])
-        _rows_sq_dev(x, r0, r1, c0, sh, part_mean[k, c0:c1], part_m2[k, c0:c1])
+        _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
     mean = np.empty(c)
     m2 = np.empty(c)
     for b in prange(n_blocks):
@@ -80,29 +81,8 @@ def _moments_planes(x, shift, chunk):
         k = task - ch * n_chunks
         j0 = k * chunk
         j1 = min(m, j0 + chunk)
-        acc = np.zeros(LANES)
-        s = shift[ch]
-        o = j0 // inner
-        i = j0 - o * inner
-        j = j0
-        while j < j1:
-            e = min(inner, i + (j1 - j))
-            _lanes_add(x[o, ch, i:e], s, acc)
-            j += e - i
-            o += 1
-            i = 0
-        mu = _lanes_total(acc) / (j1 - j0)
-        o = j0 // inner
-        i = j0 - o * inner
-        j = j0
-        while j < j1:
-            e = min(inner, i + (j1 - j))
-            _lanes_add_sq_dev(x[o, ch, i:e], s, mu, acc)
-            j += e - i
-            o += 1
-            i = 0
-        part_mean[ch, k] = mu
-        part_m2[ch, k] = _lanes_total(acc)
+        part_mean[ch, k], part_m2[ch, k] = _plane_chunk_moments(
+            x, ch, j0, j1, shift[ch], np.zeros(LANES), np.zeros(LANES))
     mean = np.empty(c)
     m2 = np.empty(c)
     for ch in prange(c):
