@@ -414,7 +414,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
                              f"pass moving_mean= and moving_variance=")
         moving_mean = _feature_array(moving_mean, fshape, "moving_mean", fn, axis)
         moving_variance = _feature_array(moving_variance, fshape, "moving_variance", fn, axis)
-        if np.any(np.asarray(moving_variance) < 0):
+        if moving_variance.size and moving_variance.min() < 0:   # np.any: 3x slower
             raise ValueError(f"{fn}: moving_variance has negative entries")
     c, n = lay.channels, lay.count
     if c and n == 0 and merge is None:
@@ -427,7 +427,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
             warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
                           f"the batch variance is 0 and the output equals beta (Keras "
                           f"behaviour)", RuntimeWarning, stacklevel=2)
-    gamma_k = np.ones(c) if gamma is None else lay.to_kernel(gamma)
+    gamma_k = _ones(c) if gamma is None else lay.to_kernel(gamma)
     shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
     fused = _fuse(xk, lay, 1) if training and merge is None else None
     if fused == "planes":
@@ -444,16 +444,16 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
             n, mean_k, m2_k = merge(lay, n, mean_k, m2_k)
         var_k = m2_k / max(n, 1)
     else:
-        # copies: the returned statistics must not alias the caller's arrays
-        mean_k, var_k = lay.to_kernel(moving_mean).copy(), lay.to_kernel(moving_variance)
+        mean_k, var_k = lay.to_kernel(moving_mean), lay.to_kernel(moving_variance)
+        if mean_k is moving_mean or mean_k.base is not None:
+            mean_k = mean_k.copy()            # the returned mean must not alias moving_mean
     if fused != "rows":
-        invstd_k = 1.0 / np.sqrt(var_k + epsilon)
+        invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, float(epsilon))
     if not fused:
-        _affine(xk, mean_k, invstd_k * gamma_k, shift, yk, lay)
+        _affine(xk, mean_k, scale_k, shift, yk, lay)
     mean, invstd = lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
     if training and moving_mean is not None:
-        _update_moving(lay, (moving_mean, mean_k), (moving_variance, var_k),
-                       momentum=float(momentum))
+        _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, float(momentum))
     return _finish(y, out, xk_in, out_dtype, lay), mean, invstd
 
 
@@ -548,7 +548,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     fshape = lay.feature_shape
     mean_k = lay.to_kernel(_feature_array(mean, fshape, "mean", fn, axis))
     invstd_k = lay.to_kernel(_feature_array(invstd, fshape, "invstd", fn, axis))
-    gamma_k = (np.ones(lay.channels) if gamma is None
+    gamma_k = (_ones(lay.channels) if gamma is None
                else lay.to_kernel(_feature_array(gamma, fshape, "gamma", fn, axis)))
     c, n = lay.channels, lay.count
     if c and n == 0 and reduce is None:
@@ -568,10 +568,10 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
                          else (np.zeros(c), np.zeros(c)))
     dbeta_k = sum_g
     dgamma_k = sum_gx * invstd_k
-    p = gamma_k * invstd_k
     if not training:                          # dx = p * dy: no need to read x again
-        _affine(dyk, np.zeros(c), p, np.zeros(c), dxk, lay)
+        _affine(dyk, np.zeros(c), gamma_k * invstd_k, np.zeros(c), dxk, lay)
     elif not fused:
+        p = gamma_k * invstd_k
         tot_g, tot_gx = sum_g, sum_gx
         if reduce is not None:                # the global batch's sums (fastbn.distributed)
             n, tot_g, tot_gx = reduce(lay, n, sum_g, sum_gx)
@@ -582,14 +582,23 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
             lay.from_kernel(dbeta_k, out_dtype))
 
 
-def _update_moving(lay, *pairs, momentum):
-    """Update each ``(moving, batch_k)`` in place (see :func:`batch_norm_forward`):
-    one Numba call when ``moving`` is already a kernel-order float vector."""
-    for arr, batch_k in pairs:
-        if lay._fident and arr.flags.c_contiguous and arr.dtype in _KERNEL_DTYPES:
+def _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, momentum):
+    """Update the moving statistics in place (see :func:`batch_norm_forward`):
+    one Numba call when both are already kernel-order float vectors."""
+    if lay._fident and _kernel_vector(moving_mean) and _kernel_vector(moving_variance):
+        K._update_moving_pair(moving_mean.reshape(-1), mean_k, moving_variance.reshape(-1), var_k,
+                              momentum)
+        return
+    for arr, batch_k in ((moving_mean, mean_k), (moving_variance, var_k)):
+        if lay._fident and _kernel_vector(arr):
             K._update_moving(arr.reshape(-1), batch_k, momentum)
         else:
             arr[...] = arr.astype(np.float64) * momentum + lay.from_kernel(batch_k) * (1.0 - momentum)
+
+
+def _kernel_vector(arr):
+    """Whether the kernels can update ``arr`` in place as a flat float vector."""
+    return arr.flags.c_contiguous and arr.dtype in _KERNEL_DTYPES
 
 
 def _output(out, xk, dtype, lay, fn):
@@ -620,6 +629,13 @@ def _finish(res, out, xk, dtype, lay):
         return res
     np.copyto(out, res)
     return out
+
+
+def _ones(c):
+    """``np.ones(c)``, in a third of its time (1 us instead of 3)."""
+    a = np.empty(c)
+    a.fill(1.0)
+    return a
 
 
 def _check_epsilon(epsilon, fn):

@@ -10,11 +10,12 @@ from .backward import (_grad_sums_planes, _grad_sums_rows, _grad_x_planes, _grad
 from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
                     _forward_rows_fused)
 from .moments import _merge_groups, _moments_planes, _moments_rows
-from .normalize import _affine_planes, _affine_rows, _update_moving
+from .normalize import (_affine_planes, _affine_rows, _invstd_scale, _update_moving,
+                        _update_moving_pair)
 
 __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
            "_moments_rows", "_moments_planes", "_affine_rows", "_affine_planes",
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
            "_merge_groups", "_sum_groups", "_forward_planes_fused", "_backward_planes_fused",
            "_forward_rows_fused", "_backward_rows_fused",
-           "_elu_forward", "_elu_backward", "_update_moving"]
+           "_elu_forward", "_elu_backward", "_invstd_scale", "_update_moving", "_update_moving_pair"]

@@ -4,6 +4,7 @@ Computed in float64 and rounded once on store: with float32 data at a 1e5
 offset, ``x * scale + (shift - mean * scale)`` in float32 would lose the
 mean's low bits (~1e-3 absolute), ``x - mean`` in float64 is exact.
 """
+import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
@@ -60,6 +61,21 @@ def _affine_planes(x, mean, scale, shift, y, chunk):
 
 
 @helper
+def _invstd_scale(var, gamma, eps):
+    """``invstd = 1 / sqrt(var + eps)`` and ``scale = invstd * gamma``: the same
+    roundings as the NumPy expressions, in one call instead of four array
+    operations (each about 1 us, three times that after a kernel has evicted
+    the interpreter from L2)."""
+    invstd = np.empty(var.size)
+    scale = np.empty(var.size)
+    for j in range(var.size):
+        s = 1.0 / np.sqrt(var[j] + eps)
+        invstd[j] = s
+        scale[j] = s * gamma[j]
+    return invstd, scale
+
+
+@helper
 def _update_moving(moving, batch, momentum):
     """``moving = moving * momentum + batch * (1 - momentum)``, in float64, in place.
 
@@ -70,3 +86,12 @@ def _update_moving(moving, batch, momentum):
     keep = 1.0 - momentum
     for j in range(moving.size):
         moving[j] = float(moving[j]) * momentum + batch[j] * keep
+
+
+@helper
+def _update_moving_pair(moving_mean, mean, moving_variance, var, momentum):
+    """:func:`_update_moving` of both statistics in one call from Python (a
+    dispatch costs about 1 us, three times that after a kernel has evicted the
+    interpreter from L2)."""
+    _update_moving(moving_mean, mean, momentum)
+    _update_moving(moving_variance, var, momentum)
