@@ -9,6 +9,7 @@ and a serial twin for small ones, where waking the thread pool costs more
 than the work. Both run the same arithmetic in the same order, so which one
 runs never changes a result.
 """
+import glob
 import os
 import types
 
@@ -66,3 +67,45 @@ def kernel(func):
 def helper(func):
     """Decorator for helpers called from kernels (LLVM inlines them there)."""
     return numba.njit(inline="never", **_OPTIONS)(func)
+
+
+def drop_stale_cache(kernel):
+    """Delete fastbn's cached kernels when any kernel source has changed.
+
+    Numba keys a cached function by its own file's timestamp and bytecode
+    only. A kernel in ``kernels/backward.py`` that calls a helper in
+    ``kernels/_chunks.py`` is not recompiled when only the helper changes: the
+    old helper's machine code keeps running, silently. (It did, on the dev
+    machine: a cached ``_grad_sums_rows`` still held an experimental helper,
+    1.5x slower than the source.) So a fingerprint of every kernel source,
+    kept beside the cache, must match, or the cache is emptied before any
+    kernel is loaded. ``kernel`` is any :class:`Kernel`, to find the cache
+    directory Numba uses (next to the package, or ``NUMBA_CACHE_DIR``).
+    Nothing happens when caching is off or the directory is not writable
+    (an installed package's sources change only with a reinstall, which
+    renews every file's timestamp).
+    """
+    if not CACHE:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = sorted(glob.glob(os.path.join(here, "kernels", "*.py"))) + [os.path.abspath(__file__)]
+    try:
+        stamp = repr([(os.path.basename(p), os.stat(p).st_mtime_ns, os.stat(p).st_size)
+                      for p in sources])
+        cache_dir = kernel.parallel._cache.cache_path
+        mark = os.path.join(cache_dir, "fastbn-sources.stamp")
+        try:
+            with open(mark) as f:
+                if f.read() == stamp:
+                    return
+        except OSError:
+            pass
+        for path in glob.glob(os.path.join(cache_dir, "*.nb[ic]")):
+            os.remove(path)
+        os.makedirs(cache_dir, exist_ok=True)
+        tmp = f"{mark}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(stamp)
+        os.replace(tmp, mark)
+    except OSError:                     # read-only install, or another process raced us
+        pass

@@ -3,6 +3,7 @@
 Private by design: no kernel validates its input or knows about ``axis``;
 :mod:`fastbn.functional` is the public front door.
 """
+from .._config import drop_stale_cache
 from ._chunks import COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK
 from .activations import _elu_backward, _elu_forward
 from .backward import (_grad_sums_planes, _grad_sums_rows, _grad_x_planes, _grad_x_rows,
@@ -19,3 +20,5 @@ __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
            "_merge_groups", "_sum_groups", "_forward_planes_fused", "_backward_planes_fused",
            "_forward_rows_fused", "_backward_rows_fused",
            "_elu_forward", "_elu_backward", "_invstd_scale", "_update_moving", "_update_moving_pair"]
+
+drop_stale_cache(_moments_rows)
