@@ -4,21 +4,24 @@
 
     NUMBA_NUM_THREADS=2 python docs/scripts/compute_ceiling.py
 
-Times, through the public API, the statistics pass (``fastbn.moments`` over
-axis 0) and the elementwise pass (inference ``batch_norm_forward`` into a
-reused ``out=``) on C, ``(8192, 1024)`` float32 (32 MiB, from memory), and on
-``(256, 1024)`` float32 (1 MiB, in cache), interleaved, and prints elements per
-second (median of ``--rounds``), with the STREAM triad of :mod:`fastbn.bench`.
-If a pass is barely faster in cache than from memory, compute bounds it.
-``docs/benchmarks.md`` quotes this script's output.
+Times the statistics pass (``_moments_rows``, what ``fastbn.moments`` over
+axis 0 runs) and the elementwise pass (``_affine_rows``, what inference
+``batch_norm_forward`` runs) on C, ``(8192, 1024)`` float32 (32 MiB, from
+memory), and on ``(256, 1024)`` float32 (1 MiB, in cache), interleaved, and
+prints elements per second (median of ``--rounds``), with the STREAM triad of
+:mod:`fastbn.bench`. The kernels are called directly, with their arguments
+prepared once, on the parallel path the public functions take for C: through
+the public API the Python layer (20-30 us a call) would dominate the 1 MiB
+case. If a pass is barely faster in cache than from memory, compute bounds
+it. ``docs/benchmarks.md`` quotes this script's output.
 """
 import argparse
 import time
 
 import numpy as np
 
-import fastbn
-from fastbn import bench
+from fastbn import bench, functional
+from fastbn import kernels as K
 
 
 def rate(fn, elements, calls):
@@ -36,17 +39,18 @@ def main():
     rng = np.random.default_rng(0)
     arrays = {"memory": rng.standard_normal((8192, 1024)).astype(np.float32),
               "cache": rng.standard_normal((256, 1024)).astype(np.float32)}
-    ones, zeros = np.ones(1024), np.zeros(1024)
+    mean, ones, zeros = np.zeros(1024), np.ones(1024), np.zeros(1024)
     rates = {}
     for _ in range(args.rounds):
         for where, x in arrays.items():
             out = np.empty_like(x)
+            shift = x[0].astype(np.float64)
+            cols = functional._cols(x)
             calls = max(5, (1 << 24) // x.size)
             passes = {
-                "statistics": lambda: fastbn.moments(x, axis=0),
-                "elementwise": lambda: fastbn.batch_norm_forward(
-                    x, None, None, training=False, moving_mean=zeros, moving_variance=ones,
-                    out=out)}
+                "statistics": lambda: K._moments_rows.parallel(x, shift, K.ROWS_PER_CHUNK, cols),
+                "elementwise": lambda: K._affine_rows.parallel(x, mean, ones, zeros, out,
+                                                               K.ROWS_PER_CHUNK, cols)}
             for name, fn in passes.items():
                 rates.setdefault((name, where), []).append(rate(fn, x.size, calls))
     tri = bench.triad()
