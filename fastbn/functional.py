@@ -153,13 +153,10 @@ def _shift(xk, lay):
     a non-finite first value would poison the whole feature, so it becomes 0.
     """
     if lay.kind == "planes":
-        s = xk[0, :, 0].astype(np.float64)
-    elif lay.group > 1:
-        s = np.repeat(xk[0, ::lay.group].astype(np.float64), lay.group)
-    else:
-        s = xk[0].astype(np.float64)
-    s[~np.isfinite(s)] = 0.0
-    return s
+        return K._finite_shift(xk[0, :, 0])
+    if lay.group > 1:
+        return np.repeat(K._finite_shift(xk[0, ::lay.group]), lay.group)
+    return K._finite_shift(xk[0])
 
 
 def _stats(xk, lay):
@@ -571,12 +568,10 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     if not training:                          # dx = p * dy: no need to read x again
         _affine(dyk, np.zeros(c), gamma_k * invstd_k, np.zeros(c), dxk, lay)
     elif not fused:
-        p = gamma_k * invstd_k
         tot_g, tot_gx = sum_g, sum_gx
         if reduce is not None:                # the global batch's sums (fastbn.distributed)
             n, tot_g, tot_gx = reduce(lay, n, sum_g, sum_gx)
-        q = p * invstd_k * (tot_gx * invstd_k) / n
-        r = p * tot_g / n
+        p, q, r = K._grad_coeffs(gamma_k, invstd_k, tot_g, tot_gx, float(n))
         _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
     return (_finish(dx, out, xk_in, out_dtype, lay), lay.from_kernel(dgamma_k, out_dtype),
             lay.from_kernel(dbeta_k, out_dtype))

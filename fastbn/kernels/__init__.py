@@ -6,19 +6,20 @@ Private by design: no kernel validates its input or knows about ``axis``;
 from .._config import drop_stale_cache
 from ._chunks import COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK
 from .activations import _elu_backward, _elu_forward
-from .backward import (_grad_sums_planes, _grad_sums_rows, _grad_x_planes, _grad_x_rows,
-                       _sum_groups)
+from .backward import (_grad_coeffs, _grad_sums_planes, _grad_sums_rows, _grad_x_planes,
+                       _grad_x_rows, _sum_groups)
 from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
                     _forward_rows_fused)
 from .moments import _merge_groups, _moments_planes, _moments_rows
-from .normalize import (_affine_planes, _affine_rows, _invstd_scale, _update_moving,
-                        _update_moving_pair)
+from .normalize import (_affine_planes, _affine_rows, _finite_shift, _invstd_scale,
+                        _update_moving, _update_moving_pair)
 
 __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
            "_moments_rows", "_moments_planes", "_affine_rows", "_affine_planes",
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
            "_merge_groups", "_sum_groups", "_forward_planes_fused", "_backward_planes_fused",
            "_forward_rows_fused", "_backward_rows_fused",
-           "_elu_forward", "_elu_backward", "_invstd_scale", "_update_moving", "_update_moving_pair"]
+           "_elu_forward", "_elu_backward", "_finite_shift", "_grad_coeffs", "_invstd_scale",
+           "_update_moving", "_update_moving_pair"]
 
 drop_stale_cache(_moments_rows)

@@ -133,6 +133,25 @@ def _grad_x_planes(dy, x, mean, p, q, r, dx, chunk):
 
 
 @helper
+def _grad_coeffs(gamma, invstd, tot_g, tot_gx, n):
+    """Per-feature ``p, q, r`` of the training ``dx = dy * p - (x - mean) * q - r``:
+    ``p = gamma * s``, ``q = p * s * (tot_gx * s) / n``, ``r = p * tot_g / n``, with
+    ``s = invstd`` and the roundings of those NumPy expressions, in one call
+    instead of eight array operations."""
+    c = gamma.size
+    p = np.empty(c)
+    q = np.empty(c)
+    r = np.empty(c)
+    for j in range(c):
+        s = invstd[j]
+        pj = gamma[j] * s
+        p[j] = pj
+        q[j] = pj * s * (tot_gx[j] * s) / n
+        r[j] = pj * tot_g[j] / n
+    return p, q, r
+
+
+@helper
 def _sum_groups(v, group):
     """Sum of each run of ``group`` adjacent entries, in order."""
     c = v.size // group

@@ -76,6 +76,18 @@ def _invstd_scale(var, gamma, eps):
 
 
 @helper
+def _finite_shift(v):
+    """``v`` as a new float64 vector with each non-finite value replaced by 0
+    (the per-feature shift of :func:`fastbn.functional._shift`): one call
+    instead of three array operations."""
+    s = np.empty(v.size)
+    for j in range(v.size):
+        t = float(v[j])
+        s[j] = t if np.isfinite(t) else 0.0
+    return s
+
+
+@helper
 def _update_moving(moving, batch, momentum):
     """``moving = moving * momentum + batch * (1 - momentum)``, in float64, in place.
 
