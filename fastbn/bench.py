@@ -697,9 +697,13 @@ def _table(results, triad_info, peers, threads):
              f"{t.get('fresh_gbps', float('nan')):.1f})"
              + (f", after the run {t['gbps_after']:.1f} GB/s" if "gbps_after" in t else "")]
     head = f"{'case':<5}{'shape':<15}{'axis':<7}{'dtype':<8}{'op':<10}"
+    # the fastbn-out column's speed-up is its own, over the last peer (torch when run)
+    out_vs = next((p for p in reversed(peers) if p in ("torch", "numpy")), None)
     for p in peers:
-        head += f"{p + ' ms':>11}{'GB/s':>7}{'%triad':>7}"
-        if p != "fastbn":
+        head += f"{p + ' ms':>{_name_width(p)}}{'GB/s':>7}{'%triad':>7}"
+        if p == "fastbn-out":
+            head += f"{'vs ' + out_vs:>9}" if out_vs else f"{'':>9}"
+        elif p != "fastbn":
             head += f"{'speedup':>8}"
     lines += [head, "-" * len(head)]
     keys = []
@@ -718,16 +722,20 @@ def _table(results, triad_info, peers, threads):
                 f"{any_r['dtype']:<8}{op:<10}")
         for p in peers:
             r = cell.get(p)
+            width = {"fastbn": 0, "fastbn-out": 9}.get(p, 8)
+            nw = _name_width(p)
             if r is None:
-                line += f"{'-':>11}{'':>7}{'':>7}" + ("" if p == "fastbn" else f"{'':>8}")
+                line += f"{'-':>{nw}}{'':>7}{'':>7}" + " " * width
                 continue
             pct = f"{r['pct_triad']:.0f}%" if r.get("pct_triad") is not None else "?"
             noisy = r["max_s"] > 1.5 * r["min_s"]
             spread = spread or noisy
-            line += f"{r['median_ms']:>10.3f}{'*' if noisy else ' '}{r['gbps']:>7.1f}{pct:>7}"
+            line += (f"{r['median_ms']:>{nw - 1}.3f}{'*' if noisy else ' '}{r['gbps']:>7.1f}"
+                     f"{pct:>7}")
             if p != "fastbn":
-                s = cell.get("fastbn", {}).get(f"speedup_vs_{p}")
-                line += f"{s:>7.2f}x" if s else f"{'':>8}"
+                s = (r.get(f"speedup_vs_{out_vs}") if p == "fastbn-out"
+                     else cell.get("fastbn", {}).get(f"speedup_vs_{p}"))
+                line += f"{s:>{width - 1}.2f}x" if s else " " * width
             tol = 1e-3 if r["dtype"] == "float32" else 1e-9
             if r.get("max_rel_diff_vs_numpy", 0) > tol:
                 bad.append(f"{p} {case} {op}: max rel diff vs numpy "
@@ -735,6 +743,9 @@ def _table(results, triad_info, peers, threads):
         lines.append(line)
     lines.append("speedup = peer time / fastbn time; GB/s under the minimal-traffic model "
                  "(forward 3, inference 2, backward 5 x itemsize per element)")
+    if "fastbn-out" in peers and out_vs:
+        lines.append(f"vs {out_vs} = {out_vs} time / fastbn-out time (fastbn writing into a "
+                     f"reused out= array)")
     rounds = max((r.get("rounds", 1) for r in rows), default=1)
     if rounds > 1:
         lines.append(f"times: median of {rounds} rounds' medians; speedup: median of the "
@@ -744,6 +755,11 @@ def _table(results, triad_info, peers, threads):
                      "a thread descheduled (steps of a scheduler tick, often 4 ms)")
     lines += [f"WARNING: outputs disagree: {b}" for b in bad]
     return "\n".join(lines)
+
+
+def _name_width(peer):
+    """Width of a peer's time column: its header, ``<peer> ms``, and a space."""
+    return max(11, len(peer) + 4)
 
 
 def _plot(results, triad_info, peers, threads, path):

@@ -93,6 +93,24 @@ def test_command_writes_table_json_and_chart(tmp_path, capsys):
             assert r["speedup_vs_numpy"] > 0
 
 
+def test_table_gives_fastbn_out_its_own_speedup():
+    """The fastbn-out column shows fastbn-out's speed-up over torch, not a blank."""
+    def row(peer, ms, **extra):
+        return dict(case="A", op="forward", peer=peer, threads=2, shape=[128, 784], axis=-1,
+                    dtype="float32", median_s=ms / 1e3, median_ms=ms, min_s=ms / 1e3,
+                    max_s=ms / 1e3, gbps=1.0, pct_triad=5.0, **extra)
+    results = [row("fastbn", 2.0, speedup_vs_torch=1.5), row("fastbn-out", 1.0, speedup_vs_torch=3.0),
+               row("torch", 3.0)]
+    text = bench._table(results, {2: {"gbps": 20.0, "best_gbps": 21.0}},
+                        ["fastbn", "fastbn-out", "torch"], 2)
+    head, _, line = text.splitlines()[1:4]
+    assert "vs torch" in head and len(head) == len(line)
+    cells = line.split()
+    # fastbn-out: time, GB/s, %triad, its speed-up; then torch: time, ..., fastbn's speed-up
+    assert cells[-8:] == ["1.000", "1.0", "5%", "3.00x", "3.000", "1.0", "5%", "1.50x"]
+    assert "vs torch = torch time / fastbn-out time" in text
+
+
 def test_command_rejects_unknown_case():
     with pytest.raises(SystemExit):
         bench.main(["--cases", "Z"])
