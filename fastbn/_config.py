@@ -90,8 +90,8 @@ def drop_stale_cache(kernel):
     here = os.path.dirname(os.path.abspath(__file__))
     sources = sorted(glob.glob(os.path.join(here, "kernels", "*.py"))) + [os.path.abspath(__file__)]
     try:
-        stamp = repr([(os.path.basename(p), os.stat(p).st_mtime_ns, os.stat(p).st_size)
-                      for p in sources])
+        stamp = repr([(os.path.basename(p), st.st_mtime_ns, st.st_size)
+                      for p, st in ((p, os.stat(p)) for p in sources)])
         cache_dir = kernel.parallel._cache.cache_path
         mark = os.path.join(cache_dir, "fastbn-sources.stamp")
         try:

@@ -10,8 +10,9 @@ from .._config import helper
 
 #: rows layout: rows per statistics chunk. A 128 x 1024 block is 512 KiB in
 #: float32, small enough to stay in the 1 MiB L2 between two passes over it
-#: (the fused kernels' statistics and elementwise passes). Moments of (8192, 1024) fp32, 2 threads: 1.1 ms with 128 x 1024
-#: blocks, 1.9 ms with 256 x 256 (short rows defeat the prefetcher).
+#: (the fused kernels' statistics and elementwise passes). Moments of
+#: (8192, 1024) fp32, 2 threads: 1.1 ms with 128 x 1024 blocks, 1.9 ms with
+#: 256 x 256 (short rows defeat the prefetcher).
 ROWS_PER_CHUNK = 128
 #: rows layout: at most this many columns per task. Column blocks only split
 #: the work (each column is reduced on its own), so they never change a result.
@@ -149,7 +150,6 @@ def _lanes_total(acc):
 @helper
 def _n_chunks(n, size):
     return (n + size - 1) // size
-
 
 
 #: rows layout: fewest columns for which the row sums take four rows per sweep

@@ -12,6 +12,8 @@ from numba import prange
 from .._config import kernel
 from ._chunks import (LANES, _chan_merge, _chan_merge_into, _lanes_add_prod_dev, _lanes_total,
                       _n_chunks, _plane_chunk_moments, _rows_grad_sums, _rows_moments)
+from .backward import _grad_coeffs
+from .normalize import _finite_shift, _invstd_scale
 
 
 @kernel
@@ -118,11 +120,7 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
         c0 = b * cols_per_block
         c1 = min(c, c0 + cols_per_block)
         w = c1 - c0
-        sh = np.empty(w)
-        x0 = x[0, c0:c1]
-        for j in range(w):
-            s = float(x0[j])
-            sh[j] = s if np.isfinite(s) else 0.0
+        sh = _finite_shift(x[0, c0:c1])
         mu = mean[c0:c1]
         q = var[c0:c1]
         pm = np.empty(w)
@@ -138,13 +136,11 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
                 count = float(r1 - r0)
             else:
                 count = _chan_merge_into(mu, q, count, pm, pq, float(r1 - r0))
-        sc = pq
         for j in range(w):
             mu[j] += sh[j]
             q[j] /= n                        # m2 -> var
-            s = 1.0 / np.sqrt(q[j] + eps)
-            invstd[c0 + j] = s
-            sc[j] = s * gamma[c0 + j]
+        inv, sc = _invstd_scale(q, gamma[c0:c1], eps)
+        invstd[c0:c1] = inv
         be = beta[c0:c1]
         for i in range(n):
             xr = x[i, c0:c1]
@@ -181,14 +177,7 @@ def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_pe
             for j in range(w):
                 tg[j] += sg[j]
                 tgx[j] += sgx[j]
-        p = sg
-        q = sgx
-        r = np.empty(w)
-        for j in range(w):
-            s = invstd[c0 + j]
-            p[j] = gamma[c0 + j] * s
-            q[j] = p[j] * s * (tgx[j] * s) / n
-            r[j] = p[j] * tg[j] / n
+        p, q, r = _grad_coeffs(gamma[c0:c1], invstd[c0:c1], tg, tgx, float(n))
         for i in range(n):
             gr = dy[i, c0:c1]
             xr = x[i, c0:c1]
