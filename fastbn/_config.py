@@ -20,14 +20,13 @@ CACHE = os.environ.get("FASTBN_NO_CACHE", "0") != "1"
 
 #: Inputs with fewer elements than this run on the serial twin.
 SERIAL_BELOW = 1 << 15
-#: ... and, in the rows layout ``(N, C)``, fewer than this. Whole calls, serial
-#: against parallel, interleaved in one process, 2 threads, fp32, 2026-12-01:
-#: training forward / backward (256, 300) 1.34x / 1.23x, (256, 512) 1.12x /
-#: 1.10x, (128, 784) 0.96x / 0.98x, inference (128, 784) 1.70x; from
-#: (768, 256) on the parallel kernels win (0.96x / 0.95x serial). Here the
-#: second vCPU is now and then much slower (a parallel (128, 784) pass took
-#: 30 or 90 us from one second to the next, serial 30), and two busy threads
-#: also slow the Python around the kernels.
+#: ... and, in the rows layout ``(N, C)``, fewer than this. Whole training calls
+#: (the fused rows kernels), parallel speed-up over serial, interleaved in one
+#: process, 2 threads, fp32, 2026-12-02, forward / backward: (128, 784) 0.55x /
+#: 0.66x, (256, 300) 0.90x / 1.06x, (512, 256) 0.95x / 1.08x, (256, 784) 1.08x /
+#: 1.24x, (1024, 256) 1.23x / 1.48x. Here the second vCPU is now and then much
+#: slower (a parallel (128, 784) pass took 30 or 90 us from one second to the
+#: next, serial 30), and two busy threads also slow the Python around the kernels.
 ROWS_SERIAL_BELOW = 1 << 17
 
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")

@@ -71,10 +71,6 @@ def _features(x, axis, fn):
 FUSE_BYTES = 1 << 20
 #: ... and fewest features: one task per feature must keep every thread busy.
 FUSE_MIN_FEATURES = 16
-#: rows layout: fewest columns per fused column block (a shorter row segment
-#: defeats the prefetcher), so a parallel fused rows kernel needs twice this
-#: many features to give two threads a block each.
-FUSE_MIN_COLS = 64
 
 
 def _serial(xk):
@@ -108,33 +104,20 @@ def _fuse(xk, lay, arrays):
 
     ``arrays`` is how many inputs the pass reads (forward 1, backward 2).
     Planes fuse one task per feature when a feature's data fit in L2. Rows
-    fuse one task per column block on one thread below
-    ``_config.ROWS_SERIAL_BELOW`` elements, and in parallel for one chunk of rows
-    that fits in L2 and is wide enough to share: (128, 784) fp32 1.48x
-    forward, 1.34x backward against the split kernels; with 256 rows the
-    split kernels were faster ((256, 784) fused 0.82x / 0.71x). Fused and
-    split kernels give the same bits (a test holds them to it), so the
-    choice only changes the speed. Ratios: both paths interleaved in one
-    process, 2 threads, 2026-12-01.
+    (one column per feature) always run both passes in one call: the split
+    kernels' tasks without the Python between them, (256, 784) fp32 1.43x
+    forward, 1.34x backward; (8192, 1024) the same speed. Fused and split
+    kernels give the same bits (a test holds them to it), so the choice only
+    changes the speed. Ratios: both paths interleaved in one process, 2
+    threads, 2026-12-02.
     """
     if lay.kind == "planes":
         if (lay.channels >= FUSE_MIN_FEATURES
                 and lay.count * xk.itemsize * arrays <= FUSE_BYTES):
             return "planes"
-    elif lay.group == 1 and (_serial(xk) or (
-            xk.shape[0] <= K.ROWS_PER_CHUNK and xk.nbytes * arrays <= FUSE_BYTES
-            and lay.channels >= 2 * FUSE_MIN_COLS)):
+    elif lay.group == 1 and xk.size:
         return "rows"
     return None
-
-
-def _rows_fused(kern, xk):
-    """The fused rows kernel to run on ``xk`` (serial twin or parallel) and its
-    column block width: whole rows on one thread, else one block per thread."""
-    c = xk.shape[1]
-    if _serial(xk):
-        return kern.serial, max(c, 1)
-    return kern.parallel, max(FUSE_MIN_COLS, _line_multiple(-(-c // numba.get_num_threads())))
 
 
 def _line_multiple(cols):
@@ -432,9 +415,8 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
                                                          float(epsilon), yk, K.PLANE_CHUNK)
         var_k = m2_k / n
     elif fused == "rows":
-        kern, cols = _rows_fused(K._forward_rows_fused, xk)
-        mean_k, var_k, invstd_k = kern(xk, gamma_k, shift, float(epsilon), yk,
-                                       K.ROWS_PER_CHUNK, cols)
+        mean_k, var_k, invstd_k = _run(K._forward_rows_fused, xk)(
+            xk, gamma_k, shift, float(epsilon), yk, K.ROWS_PER_CHUNK, _cols(xk))
     elif training:
         mean_k, m2_k = _stats(xk, lay) if c and n else (np.zeros(c), np.zeros(c))
         if merge is not None:
@@ -558,8 +540,8 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
         sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
                                                            dxk, K.PLANE_CHUNK)
     elif fused == "rows":
-        kern, cols = _rows_fused(K._backward_rows_fused, xk)
-        sum_g, sum_gx = kern(dyk, xk, mean_k, invstd_k, gamma_k, dxk, K.ROWS_PER_CHUNK, cols)
+        sum_g, sum_gx = _run(K._backward_rows_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
+                                                         dxk, K.ROWS_PER_CHUNK, _cols(xk))
     else:
         sum_g, sum_gx = (_grad_sums(dyk, xk, mean_k, lay) if c and n
                          else (np.zeros(c), np.zeros(c)))

@@ -386,6 +386,7 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
 @pytest.mark.parametrize("shape,axis,kind,serial", [((6, 20, 1000), 1, "planes", None),
                                                     ((128, 300), -1, "rows", False),
                                                     ((128, 300), -1, "rows", True),
+                                                    ((300, 2100), -1, "rows", False),
                                                     ((260, 100), -1, "rows", True),  # 3 chunks
                                                     ((7, 5), -1, "rows", True),
                                                     ((1, 9), -1, "rows", True)])
@@ -403,7 +404,7 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dt
     lay = _axes.layout(x, functional._features(x, axis, "test"))
     assert functional._fuse(lay.view(x), lay, 1) == kind
     if kind == "rows":
-        kern, _ = functional._rows_fused(fastbn.kernels._forward_rows_fused, lay.view(x))
+        kern = functional._run(fastbn.kernels._forward_rows_fused, lay.view(x))
         assert kern is getattr(fastbn.kernels._forward_rows_fused,
                                "serial" if serial else "parallel")
     runs = []

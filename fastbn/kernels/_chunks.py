@@ -152,6 +152,16 @@ def _n_chunks(n, size):
     return (n + size - 1) // size
 
 
+@helper
+def _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block):
+    """Rows layout: task ``task``'s chunk ``k``, rows ``r0:r1`` and columns ``c0:c1``
+    (tasks run over row chunks, then column blocks within a chunk)."""
+    k = task // n_blocks
+    r0 = k * rows_per_chunk
+    c0 = (task - k * n_blocks) * cols_per_block
+    return k, r0, min(n, r0 + rows_per_chunk), c0, min(c, c0 + cols_per_block)
+
+
 #: rows layout: fewest columns for which the row sums take four rows per sweep
 #: (see :func:`_rows_moments`). Against one row per sweep, interleaved
 #: in one process on the 2-core dev machine, 2 threads, fp32: moments 1.20x

@@ -9,7 +9,8 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks, _rows_grad_sums
+from ._chunks import (LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks, _row_task,
+                      _rows_grad_sums)
 
 
 @kernel
@@ -21,26 +22,28 @@ def _grad_sums_rows(dy, x, mean, rows_per_chunk, cols_per_block):
     part_g = np.empty((n_chunks, c))
     part_gx = np.empty((n_chunks, c))
     for task in prange(n_chunks * n_blocks):
-        k = task // n_blocks
-        r0 = k * rows_per_chunk
-        r1 = min(n, r0 + rows_per_chunk)
-        c0 = (task - k * n_blocks) * cols_per_block
-        c1 = min(c, c0 + cols_per_block)
+        k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
     for b in prange(n_blocks):
         c0 = b * cols_per_block
         c1 = min(c, c0 + cols_per_block)
-        sg = sum_g[c0:c1]
-        sgx = sum_gx[c0:c1]
-        for k in range(n_chunks):
-            pg = part_g[k, c0:c1]
-            pgx = part_gx[k, c0:c1]
-            for j in range(c1 - c0):
-                sg[j] += pg[j]
-                sgx[j] += pgx[j]
+        _sum_row_chunks(part_g, part_gx, c0, sum_g[c0:c1], sum_gx[c0:c1])
     return sum_g, sum_gx
+
+
+@helper
+def _sum_row_chunks(part_g, part_gx, c0, sg, sgx):
+    """Add the chunks' sums of columns ``c0:c0 + sg.size`` (one row of ``part_*``
+    per chunk) into ``sg``/``sgx``, in chunk order."""
+    c1 = c0 + sg.size
+    for k in range(part_g.shape[0]):
+        pg = part_g[k, c0:c1]
+        pgx = part_gx[k, c0:c1]
+        for j in range(c1 - c0):
+            sg[j] += pg[j]
+            sgx[j] += pgx[j]
 
 
 @kernel
@@ -86,21 +89,23 @@ def _grad_x_rows(dy, x, mean, p, q, r, dx, rows_per_chunk, cols_per_block):
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
     for task in prange(n_chunks * n_blocks):
-        k = task // n_blocks
-        r0 = k * rows_per_chunk
-        r1 = min(n, r0 + rows_per_chunk)
-        c0 = (task - k * n_blocks) * cols_per_block
-        c1 = min(c, c0 + cols_per_block)
-        mu = mean[c0:c1]
-        pc = p[c0:c1]
-        qc = q[c0:c1]
-        rc = r[c0:c1]
-        for i in range(r0, r1):
-            gr = dy[i, c0:c1]
-            xr = x[i, c0:c1]
-            dr = dx[i, c0:c1]
-            for j in range(c1 - c0):
-                dr[j] = gr[j] * pc[j] - (xr[j] - mu[j]) * qc[j] - rc[j]
+        _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+        _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx)
+
+
+@helper
+def _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx):
+    """:func:`_grad_x_rows` on rows ``r0:r1``, columns ``c0:c1``."""
+    mu = mean[c0:c1]
+    pc = p[c0:c1]
+    qc = q[c0:c1]
+    rc = r[c0:c1]
+    for i in range(r0, r1):
+        gr = dy[i, c0:c1]
+        xr = x[i, c0:c1]
+        dr = dx[i, c0:c1]
+        for j in range(c1 - c0):
+            dr[j] = gr[j] * pc[j] - (xr[j] - mu[j]) * qc[j] - rc[j]
 
 
 @kernel

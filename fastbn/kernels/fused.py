@@ -1,19 +1,27 @@
-"""One task per feature, statistics and elementwise pass fused while in cache.
+"""Both passes of a training forward or backward in one call.
 
-For planes whose feature data fit in L2 (NCHW: ``outer * inner`` elements
-per channel), reading a channel twice costs one DRAM read, not two: forward
-moves 8 bytes per fp32 element instead of 12, backward 12 instead of 20.
+Planes: one task per feature, statistics and elementwise pass while the
+feature is in cache. For planes whose feature data fit in L2 (NCHW:
+``outer * inner`` elements per channel), reading a channel twice costs one
+DRAM read, not two: forward moves 8 bytes per fp32 element instead of 12,
+backward 12 instead of 20.
+
+Rows: the split kernels' tasks, their merge and the elementwise tasks in
+one parallel function, which saves the Python between the passes and a
+thread's chunk stays in its L2 when there are as many chunks as threads.
+
 The chunking and merge order are those of the split kernels, so the
-statistics are the same numbers.
+results are the same numbers.
 """
 import numpy as np
 from numba import prange
 
 from .._config import kernel
-from ._chunks import (LANES, _chan_merge, _chan_merge_into, _lanes_add_prod_dev, _lanes_total,
-                      _n_chunks, _plane_chunk_moments, _rows_grad_sums, _rows_moments)
-from .backward import _grad_coeffs
-from .normalize import _finite_shift, _invstd_scale
+from ._chunks import (LANES, _chan_merge, _lanes_add_prod_dev, _lanes_total, _n_chunks,
+                      _plane_chunk_moments, _row_task, _rows_grad_sums, _rows_moments)
+from .backward import _grad_coeffs, _grad_x_row_block, _sum_row_chunks
+from .moments import _merge_row_chunks
+from .normalize import _affine_row_block, _finite_shift, _invstd_scale
 
 
 @kernel
@@ -101,87 +109,57 @@ def _backward_planes_fused(dy, x, mean, invstd, gamma, dx, chunk):
 
 @kernel
 def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
-    """Batch-norm forward of a small ``(N, C)`` array; returns ``(mean, var, invstd)``.
+    """Training batch-norm forward of ``(N, C)``; returns ``(mean, var, invstd)``.
 
-    One task per column block (the width never changes a result): the
-    block's statistics (the chunks, sums and merges of
-    :func:`._moments_rows`, shifted by each column's first finite value as
-    :func:`fastbn.functional._shift` does), then ``invstd``, then the
-    elementwise pass, in one parallel region and while the block is in
-    cache. Same bits as the split kernels.
+    The split kernels' passes in one call: the statistics tasks of
+    :func:`._moments_rows` (shifted by each column's first finite value, as
+    :func:`fastbn.functional._shift`), their merge, ``invstd``, then the
+    tasks of :func:`._affine_rows` over the same row chunks, so a thread
+    finds its chunk still in its L2 when there are no more chunks than
+    threads. ``gamma``/``beta`` are float64 vectors (ones / zeros for None).
+    Same bits as the split kernels.
     """
     n, c = x.shape
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
+    shift = _finite_shift(x[0])
+    part_mean = np.empty((n_chunks, c))
+    part_m2 = np.empty((n_chunks, c))
+    for task in prange(n_chunks * n_blocks):
+        k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+        _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
     mean = np.empty(c)
     var = np.empty(c)
-    invstd = np.empty(c)
-    for b in prange(n_blocks):
-        c0 = b * cols_per_block
-        c1 = min(c, c0 + cols_per_block)
-        w = c1 - c0
-        sh = _finite_shift(x[0, c0:c1])
-        mu = mean[c0:c1]
-        q = var[c0:c1]
-        pm = np.empty(w)
-        pq = np.empty(w)
-        count = 0.0
-        for k in range(n_chunks):
-            r0 = k * rows_per_chunk
-            r1 = min(n, r0 + rows_per_chunk)
-            _rows_moments(x, r0, r1, c0, sh, pm, pq)
-            if k == 0:
-                mu[:] = pm
-                q[:] = pq
-                count = float(r1 - r0)
-            else:
-                count = _chan_merge_into(mu, q, count, pm, pq, float(r1 - r0))
-        for j in range(w):
-            mu[j] += sh[j]
-            q[j] /= n                        # m2 -> var
-        inv, sc = _invstd_scale(q, gamma[c0:c1], eps)
-        invstd[c0:c1] = inv
-        be = beta[c0:c1]
-        for i in range(n):
-            xr = x[i, c0:c1]
-            yr = y[i, c0:c1]
-            for j in range(w):
-                yr[j] = (xr[j] - mu[j]) * sc[j] + be[j]
+    _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, 0, mean, var)
+    for j in range(c):
+        mean[j] += shift[j]
+        var[j] /= n                         # m2 -> var
+    invstd, scale = _invstd_scale(var, gamma, eps)
+    for task in prange(n_chunks * n_blocks):
+        _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+        _affine_row_block(x, r0, r1, c0, c1, mean, scale, beta, y)
     return mean, var, invstd
 
 
 @kernel
 def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_per_block):
-    """Training batch-norm backward of a small ``(N, C)`` array, one task per
-    column block as in :func:`_forward_rows_fused` (the sums of
-    :func:`._grad_sums_rows`, then ``dx``); returns ``(sum dy, sum
+    """Training batch-norm backward of ``(N, C)`` in one call, as
+    :func:`_forward_rows_fused`: the tasks of :func:`._grad_sums_rows`, their
+    sum, then those of :func:`._grad_x_rows`; returns ``(sum dy, sum
     dy*(x-mean))``. Same bits as the split kernels."""
     n, c = x.shape
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
+    part_g = np.empty((n_chunks, c))
+    part_gx = np.empty((n_chunks, c))
+    for task in prange(n_chunks * n_blocks):
+        k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+        _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
-    for b in prange(n_blocks):
-        c0 = b * cols_per_block
-        c1 = min(c, c0 + cols_per_block)
-        w = c1 - c0
-        mu = mean[c0:c1]
-        tg = sum_g[c0:c1]
-        tgx = sum_gx[c0:c1]
-        sg = np.empty(w)
-        sgx = np.empty(w)
-        for k in range(n_chunks):
-            r0 = k * rows_per_chunk
-            r1 = min(n, r0 + rows_per_chunk)
-            _rows_grad_sums(dy, x, r0, r1, c0, mu, sg, sgx)
-            for j in range(w):
-                tg[j] += sg[j]
-                tgx[j] += sgx[j]
-        p, q, r = _grad_coeffs(gamma[c0:c1], invstd[c0:c1], tg, tgx, float(n))
-        for i in range(n):
-            gr = dy[i, c0:c1]
-            xr = x[i, c0:c1]
-            dr = dx[i, c0:c1]
-            for j in range(w):
-                dr[j] = gr[j] * p[j] - (xr[j] - mu[j]) * q[j] - r[j]
+    _sum_row_chunks(part_g, part_gx, 0, sum_g, sum_gx)
+    p, q, r = _grad_coeffs(gamma, invstd, sum_g, sum_gx, float(n))
+    for task in prange(n_chunks * n_blocks):
+        _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+        _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx)
     return sum_g, sum_gx

@@ -22,7 +22,7 @@ from numba import prange
 
 from .._config import helper, kernel
 from ._chunks import (LANES, _chan_merge, _chan_merge_into, _n_chunks, _plane_chunk_moments,
-                      _rows_moments)
+                      _row_task, _rows_moments)
 
 
 @kernel
@@ -38,27 +38,31 @@ def _moments_rows(x, shift, rows_per_chunk, cols_per_block):
     part_mean = np.empty((n_chunks, c))
     part_m2 = np.empty((n_chunks, c))
     for task in prange(n_chunks * n_blocks):
-        k = task // n_blocks
-        r0 = k * rows_per_chunk
-        r1 = min(n, r0 + rows_per_chunk)
-        c0 = (task - k * n_blocks) * cols_per_block
-        c1 = min(c, c0 + cols_per_block)
+        k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
     mean = np.empty(c)
     m2 = np.empty(c)
     for b in prange(n_blocks):
         c0 = b * cols_per_block
         c1 = min(c, c0 + cols_per_block)
-        mu = mean[c0:c1]
-        q = m2[c0:c1]
-        mu[:] = part_mean[0, c0:c1]
-        q[:] = part_m2[0, c0:c1]
-        count = float(min(n, rows_per_chunk))
-        for k in range(1, n_chunks):
-            count_k = float(min(n, (k + 1) * rows_per_chunk) - k * rows_per_chunk)
-            count = _chan_merge_into(mu, q, count, part_mean[k, c0:c1], part_m2[k, c0:c1],
-                                     count_k)
+        _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, c0, mean[c0:c1], m2[c0:c1])
     return mean, m2
+
+
+@helper
+def _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, c0, mean, m2):
+    """Chan-merge the chunks' ``(mean, m2)`` of columns ``c0:c0 + mean.size`` (one
+    row of ``part_*`` per chunk of ``rows_per_chunk`` of ``n`` rows), in chunk
+    order, into ``mean``/``m2``. Each column is merged on its own, so the
+    column range never changes a result."""
+    c1 = c0 + mean.size
+    mean[:] = part_mean[0, c0:c1]
+    m2[:] = part_m2[0, c0:c1]
+    count = float(min(n, rows_per_chunk))
+    for k in range(1, part_mean.shape[0]):
+        count_k = float(min(n, (k + 1) * rows_per_chunk) - k * rows_per_chunk)
+        count = _chan_merge_into(mean, m2, count, part_mean[k, c0:c1], part_m2[k, c0:c1],
+                                 count_k)
 
 
 @kernel

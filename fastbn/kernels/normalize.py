@@ -8,7 +8,7 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import _n_chunks
+from ._chunks import _n_chunks, _row_task
 
 
 @kernel
@@ -18,19 +18,21 @@ def _affine_rows(x, mean, scale, shift, y, rows_per_chunk, cols_per_block):
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
     for task in prange(n_chunks * n_blocks):
-        k = task // n_blocks
-        r0 = k * rows_per_chunk
-        r1 = min(n, r0 + rows_per_chunk)
-        c0 = (task - k * n_blocks) * cols_per_block
-        c1 = min(c, c0 + cols_per_block)
-        mu = mean[c0:c1]
-        sc = scale[c0:c1]
-        sh = shift[c0:c1]
-        for i in range(r0, r1):
-            xr = x[i, c0:c1]
-            yr = y[i, c0:c1]
-            for j in range(c1 - c0):
-                yr[j] = (xr[j] - mu[j]) * sc[j] + sh[j]
+        _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+        _affine_row_block(x, r0, r1, c0, c1, mean, scale, shift, y)
+
+
+@helper
+def _affine_row_block(x, r0, r1, c0, c1, mean, scale, shift, y):
+    """:func:`_affine_rows` on rows ``r0:r1``, columns ``c0:c1``."""
+    mu = mean[c0:c1]
+    sc = scale[c0:c1]
+    sh = shift[c0:c1]
+    for i in range(r0, r1):
+        xr = x[i, c0:c1]
+        yr = y[i, c0:c1]
+        for j in range(c1 - c0):
+            yr[j] = (xr[j] - mu[j]) * sc[j] + sh[j]
 
 
 @kernel
