@@ -1,14 +1,14 @@
 """Both passes of a training forward or backward in one call.
 
 Planes: one task per feature, statistics and elementwise pass while the
-feature is in cache. For planes whose feature data fit in L2 (NCHW:
+feature is in cache. For planes whose feature data fit in cache (NCHW:
 ``outer * inner`` elements per channel), reading a channel twice costs one
 DRAM read, not two: forward moves 8 bytes per fp32 element instead of 12,
 backward 12 instead of 20.
 
 Rows: the split kernels' tasks, their merge and the elementwise tasks in
 one parallel function, which saves the Python between the passes and a
-thread's chunk stays in its L2 when there are as many chunks as threads.
+thread's chunk stays in cache when there are as many chunks as threads.
 
 The chunking and merge order are those of the split kernels, so the
 results are the same numbers.
@@ -115,7 +115,7 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     :func:`._moments_rows` (shifted by each column's first finite value, as
     :func:`fastbn.functional._shift`), their merge, ``invstd``, then the
     tasks of :func:`._affine_rows` over the same row chunks, so a thread
-    finds its chunk still in its L2 when there are no more chunks than
+    finds its chunk still in cache when there are no more chunks than
     threads. ``gamma``/``beta`` are float64 vectors (ones / zeros for None).
     Same bits as the split kernels.
     """
