@@ -565,14 +565,18 @@ def _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, momentum):
     """Update the moving statistics in place (see :func:`batch_norm_forward`):
     one Numba call when both are already kernel-order float vectors."""
     if lay._fident and _kernel_vector(moving_mean) and _kernel_vector(moving_variance):
-        K._update_moving_pair(moving_mean.reshape(-1), mean_k, moving_variance.reshape(-1), var_k,
-                              momentum)
+        K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k, momentum)
         return
     for arr, batch_k in ((moving_mean, mean_k), (moving_variance, var_k)):
         if lay._fident and _kernel_vector(arr):
-            K._update_moving(arr.reshape(-1), batch_k, momentum)
+            K._update_moving(_flat(arr), batch_k, momentum)
         else:
             arr[...] = arr.astype(np.float64) * momentum + lay.from_kernel(batch_k) * (1.0 - momentum)
+
+
+def _flat(arr):
+    """A contiguous array as a 1-d view (itself when it is one already)."""
+    return arr if arr.ndim == 1 else arr.reshape(-1)
 
 
 def _kernel_vector(arr):
@@ -618,12 +622,17 @@ def _ones(c):
 
 
 def _check_epsilon(epsilon, fn):
+    if type(epsilon) is float and 0.0 <= epsilon < math.inf:    # the common case, fast
+        return
     if not (isinstance(epsilon, (int, float, np.floating, np.integer))
             and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"{fn}: epsilon must be a finite number >= 0, got {epsilon!r}")
 
 
 def _check_moving(arr, shape, name, fn, axis):
+    if (type(arr) is np.ndarray and arr.shape == shape and arr.dtype.kind == "f"
+            and arr.flags.writeable):           # the common case, in a third of the time
+        return
     if not isinstance(arr, np.ndarray):
         raise TypeError(f"{fn}: {name} must be a NumPy array (it is updated in place), "
                         f"got {type(arr).__name__}")
