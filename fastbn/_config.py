@@ -20,13 +20,16 @@ CACHE = os.environ.get("FASTBN_NO_CACHE", "0") != "1"
 
 #: Inputs with fewer elements than this run on the serial twin.
 SERIAL_BELOW = 1 << 15
-#: ... and, in the rows layout ``(N, C)``, fewer than this. Whole training calls
-#: (the fused rows kernels), parallel speed-up over serial, interleaved in one
-#: process, 2 threads, fp32, 2026-12-02, forward / backward: (128, 784) 0.55x /
-#: 0.66x, (256, 300) 0.90x / 1.06x, (512, 256) 0.95x / 1.08x, (256, 784) 1.08x /
-#: 1.24x, (1024, 256) 1.23x / 1.48x. Here the second vCPU is now and then much
-#: slower (a parallel (128, 784) pass took 30 or 90 us from one second to the
-#: next, serial 30), and two busy threads also slow the Python around the kernels.
+#: ... and, in the rows layout ``(N, C)``, fewer than this while N fits in one row
+#: chunk (two threads then split each row), half as many when N spans several
+#: chunks (each thread takes whole chunks). Whole training calls (the fused rows
+#: kernels), parallel speed-up over serial, interleaved in one process, 2
+#: threads, fp32, 2026-12-02, forward / backward: (128, 784) 0.55x / 0.66x,
+#: then 0.94x / 0.96x, then 0.96x / 1.07x; (256, 300) 0.90x / 1.06x, then
+#: 1.14x / 1.16x, 1.11x / 1.19x and 1.19x / 1.25x; (192, 400) 1.06x / 1.06x;
+#: (256, 200) 1.00x / 1.07x; (256, 128) 0.91x / 1.01x; (256, 784) 1.08x / 1.24x;
+#: (1024, 256) 1.23x / 1.48x. Here each vCPU is now and then 1.5x slower for
+#: seconds at a time, hence the spread between runs.
 ROWS_SERIAL_BELOW = 1 << 17
 
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")

@@ -77,8 +77,12 @@ FUSE_MIN_FEATURES = 16
 
 def _serial(xk):
     """Whether the kernel-layout array ``xk`` is too small to share between threads
-    (rows layout: ``ROWS_SERIAL_BELOW`` elements, else ``SERIAL_BELOW``)."""
-    return xk.size < (_config.ROWS_SERIAL_BELOW if xk.ndim == 2 else _config.SERIAL_BELOW)
+    (rows layout: ``ROWS_SERIAL_BELOW`` elements, half that over several row
+    chunks; else ``SERIAL_BELOW``)."""
+    if xk.ndim != 2:
+        return xk.size < _config.SERIAL_BELOW
+    below = _config.ROWS_SERIAL_BELOW
+    return xk.size < (below if xk.shape[0] <= K.ROWS_PER_CHUNK else below // 2)
 
 
 def _run(kern, xk):

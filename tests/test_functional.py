@@ -355,6 +355,17 @@ def test_serial_and_parallel_twins_agree_bitwise(shape, axis, monkeypatch):
         assert u.tobytes() == v.tobytes()
 
 
+@pytest.mark.parametrize("shape,serial", [((128, 784), True), ((128, 1025), False),
+                                          ((256, 300), False), ((256, 200), True),
+                                          ((200, 40), True)])
+def test_rows_go_parallel_sooner_over_several_row_chunks(shape, serial):
+    """Rows run serially below ROWS_SERIAL_BELOW elements while they fit one row chunk
+    (threads would split every row), below half that over several chunks."""
+    from fastbn import functional
+    assert fastbn._config.ROWS_SERIAL_BELOW == 1 << 17
+    assert functional._serial(np.empty(shape, np.float32)) is serial
+
+
 def test_no_warnings_on_plain_input():
     x = np.random.default_rng(0).standard_normal((64, 8))
     with warnings.catch_warnings():
