@@ -11,9 +11,9 @@ from .._config import helper
 #: rows layout: rows per statistics chunk. A 128 x 1024 block is 512 KiB in
 #: float32, the L2 of one core here (the 32 MiB L3 is shared), so much of it
 #: is still cached for a second pass over it (the fused kernels' statistics
-#: and elementwise passes). Moments of
-#: (8192, 1024) fp32, 2 threads: 1.1 ms with 128 x 1024 blocks, 1.9 ms with
-#: 256 x 256 (short rows defeat the prefetcher).
+#: and elementwise passes). Moments of (8192, 1024) fp32, 2 threads: 1.1 ms
+#: with 128 x 1024 blocks, 1.9 ms with 256 x 256 (short rows defeat the
+#: prefetcher).
 ROWS_PER_CHUNK = 128
 #: rows layout: at most this many columns per task. Column blocks only split
 #: the work (each column is reduced on its own), so they never change a result.
