@@ -67,11 +67,14 @@ def test_same_seed_same_numbers(fake_data, tmp_path):
 
 @pytest.mark.parametrize("model", job.MODELS)
 def test_every_model_and_optimizer_trains(fake_data, tmp_path, model):
+    import numba
     opt = "adam" if model == "plain" else "sgd"
+    before = numba.get_num_threads()
     m = run_job(tmp_path / model, "--quiet", "--no-plot", "--model", model,
                 "--optimizer", opt, "--lr", "0.01", "--threads", "1")
     assert m["settings"]["model"] == model and np.isfinite(m["history"]["loss"][0])
     assert m["threads"]["numba"] == 1
+    assert numba.get_num_threads() == before        # an in-process caller's count is kept
 
 
 def test_bad_flags_exit_with_usage(capsys):

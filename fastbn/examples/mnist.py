@@ -365,10 +365,14 @@ def run(args):
         dp = DataParallel()                 # an uncaught exception now aborts every rank
         if args.threads is None:
             args.threads = dp.threads_per_process()
+    import numba
+
+    numba_threads = numba.get_num_threads()
     threads, limits = _set_threads(args.threads)
     try:
         return _run(args, nn, threads, dp)
-    finally:
+    finally:                                # leave an in-process caller's threads as they were
+        numba.set_num_threads(numba_threads)
         if limits is not None:
             limits.restore_original_limits()
 
