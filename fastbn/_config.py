@@ -22,12 +22,15 @@ CACHE = os.environ.get("FASTBN_NO_CACHE", "0") != "1"
 SERIAL_BELOW = 1 << 15
 #: ... and, in the rows layout ``(N, C)``, fewer than this while N fits in one row
 #: chunk (two threads then split each row), half as many when N spans several
-#: chunks (each thread takes whole chunks). Whole training calls (the fused rows
-#: kernels), parallel speed-up over serial, interleaved in one process, 2
-#: threads, fp32, 2026-12-02, forward / backward: (128, 784) 0.55x / 0.66x,
-#: then 0.94x / 0.96x, then 0.96x / 1.07x; (256, 300) 0.90x / 1.06x, then
-#: 1.14x / 1.16x, 1.11x / 1.19x and 1.19x / 1.25x; (192, 400) 1.06x / 1.06x;
-#: (256, 200) 1.00x / 1.07x; (256, 128) 0.91x / 1.01x; (256, 784) 1.08x / 1.24x;
+#: chunks (each thread takes whole chunks) or the pass reads two arrays (the
+#: fused backward). Whole training calls (the fused rows kernels), parallel
+#: speed-up over serial, interleaved in one process, 2 threads, fp32,
+#: 2026-12-02, forward / backward: (128, 784) 0.55x / 0.66x, then 0.94x / 0.96x,
+#: then 0.96x / 1.07x, and with planned calls (less Python between kernels)
+#: 1.07x / 1.22x, 1.02x / 1.14x, 0.99x / 1.01x; (128, 512) 0.98x / 1.00x;
+#: (256, 300) 0.90x / 1.06x, then 1.14x / 1.16x, 1.11x / 1.19x and 1.19x / 1.25x;
+#: (192, 400) 1.06x / 1.06x; (256, 200) 1.00x / 1.07x, then 1.02x / 1.04x;
+#: (256, 128) 0.91x / 1.01x, then 0.89x / 0.88x; (256, 784) 1.08x / 1.24x;
 #: (1024, 256) 1.23x / 1.48x. Here each vCPU is now and then 1.5x slower for
 #: seconds at a time, hence the spread between runs.
 ROWS_SERIAL_BELOW = 1 << 17

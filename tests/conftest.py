@@ -1,5 +1,18 @@
 import os
 import sys
 
+import pytest
+
 # tests import the float64 reference as a plain module
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+@pytest.fixture(autouse=True)
+def _no_plans_across_tests():
+    """Each test starts without the plans that earlier tests' calls left
+    (``fastbn.functional``, planned training calls), so whether a call is
+    planned depends on the test alone."""
+    from fastbn import functional
+    functional._PLANS.clear()
+    yield
+    functional._PLANS.clear()

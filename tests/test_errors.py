@@ -67,6 +67,64 @@ def test_bad_input_raises_clearly(call, exc, match):
         call()
 
 
+def _read_only(a):
+    a.flags.writeable = False
+    return a
+
+
+BAD_AFTER_PLAN = [
+    (dict(gamma=np.ones(4, np.float32)), ValueError, r"gamma has shape \(4,\)"),
+    (dict(beta=np.ones((1, 3))), ValueError, r"beta has shape \(1, 3\)"),
+    (dict(gamma=np.array(["a"] * 3)), TypeError, "gamma has dtype"),
+    (dict(epsilon=-1e-3), ValueError, "epsilon must be a finite number >= 0"),
+    (dict(epsilon=float("nan")), ValueError, "epsilon"),
+    (dict(epsilon=float("inf")), ValueError, "epsilon"),
+    (dict(momentum=1.5), ValueError, "momentum"),
+    (dict(momentum=float("nan")), ValueError, "momentum"),
+    (dict(axis=(True,)), TypeError, "axis must be an int"),
+    (dict(axis=True), TypeError, "axis must be an int"),
+    (dict(moving_variance=None), ValueError, "both moving_mean and moving_variance"),
+    (dict(moving_mean=np.zeros(2), moving_variance=np.ones(2)), ValueError, "moving_mean has shape"),
+    (dict(moving_mean=np.zeros(3, int), moving_variance=np.ones(3, int)), TypeError,
+     "must be a float array"),
+    (dict(moving_variance=_read_only(np.ones(3))), ValueError, "moving_variance is read-only"),
+]
+
+
+@pytest.mark.parametrize("axis", [-1, (1,)])
+@pytest.mark.parametrize("kw,exc,match", BAD_AFTER_PLAN)
+def test_bad_forward_input_fails_the_same_once_a_call_is_planned(kw, exc, match, axis):
+    """A checked call leaves a plan for calls like it (fastbn.functional, planned
+    training calls); bad arguments to a call on the same x must still fail."""
+    from fastbn import functional
+    good = dict(gamma=G, beta=G, axis=axis, moving_mean=np.zeros(3), moving_variance=np.ones(3))
+    fwd(**good)
+    assert len(functional._PLANS) == 1
+    with pytest.raises(exc, match=match):
+        fwd(**{**good, **kw})
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(dy=X[:4]), ValueError, r"dy has shape \(4, 3\) but x has shape \(8, 3\)"),
+    (dict(dy=X.astype(np.int32)), TypeError, "dy has dtype int32"),
+    (dict(dy=X.tolist()), None, None),
+    (dict(mean=np.zeros(4)), ValueError, r"mean has shape \(4,\)"),
+    (dict(mean=None), TypeError, "mean has dtype object"),
+    (dict(invstd=np.zeros((3, 1))), ValueError, "invstd has shape"),
+    (dict(gamma=np.ones(2)), ValueError, "gamma has shape"),
+    (dict(axis=(True,)), TypeError, "axis must be an int"),
+])
+def test_bad_backward_input_fails_the_same_once_a_call_is_planned(kw, exc, match):
+    from fastbn import functional
+    bwd()
+    assert len(functional._PLANS) == 1
+    if exc is None:                     # not an error: a list takes the checked path
+        np.testing.assert_array_equal(bwd(**kw)[0], bwd()[0])
+        return
+    with pytest.raises(exc, match=match):
+        bwd(**kw)
+
+
 def test_read_only_moving_statistics_are_refused_before_anything_changes():
     mm, mv = np.zeros(3), np.ones(3)
     mm.flags.writeable = False

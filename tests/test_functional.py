@@ -351,19 +351,32 @@ def test_serial_and_parallel_twins_agree_bitwise(shape, axis, monkeypatch):
                                                 moving_mean=m, moving_variance=1 / s**2))
         monkeypatch.setattr(fastbn._config, "SERIAL_BELOW", 10**12)
         monkeypatch.setattr(fastbn._config, "ROWS_SERIAL_BELOW", 10**12)
+        functional._PLANS.clear()           # plans keep the kernel they chose
     for u, v in zip(*runs):
         assert u.tobytes() == v.tobytes()
 
 
-@pytest.mark.parametrize("shape,serial", [((128, 784), True), ((128, 1025), False),
-                                          ((256, 300), False), ((256, 200), True),
-                                          ((200, 40), True)])
-def test_rows_go_parallel_sooner_over_several_row_chunks(shape, serial):
+@pytest.mark.parametrize("shape,serial,serial_backward", [
+    ((128, 784), True, False), ((128, 1025), False, False), ((128, 500), True, True),
+    ((256, 300), False, False), ((256, 200), True, True), ((200, 40), True, True)])
+def test_rows_go_parallel_sooner_over_several_row_chunks(shape, serial, serial_backward):
     """Rows run serially below ROWS_SERIAL_BELOW elements while they fit one row chunk
-    (threads would split every row), below half that over several chunks."""
+    (threads would split every row), below half that over several chunks or in the
+    fused backward (two arrays read); the plans keep the same choice."""
     from fastbn import functional
     assert fastbn._config.ROWS_SERIAL_BELOW == 1 << 17
-    assert functional._serial(np.empty(shape, np.float32)) is serial
+    x = np.ones(shape, np.float32)
+    assert functional._serial(x) is serial
+    assert functional._serial(x, 2) is serial_backward
+    y, m, s = fastbn.batch_norm_forward(x, None, None)
+    fastbn.batch_norm_backward(x, x, m, s, None)
+    (plan,) = functional._PLANS.values()
+    kernels = fastbn.kernels
+    assert plan.forward is getattr(kernels._forward_rows_fused,
+                                   "serial" if serial else "parallel")
+    assert plan.backward is getattr(kernels._backward_rows_fused,
+                                    "serial" if serial_backward else "parallel")
+    assert (plan.backward_cols < shape[1]) is (not serial_backward and shape[0] <= 128)
 
 
 def test_no_warnings_on_plain_input():
@@ -422,14 +435,64 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dt
     for fused in (True, False):
         if not fused:
             monkeypatch.setattr(functional, "_fuse", lambda xk, lay, arrays: None)
+            functional._PLANS.clear()       # a plan would run the fused kernels again
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)     # (1, 9): one value per feature
             y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis)
             runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis))
+    assert not functional._PLANS            # the split kernels ran, not a plan
     for a, c in zip(*runs):
         assert a.tobytes() == c.tobytes()
     y = runs[0][0]
     assert np.isnan(y[:, 0]).all() and np.isfinite(y[:, 1:]).all()
+
+
+# ------------------------------------------------------------ planned calls
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((2, 300), -1), ((128, 784), -1), ((256, 300), -1),
+                                        ((256, 28, 28), (1, 2)), ((300, 7), 1),
+                                        ((9, 4, 5), (2, 1))])
+@pytest.mark.parametrize("affine,moving", [(True, True), (False, False), (True, False)])
+def test_planned_calls_give_the_bits_of_checked_calls(shape, axis, dtype, affine, moving,
+                                                      monkeypatch):
+    """The first training call on a shape is checked and leaves a plan; the next
+    ones run the plan without the checks, and must give the same bits (outputs
+    and moving statistics)."""
+    from fastbn import functional
+    rng = np.random.default_rng(14)
+    x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    fshape = tuple(shape[a] for a in sorted(np.atleast_1d(axis)))
+    g, b = (rng.standard_normal(fshape), rng.standard_normal(fshape)) if affine else (None, None)
+    runs = []
+    for planned in (False, True):
+        mm, mv = (np.full(fshape, 0.5, dtype), np.full(fshape, 2.0, dtype)) if moving else (None, None)
+        y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis, moving_mean=mm, moving_variance=mv)
+        runs.append((y, m, s, mm, mv) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis))
+        assert len(functional._PLANS) == 1
+        monkeypatch.setattr(functional, "_batch_norm_forward", None)    # planned from here on
+        monkeypatch.setattr(functional, "_batch_norm_backward", None)
+    for a, c in zip(*runs):
+        assert (a is None and c is None) or a.tobytes() == c.tobytes()
+
+
+def test_plans_follow_the_thread_count_and_stay_few():
+    import numba
+    from fastbn import functional
+    x = np.ones((4, 3), np.float32)
+    fastbn.batch_norm_forward(x, None, None)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        assert functional._num_threads() == numba.get_num_threads() == 1
+        fastbn.batch_norm_forward(x, None, None)
+    finally:
+        numba.set_num_threads(before)
+    assert functional._num_threads() == numba.get_num_threads()
+    assert sorted(k[-1] for k in functional._PLANS) == sorted({1, before})
+    for n in range(2, 2 + functional._PLANS_MAX):
+        fastbn.batch_norm_forward(np.ones((n, 3)), None, None)
+    assert 0 < len(functional._PLANS) <= functional._PLANS_MAX
 
 
 # ------------------------------------------------------------------ out=
