@@ -10,7 +10,6 @@ import math
 import warnings
 
 import numba
-import numba.np.ufunc.parallel as _numba_parallel
 import numpy as np
 
 from . import _config
@@ -110,12 +109,21 @@ def _cols(xk, arrays=1):
     return min(K.COLS_PER_BLOCK, max(256, _line_multiple(-(-c // want))))
 
 
+try:                                       # Numba's private thread-pool module
+    from numba.np.ufunc import parallel as _numba_parallel
+except ImportError:                        # pragma: no cover - another Numba layout
+    _numba_parallel = None
+
+
 def _num_threads():
     """``numba.get_num_threads()``, without the two locks it takes on every call
     (2.4 us against 0.3 us) once Numba's thread pool is running: the same C
-    getter, read directly. A test holds the two to the same answer."""
+    getter, read directly, or the public function where that getter is not
+    there. A test holds the two to the same answer."""
     if getattr(_numba_parallel, "_is_initialized", False):
-        return _numba_parallel._get_num_threads()
+        get = getattr(_numba_parallel, "_get_num_threads", None)
+        if get is not None:
+            return get()
     return numba.get_num_threads()
 
 

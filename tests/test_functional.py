@@ -476,7 +476,9 @@ def test_planned_calls_give_the_bits_of_checked_calls(shape, axis, dtype, affine
         assert (a is None and c is None) or a.tobytes() == c.tobytes()
 
 
-def test_plans_follow_the_thread_count_and_stay_few():
+def test_plans_follow_the_thread_count_and_stay_few(monkeypatch):
+    import types
+
     import numba
     from fastbn import functional
     x = np.ones((4, 3), np.float32)
@@ -490,6 +492,10 @@ def test_plans_follow_the_thread_count_and_stay_few():
         numba.set_num_threads(before)
     assert functional._num_threads() == numba.get_num_threads()
     assert sorted(k[-1] for k in functional._PLANS) == sorted({1, before})
+    for stand_in in (None, types.SimpleNamespace(_is_initialized=True)):  # another Numba
+        monkeypatch.setattr(functional, "_numba_parallel", stand_in)
+        assert functional._num_threads() == numba.get_num_threads()
+    monkeypatch.undo()
     for n in range(2, 2 + functional._PLANS_MAX):
         fastbn.batch_norm_forward(np.ones((n, 3)), None, None)
     assert 0 < len(functional._PLANS) <= functional._PLANS_MAX
