@@ -385,9 +385,9 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     >>> mm
     array([0.2, 2. ])
     """
-    if training is True and out is None:
+    if training is True:
         res = _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance,
-                               momentum)
+                               momentum, out)
         if res is not None:
             return res
     return _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean,
@@ -451,7 +451,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     elif fused == "rows":
         mean_k, var_k, invstd_k = _run(K._forward_rows_fused, xk)(
             xk, gamma_k, shift, float(epsilon), yk, K.ROWS_PER_CHUNK, _cols(xk))
-        if training is True and out is None and xk_in is x:
+        if training is True and xk_in is x:
             _remember_plan(x, axis, lay, xk)
     elif training:
         mean_k, m2_k = _stats(xk, lay) if c and n else (np.zeros(c), np.zeros(c))
@@ -539,8 +539,8 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
     >>> bool(np.abs(dx).max() < 1e-12), dbeta
     (True, array([3.]))
     """
-    if training is True and out is None:
-        res = _planned_backward(dy, x, mean, invstd, gamma, axis)
+    if training is True:
+        res = _planned_backward(dy, x, mean, invstd, gamma, axis, out)
         if res is not None:
             return res
     return _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, out=out)
@@ -582,7 +582,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     elif fused == "rows":
         sum_g, sum_gx = _run(K._backward_rows_fused, xk, 2)(dyk, xk, mean_k, invstd_k, gamma_k,
                                                             dxk, K.ROWS_PER_CHUNK, _cols(xk, 2))
-        if training is True and out is None and xk_in is x:
+        if training is True and xk_in is x:
             _remember_plan(x, axis, lay, xk)
     else:
         sum_g, sum_gx = (_grad_sums(dyk, xk, mean_k, lay) if c and n
@@ -607,8 +607,8 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
 # kernels (plain (N, C), axis -1; or F's (256, 28, 28), axis (1, 2)) it leaves
 # a plan: the layout, the kernels and the column splits. Later calls with the
 # same (shape, strides, dtype, axis, threads) and arguments of the plain kinds
-# (float arrays of the feature shape or None, a float epsilon and momentum)
-# run the plan: the same kernels on the same arguments, so the same bits.
+# (float arrays of the feature shape or None, a float epsilon and momentum,
+# no out= or one the kernels write as it is) run the plan: the same kernels on the same arguments, so the same bits.
 # Arguments of any other kind take the checked path, so bad ones fail with its
 # errors. Whole calls, planned against checked, interleaved in one process,
 # two runs, 2026-12-02, forward / backward: (2, 300) 1.41-1.45x / 1.34-1.37x
@@ -665,8 +665,20 @@ def _moving_vector(v, fshape):
             and v.flags.c_contiguous and v.flags.writeable)
 
 
-def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance, momentum):
-    """:func:`batch_norm_forward` (training, no ``out``) by a plan, or None."""
+def _plan_output(plan, x, out):
+    """A planned call's output and its kernel view: a fresh array, or ``out`` itself
+    when the kernels write it as it is (else None: the checked path decides)."""
+    if out is None:
+        return plan.lay.empty(x.dtype)
+    if (plan.lay.plain and type(out) is np.ndarray and out.shape == x.shape
+            and out.dtype == x.dtype and out.flags.writeable):
+        return out, out
+    return None
+
+
+def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance, momentum,
+                     out):
+    """:func:`batch_norm_forward` (training) by a plan, or None."""
     key = _plan_key(x, axis)
     plan = _PLANS.get(key) if key is not None else None
     if (plan is None or type(epsilon) is not float or not 0.0 <= epsilon < math.inf
@@ -679,9 +691,12 @@ def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance
         if not (plan.moving and _moving_vector(moving_mean, fshape)
                 and _moving_vector(moving_variance, fshape)):
             return None
+    output = _plan_output(plan, x, out)
+    if output is None:
+        return None
+    y, yk = output
     lay = plan.lay
     c = lay.channels
-    y, yk = lay.empty(x.dtype)
     gamma_k = _ones(c) if gamma is None else lay.to_kernel(gamma)
     shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
     mean_k, var_k, invstd_k = plan.forward(lay.view(x), gamma_k, shift, epsilon, yk,
@@ -692,8 +707,8 @@ def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance
     return y, lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
 
 
-def _planned_backward(dy, x, mean, invstd, gamma, axis):
-    """:func:`batch_norm_backward` (training, no ``out``) by a plan, or None."""
+def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
+    """:func:`batch_norm_backward` (training) by a plan, or None."""
     key = _plan_key(x, axis)
     plan = _PLANS.get(key) if key is not None else None
     if (plan is None or type(dy) is not np.ndarray or dy.shape != x.shape
@@ -703,10 +718,13 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis):
     if not (mean is not None and invstd is not None and _plain_vector(mean, fshape)
             and _plain_vector(invstd, fshape) and _plain_vector(gamma, fshape)):
         return None
+    output = _plan_output(plan, x, out)
+    if output is None:
+        return None
+    dx, dxk = output
     lay = plan.lay
     invstd_k = lay.to_kernel(invstd)
     gamma_k = _ones(lay.channels) if gamma is None else lay.to_kernel(gamma)
-    dx, dxk = lay.empty(x.dtype)
     sum_g, sum_gx = plan.backward(lay.view(dy), lay.view(x), lay.to_kernel(mean), invstd_k,
                                   gamma_k, dxk, K.ROWS_PER_CHUNK, plan.backward_cols)
     return (dx, lay.from_kernel(sum_gx * invstd_k, x.dtype),

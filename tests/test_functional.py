@@ -476,6 +476,31 @@ def test_planned_calls_give_the_bits_of_checked_calls(shape, axis, dtype, affine
         assert (a is None and c is None) or a.tobytes() == c.tobytes()
 
 
+@pytest.mark.parametrize("shape,axis,planned", [((256, 300), -1, True), ((9, 4, 5), (1, 2), False)])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_planned_calls_write_into_out(shape, axis, planned, in_place, monkeypatch):
+    """out= runs the plan when the kernels write it as it is (plain (N, C)), else the
+    checked path; the same bits either way, in place too."""
+    from fastbn import functional
+    rng = np.random.default_rng(15)
+    x = (rng.standard_normal(shape) * 3 + 1e3).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, m, s = fastbn.batch_norm_forward(x, None, None, axis=axis)
+    dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, None, axis=axis)
+    assert len(functional._PLANS) == 1
+    if planned:
+        monkeypatch.setattr(functional, "_batch_norm_forward", None)
+        monkeypatch.setattr(functional, "_batch_norm_backward", None)
+    out = x.copy() if in_place else np.full_like(x, np.nan)
+    res = fastbn.batch_norm_forward(out if in_place else x, None, None, axis=axis, out=out)
+    assert res[0] is out and out.tobytes() == y.tobytes()
+    assert res[1].tobytes() == m.tobytes() and res[2].tobytes() == s.tobytes()
+    out = dy.copy() if in_place else np.full_like(x, np.nan)
+    res = fastbn.batch_norm_backward(out if in_place else dy, x, m, s, None, axis=axis, out=out)
+    assert res[0] is out and out.tobytes() == dx.tobytes()
+    assert res[1].tobytes() == dg.tobytes() and res[2].tobytes() == db.tobytes()
+
+
 def test_plans_follow_the_thread_count_and_stay_few(monkeypatch):
     import types
 
@@ -545,11 +570,20 @@ def test_out_may_be_the_input_itself():
     (np.zeros((5, 3), np.float64), "dtype"),
     ([[0.0] * 3] * 5, "NumPy array"),
 ])
-def test_bad_out_is_explained(out, match):
+@pytest.mark.parametrize("planned", [False, True])
+def test_bad_out_is_explained(out, match, planned):
+    """Also once a call on x is planned (fastbn.functional, planned calls)."""
     x = np.ones((5, 3), np.float32)
+    if planned:
+        _, m, s = fastbn.batch_norm_forward(x, None, None)
+        fastbn.batch_norm_backward(x, x, m, s, None)
     with pytest.raises((ValueError, TypeError), match=match):
         fastbn.batch_norm_forward(x, None, None, out=out)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastbn.batch_norm_backward(x, x, np.zeros(3), np.ones(3), None, out=out)
     ro = np.zeros((5, 3), np.float32)
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         fastbn.batch_norm_forward(x, None, None, out=ro)
+    with pytest.raises(ValueError, match="read-only"):
+        fastbn.batch_norm_backward(x, x, np.zeros(3), np.ones(3), None, out=ro)
