@@ -665,25 +665,32 @@ def _moving_vector(v, fshape):
             and v.flags.c_contiguous and v.flags.writeable)
 
 
-def _plan_output(plan, x, out):
-    """A planned call's output and its kernel view: a fresh array, or ``out`` itself
-    when the kernels write it as it is (else None: the checked path decides)."""
+def _planned(x, axis, out):
+    """``(plan, output, its kernel view)`` for a call on ``x`` with ``axis``, or None.
+
+    The output is a fresh array, or ``out`` itself when the kernels write it as
+    it is (a plain ``(N, C)`` input; else the checked path decides).
+    """
+    key = _plan_key(x, axis)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None:
+        return None
     if out is None:
-        return plan.lay.empty(x.dtype)
+        return (plan, *plan.lay.empty(x.dtype))
     if (plan.lay.plain and type(out) is np.ndarray and out.shape == x.shape
             and out.dtype == x.dtype and out.flags.writeable):
-        return out, out
+        return plan, out, out
     return None
 
 
 def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance, momentum,
                      out):
     """:func:`batch_norm_forward` (training) by a plan, or None."""
-    key = _plan_key(x, axis)
-    plan = _PLANS.get(key) if key is not None else None
-    if (plan is None or type(epsilon) is not float or not 0.0 <= epsilon < math.inf
+    planned = _planned(x, axis, out)
+    if (planned is None or type(epsilon) is not float or not 0.0 <= epsilon < math.inf
             or type(momentum) is not float or not 0.0 <= momentum <= 1.0):
         return None
+    plan, y, yk = planned
     fshape = plan.fshape
     if not (_plain_vector(gamma, fshape) and _plain_vector(beta, fshape)):
         return None
@@ -691,10 +698,6 @@ def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance
         if not (plan.moving and _moving_vector(moving_mean, fshape)
                 and _moving_vector(moving_variance, fshape)):
             return None
-    output = _plan_output(plan, x, out)
-    if output is None:
-        return None
-    y, yk = output
     lay = plan.lay
     c = lay.channels
     gamma_k = _ones(c) if gamma is None else lay.to_kernel(gamma)
@@ -709,19 +712,15 @@ def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance
 
 def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
     """:func:`batch_norm_backward` (training) by a plan, or None."""
-    key = _plan_key(x, axis)
-    plan = _PLANS.get(key) if key is not None else None
-    if (plan is None or type(dy) is not np.ndarray or dy.shape != x.shape
+    planned = _planned(x, axis, out)
+    if (planned is None or type(dy) is not np.ndarray or dy.shape != x.shape
             or dy.dtype != x.dtype):
         return None
+    plan, dx, dxk = planned
     fshape = plan.fshape
     if not (mean is not None and invstd is not None and _plain_vector(mean, fshape)
             and _plain_vector(invstd, fshape) and _plain_vector(gamma, fshape)):
         return None
-    output = _plan_output(plan, x, out)
-    if output is None:
-        return None
-    dx, dxk = output
     lay = plan.lay
     invstd_k = lay.to_kernel(invstd)
     gamma_k = _ones(lay.channels) if gamma is None else lay.to_kernel(gamma)
