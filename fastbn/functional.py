@@ -607,13 +607,15 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
 # kernels (plain (N, C), axis -1; or F's (256, 28, 28), axis (1, 2)) it leaves
 # a plan: the layout, the kernels and the column splits. Later calls with the
 # same (shape, strides, dtype, axis, threads) and arguments of the plain kinds
-# (float arrays of the feature shape or None, a float epsilon and momentum,
-# no out= or one the kernels write as it is) run the plan: the same kernels on the same arguments, so the same bits.
-# Arguments of any other kind take the checked path, so bad ones fail with its
-# errors. Whole calls, planned against checked, interleaved in one process,
-# two runs, 2026-12-02, forward / backward: (2, 300) 1.41-1.45x / 1.34-1.37x
-# (26-30 us checked, 18-22 us planned); A (128, 784) 1.12-1.18x / 1.06-1.09x;
-# B (256, 300) 1.32-1.36x / 1.24-1.29x; F 1.16-1.23x / 1.17-1.21x.
+# (float arrays of the feature shape or None, a float epsilon and momentum, no
+# out= or one the kernels write as it is) run the plan: the same kernels on the
+# same arguments, so the same bits. Arguments of any other kind take the
+# checked path, so bad ones fail with its errors. Whole calls, planned against
+# checked, interleaved in one process, two runs, 2026-12-02, forward /
+# backward: (2, 300) 1.41-1.45x / 1.34-1.37x (26-30 us checked, 18-22 us
+# planned); A (128, 784) 1.12-1.18x / 1.06-1.09x; B (256, 300) 1.32-1.36x /
+# 1.24-1.29x; F 1.16-1.23x / 1.17-1.21x. With out=: forward 1.74x, 1.57x,
+# 1.43x on (2, 300), A, B.
 
 class _Plan:
     __slots__ = ("lay", "fshape", "forward", "forward_cols", "backward", "backward_cols",

@@ -466,7 +466,8 @@ def test_planned_calls_give_the_bits_of_checked_calls(shape, axis, dtype, affine
     g, b = (rng.standard_normal(fshape), rng.standard_normal(fshape)) if affine else (None, None)
     runs = []
     for planned in (False, True):
-        mm, mv = (np.full(fshape, 0.5, dtype), np.full(fshape, 2.0, dtype)) if moving else (None, None)
+        mm = np.full(fshape, 0.5, dtype) if moving else None
+        mv = np.full(fshape, 2.0, dtype) if moving else None
         y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis, moving_mean=mm, moving_variance=mv)
         runs.append((y, m, s, mm, mv) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis))
         assert len(functional._PLANS) == 1
