@@ -385,9 +385,9 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     >>> mm
     array([0.2, 2. ])
     """
-    if training is True:
-        res = _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance,
-                               momentum, out)
+    if training is True or training is False:
+        res = _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean,
+                               moving_variance, momentum, out)
         if res is not None:
             return res
     return _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean,
@@ -441,8 +441,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
             warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
                           f"the batch variance is 0 and the output equals beta (Keras "
                           f"behaviour)", RuntimeWarning, stacklevel=2)
-    gamma_k = _ones(c) if gamma is None else lay.to_kernel(gamma)
-    shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
+    gamma_k, shift = _affine_vectors(lay, gamma, beta)
     fused = _fuse(xk, lay, 1) if training and merge is None else None
     if fused == "planes":
         mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, _shift(xk, lay), gamma_k, shift,
@@ -459,9 +458,9 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
             n, mean_k, m2_k = merge(lay, n, mean_k, m2_k)
         var_k = m2_k / max(n, 1)
     else:
-        mean_k, var_k = lay.to_kernel(moving_mean), lay.to_kernel(moving_variance)
-        if mean_k is moving_mean or mean_k.base is not None:
-            mean_k = mean_k.copy()            # the returned mean must not alias moving_mean
+        mean_k, var_k = _moving_kernel_vectors(lay, moving_mean, moving_variance)
+        if training is False and merge is None and xk_in is x and _fuse(xk, lay, 1) == "rows":
+            _remember_plan(x, axis, lay, xk)
     if fused != "rows":
         invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, float(epsilon))
     if not fused:
@@ -602,29 +601,32 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
 
 
 # ------------------------------------------------------ planned training calls
-# A training step calls batch norm on the same shapes again and again. The
-# first call of each takes the checked path above; when it ran the fused rows
-# kernels (plain (N, C), axis -1; or F's (256, 28, 28), axis (1, 2)) it leaves
-# a plan: the layout, the kernels and the column splits. Later calls with the
-# same (shape, strides, dtype, axis, threads) and arguments of the plain kinds
-# (float arrays of the feature shape or None, a float epsilon and momentum, no
-# out= or one the kernels write as it is) run the plan: the same kernels on the
-# same arguments, so the same bits. Arguments of any other kind take the
-# checked path, so bad ones fail with its errors. Whole calls, planned against
-# checked, interleaved in one process, two runs, 2026-12-02, forward /
-# backward: (2, 300) 1.41-1.45x / 1.34-1.37x (26-30 us checked, 18-22 us
-# planned); A (128, 784) 1.12-1.18x / 1.06-1.09x; B (256, 300) 1.32-1.36x /
-# 1.24-1.29x; F 1.16-1.23x / 1.17-1.21x. With out=: forward 1.74x, 1.57x,
-# 1.43x on (2, 300), A, B.
+# A training step calls batch norm on the same shapes again and again, and so
+# does inference. The first call of each takes the checked path above; when
+# its input maps onto rows with one column per feature (plain (N, C), axis -1;
+# or F's (256, 28, 28), axis (1, 2): the fused rows kernels in training) it
+# leaves a plan: the layout, the kernels and the column splits. Later calls
+# with the same (shape, strides, dtype, axis, threads) and arguments of the
+# plain kinds (float arrays of the feature shape or None, a float epsilon and
+# momentum, no out= or one the kernels write as it is) run the plan: the same
+# kernels on the same arguments, so the same bits. Arguments of any other kind
+# take the checked path, so bad ones fail with its errors. Whole calls,
+# planned against checked, interleaved in one process, two runs, 2026-12-02,
+# forward / backward: (2, 300) 1.41-1.45x / 1.34-1.37x (26-30 us checked,
+# 18-22 us planned); A (128, 784) 1.12-1.18x / 1.06-1.09x; B (256, 300)
+# 1.32-1.36x / 1.24-1.29x; F 1.16-1.23x / 1.17-1.21x. With out=: forward
+# 1.74x, 1.57x, 1.43x on (2, 300), A, B. Inference: 1.39-1.50x on (2, 300),
+# 1.22-1.29x on A, 1.35-1.40x on B, 1.27-1.42x on F.
 
 class _Plan:
-    __slots__ = ("lay", "fshape", "forward", "forward_cols", "backward", "backward_cols",
-                 "moving")
+    __slots__ = ("lay", "fshape", "forward", "forward_cols", "affine", "backward",
+                 "backward_cols", "moving")
 
     def __init__(self, lay, xk):
         self.lay = lay
         self.fshape = lay.feature_shape
         self.forward, self.forward_cols = _run(K._forward_rows_fused, xk), _cols(xk)
+        self.affine = _run(K._affine_rows, xk)    # inference: the same split as forward
         self.backward, self.backward_cols = _run(K._backward_rows_fused, xk, 2), _cols(xk, 2)
         self.moving = lay._fident           # moving statistics update in kernel order
 
@@ -647,7 +649,7 @@ def _plan_key(x, axis):
 
 
 def _remember_plan(x, axis, lay, xk):
-    """Keep a plan for calls like this checked one (fused rows, training)."""
+    """Keep a plan for calls like this checked one (rows, one column per feature)."""
     key = _plan_key(x, axis)
     if key is None or lay.copies or lay.interleaved or lay.count < 2:
         return                              # (one value per feature warns every call)
@@ -685,9 +687,9 @@ def _planned(x, axis, out):
     return None
 
 
-def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance, momentum,
-                     out):
-    """:func:`batch_norm_forward` (training) by a plan, or None."""
+def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance,
+                     momentum, out):
+    """:func:`batch_norm_forward` by a plan, or None."""
     planned = _planned(x, axis, out)
     if (planned is None or type(epsilon) is not float or not 0.0 <= epsilon < math.inf
             or type(momentum) is not float or not 0.0 <= momentum <= 1.0):
@@ -696,19 +698,27 @@ def _planned_forward(x, gamma, beta, axis, epsilon, moving_mean, moving_variance
     fshape = plan.fshape
     if not (_plain_vector(gamma, fshape) and _plain_vector(beta, fshape)):
         return None
-    if moving_mean is not None or moving_variance is not None:
-        if not (plan.moving and _moving_vector(moving_mean, fshape)
-                and _moving_vector(moving_variance, fshape)):
-            return None
+    if training:
+        if moving_mean is not None or moving_variance is not None:
+            if not (plan.moving and _moving_vector(moving_mean, fshape)
+                    and _moving_vector(moving_variance, fshape)):
+                return None
+    elif not (moving_mean is not None and moving_variance is not None
+              and _plain_vector(moving_mean, fshape) and _plain_vector(moving_variance, fshape)
+              and not moving_variance.min() < 0):
+        return None                         # (negative variances: the checked path says so)
     lay = plan.lay
-    c = lay.channels
-    gamma_k = _ones(c) if gamma is None else lay.to_kernel(gamma)
-    shift = np.zeros(c) if beta is None else lay.to_kernel(beta)
-    mean_k, var_k, invstd_k = plan.forward(lay.view(x), gamma_k, shift, epsilon, yk,
-                                           K.ROWS_PER_CHUNK, plan.forward_cols)
-    if moving_mean is not None:
-        K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
-                              momentum)
+    gamma_k, shift = _affine_vectors(lay, gamma, beta)
+    if training:
+        mean_k, var_k, invstd_k = plan.forward(lay.view(x), gamma_k, shift, epsilon, yk,
+                                               K.ROWS_PER_CHUNK, plan.forward_cols)
+        if moving_mean is not None:
+            K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
+                                  momentum)
+    else:
+        mean_k, var_k = _moving_kernel_vectors(lay, moving_mean, moving_variance)
+        invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, epsilon)
+        plan.affine(lay.view(x), mean_k, scale_k, shift, yk, K.ROWS_PER_CHUNK, plan.forward_cols)
     return y, lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
 
 
@@ -730,6 +740,22 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
                                   gamma_k, dxk, K.ROWS_PER_CHUNK, plan.backward_cols)
     return (dx, lay.from_kernel(sum_gx * invstd_k, x.dtype),
             lay.from_kernel(sum_g, x.dtype))
+
+
+def _affine_vectors(lay, gamma, beta):
+    """``gamma`` and ``beta`` as kernel-order float64 vectors (ones / zeros for None)."""
+    c = lay.channels
+    return (_ones(c) if gamma is None else lay.to_kernel(gamma),
+            np.zeros(c) if beta is None else lay.to_kernel(beta))
+
+
+def _moving_kernel_vectors(lay, moving_mean, moving_variance):
+    """The moving statistics as kernel-order float64 ``(mean, var)`` for inference;
+    the mean a copy, as it is returned and must not alias ``moving_mean``."""
+    mean_k = lay.to_kernel(moving_mean)
+    if mean_k is moving_mean or mean_k.base is not None:
+        mean_k = mean_k.copy()
+    return mean_k, lay.to_kernel(moving_variance)
 
 
 def _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, momentum):

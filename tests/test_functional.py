@@ -477,6 +477,38 @@ def test_planned_calls_give_the_bits_of_checked_calls(shape, axis, dtype, affine
         assert (a is None and c is None) or a.tobytes() == c.tobytes()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((2, 300), -1), ((128, 784), -1), ((256, 28, 28), (1, 2))])
+@pytest.mark.parametrize("first", ["training", "inference"])
+def test_planned_inference_gives_the_bits_of_checked_inference(shape, axis, dtype, first,
+                                                               monkeypatch):
+    """Inference runs a plan too (left by a training or an inference call): the
+    same bits, moving statistics untouched, the returned mean not one of them."""
+    from fastbn import functional
+    rng = np.random.default_rng(16)
+    x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
+    fshape = tuple(shape[a] for a in np.atleast_1d(axis))
+    g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
+    mm = (rng.standard_normal(fshape) + 1e3).astype(dtype)
+    mv = rng.random(fshape).astype(dtype) + 0.5
+    kw = dict(axis=axis, training=False, moving_mean=mm, moving_variance=mv)
+    checked = fastbn.batch_norm_forward(x, g, b, **kw)
+    if first == "training":
+        functional._PLANS.clear()
+        fastbn.batch_norm_forward(x, g, b, axis=axis)
+    assert len(functional._PLANS) == 1
+    monkeypatch.setattr(functional, "_batch_norm_forward", None)       # planned from here on
+    before = mm.copy(), mv.copy()
+    planned = fastbn.batch_norm_forward(x, g, b, **kw)
+    for a, c in zip(checked, planned):
+        assert a.tobytes() == c.tobytes()
+    assert mm.tobytes() == before[0].tobytes() and mv.tobytes() == before[1].tobytes()
+    assert not np.shares_memory(planned[1], mm)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="negative"):
+        fastbn.batch_norm_forward(x, g, b, **{**kw, "moving_variance": -mv})
+
+
 @pytest.mark.parametrize("shape,axis,planned", [((256, 300), -1, True), ((9, 4, 5), (1, 2), False)])
 @pytest.mark.parametrize("in_place", [False, True])
 def test_planned_calls_write_into_out(shape, axis, planned, in_place, monkeypatch):
