@@ -406,10 +406,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     xk_in, out_dtype = _float_input(x, "x", fn)
     feats = _features(xk_in, axis, fn)
     _check_epsilon(epsilon, fn)
-    if not (isinstance(momentum, (int, float, np.floating, np.integer))
-            and 0.0 <= momentum <= 1.0):
-        raise ValueError(f"{fn}: momentum must be a number in [0, 1] (Keras convention; "
-                         f"PyTorch's momentum m corresponds to 1 - m), got {momentum!r}")
+    _check_momentum(momentum, fn)
     lay = layout(xk_in, feats)
     fshape = lay.feature_shape
     if gamma is not None:
@@ -600,7 +597,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
             lay.from_kernel(dbeta_k, out_dtype))
 
 
-# ------------------------------------------------------ planned training calls
+# -------------------------------------------------------------- planned calls
 # A training step calls batch norm on the same shapes again and again, and so
 # does inference. The first call of each takes the checked path above; when
 # its input maps onto rows with one column per feature (plain (N, C), axis -1;
@@ -665,8 +662,8 @@ def _plain_vector(v, fshape):
 
 def _moving_vector(v, fshape):
     """Whether ``v`` is a moving statistic the kernels update in place as it is."""
-    return (type(v) is np.ndarray and v.shape == fshape and v.dtype in _KERNEL_DTYPES
-            and v.flags.c_contiguous and v.flags.writeable)
+    return (type(v) is np.ndarray and v.shape == fshape and v.flags.writeable
+            and _kernel_vector(v))
 
 
 def _planned(x, axis, out):
@@ -691,9 +688,12 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
                      momentum, out):
     """:func:`batch_norm_forward` by a plan, or None."""
     planned = _planned(x, axis, out)
-    if (planned is None or type(epsilon) is not float or not 0.0 <= epsilon < math.inf
-            or type(momentum) is not float or not 0.0 <= momentum <= 1.0):
+    if planned is None:
         return None
+    fn = "batch_norm_forward"
+    _check_epsilon(epsilon, fn)         # x and axis are good (a plan holds them), so
+    _check_momentum(momentum, fn)       # these are the checked path's first errors too
+    epsilon, momentum = float(epsilon), float(momentum)
     plan, y, yk = planned
     fshape = plan.fshape
     if not (_plain_vector(gamma, fshape) and _plain_vector(beta, fshape)):
@@ -824,6 +824,13 @@ def _check_epsilon(epsilon, fn):
     if not (isinstance(epsilon, (int, float, np.floating, np.integer))
             and math.isfinite(epsilon) and epsilon >= 0):
         raise ValueError(f"{fn}: epsilon must be a finite number >= 0, got {epsilon!r}")
+
+
+def _check_momentum(momentum, fn):
+    if not (isinstance(momentum, (int, float, np.floating, np.integer))
+            and 0.0 <= momentum <= 1.0):
+        raise ValueError(f"{fn}: momentum must be a number in [0, 1] (Keras convention; "
+                         f"PyTorch's momentum m corresponds to 1 - m), got {momentum!r}")
 
 
 def _check_moving(arr, shape, name, fn, axis):

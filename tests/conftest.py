@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture(autouse=True)
 def _no_plans_across_tests():
     """Each test starts without the plans that earlier tests' calls left
-    (``fastbn.functional``, planned training calls), so whether a call is
+    (``fastbn.functional``, planned calls), so whether a call is
     planned depends on the test alone."""
     from fastbn import functional
     functional._PLANS.clear()
