@@ -412,6 +412,7 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
                                                     ((128, 300), -1, "rows", True),
                                                     ((300, 2100), -1, "rows", False),
                                                     ((260, 100), -1, "rows", True),  # 3 chunks
+                                                    ((60, 2100), -1, "rows", True),  # 3 blocks
                                                     ((7, 5), -1, "rows", True),
                                                     ((1, 9), -1, "rows", True)])
 def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dtype, monkeypatch):

@@ -147,13 +147,19 @@ def _grad_coeffs(gamma, invstd, tot_g, tot_gx, n):
     p = np.empty(c)
     q = np.empty(c)
     r = np.empty(c)
-    for j in range(c):
+    _grad_coeffs_into(gamma, invstd, tot_g, tot_gx, n, 0, c, p, q, r)
+    return p, q, r
+
+
+@helper
+def _grad_coeffs_into(gamma, invstd, tot_g, tot_gx, n, c0, c1, p, q, r):
+    """:func:`_grad_coeffs` of features ``c0:c1``, into ``p``, ``q``, ``r``."""
+    for j in range(c0, c1):
         s = invstd[j]
         pj = gamma[j] * s
         p[j] = pj
         q[j] = pj * s * (tot_gx[j] * s) / n
         r[j] = pj * tot_g[j] / n
-    return p, q, r
 
 
 @helper

@@ -9,6 +9,8 @@ backward 12 instead of 20.
 Rows: the split kernels' tasks, their merge and the elementwise tasks in
 one parallel function, which saves the Python between the passes and a
 thread's chunk stays in cache when there are as many chunks as threads.
+Rows that fit one chunk are split by columns only, and each column block
+is one task for both passes (its statistics depend on no other block).
 
 The chunking and merge order are those of the split kernels, so the
 results are the same numbers.
@@ -19,9 +21,9 @@ from numba import prange
 from .._config import kernel
 from ._chunks import (LANES, _chan_merge, _lanes_add_prod_dev, _lanes_total, _n_chunks,
                       _plane_chunk_moments, _row_task, _rows_grad_sums, _rows_moments)
-from .backward import _grad_coeffs, _grad_x_row_block, _sum_row_chunks
+from .backward import _grad_coeffs, _grad_coeffs_into, _grad_x_row_block, _sum_row_chunks
 from .moments import _merge_row_chunks
-from .normalize import _affine_row_block, _finite_shift, _invstd_scale
+from .normalize import _affine_row_block, _finite_shift, _invstd_scale, _invstd_scale_into
 
 
 @kernel
@@ -116,8 +118,13 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     :func:`fastbn.functional._shift`), their merge, ``invstd``, then the
     tasks of :func:`._affine_rows` over the same row chunks, so a thread
     finds its chunk still in cache when there are no more chunks than
-    threads. ``gamma``/``beta`` are float64 vectors (ones / zeros for None).
-    Same bits as the split kernels.
+    threads. When the rows fit one chunk, each column block's task runs both
+    passes, and no thread waits for the others between them: the whole
+    kernel 1.04-1.06x faster than with two task loops on (128, 784) fp32,
+    1.07x on (128, 1024), 1.09x on (128, 300) (medians of per-round ratios,
+    both interleaved in one process, 2 threads, 2026-12-02).
+    ``gamma``/``beta`` are float64 vectors (ones / zeros for None). Same bits
+    as the split kernels.
     """
     n, c = x.shape
     n_chunks = _n_chunks(n, rows_per_chunk)
@@ -125,6 +132,23 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     shift = _finite_shift(x[0])
     part_mean = np.empty((n_chunks, c))
     part_m2 = np.empty((n_chunks, c))
+    if n_chunks == 1:                   # one task per column block runs both passes
+        mean = np.empty(c)
+        var = np.empty(c)
+        invstd = np.empty(c)
+        scale = np.empty(c)
+        for b in prange(n_blocks):
+            c0 = b * cols_per_block
+            c1 = min(c, c0 + cols_per_block)
+            _rows_moments(x, 0, n, c0, shift[c0:c1], part_mean[0, c0:c1], part_m2[0, c0:c1])
+            _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, c0, mean[c0:c1],
+                              var[c0:c1])
+            for j in range(c0, c1):
+                mean[j] += shift[j]
+                var[j] /= n
+            _invstd_scale_into(var, gamma, eps, c0, c1, invstd, scale)
+            _affine_row_block(x, 0, n, c0, c1, mean, scale, beta, y)
+        return mean, var, invstd
     for task in prange(n_chunks * n_blocks):
         k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
@@ -145,18 +169,33 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
 def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_per_block):
     """Training batch-norm backward of ``(N, C)`` in one call, as
     :func:`_forward_rows_fused`: the tasks of :func:`._grad_sums_rows`, their
-    sum, then those of :func:`._grad_x_rows`; returns ``(sum dy, sum
-    dy*(x-mean))``. Same bits as the split kernels."""
+    sum, then those of :func:`._grad_x_rows` (one task per column block for
+    both passes when the rows fit one chunk: 1.04x faster on (128, 784) and
+    (128, 1024), 1.06x on (64, 2048), 1.08x on (128, 300), measured as the
+    forward); returns ``(sum dy, sum dy*(x-mean))``. Same bits as the split
+    kernels."""
     n, c = x.shape
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
     part_g = np.empty((n_chunks, c))
     part_gx = np.empty((n_chunks, c))
+    sum_g = np.zeros(c)
+    sum_gx = np.zeros(c)
+    if n_chunks == 1:                   # one task per column block runs both passes
+        p = np.empty(c)
+        q = np.empty(c)
+        r = np.empty(c)
+        for b in prange(n_blocks):
+            c0 = b * cols_per_block
+            c1 = min(c, c0 + cols_per_block)
+            _rows_grad_sums(dy, x, 0, n, c0, mean[c0:c1], part_g[0, c0:c1], part_gx[0, c0:c1])
+            _sum_row_chunks(part_g, part_gx, c0, sum_g[c0:c1], sum_gx[c0:c1])
+            _grad_coeffs_into(gamma, invstd, sum_g, sum_gx, float(n), c0, c1, p, q, r)
+            _grad_x_row_block(dy, x, 0, n, c0, c1, mean, p, q, r, dx)
+        return sum_g, sum_gx
     for task in prange(n_chunks * n_blocks):
         k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
-    sum_g = np.zeros(c)
-    sum_gx = np.zeros(c)
     _sum_row_chunks(part_g, part_gx, 0, sum_g, sum_gx)
     p, q, r = _grad_coeffs(gamma, invstd, sum_g, sum_gx, float(n))
     for task in prange(n_chunks * n_blocks):

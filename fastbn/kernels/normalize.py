@@ -70,11 +70,17 @@ def _invstd_scale(var, gamma, eps):
     the interpreter from L2)."""
     invstd = np.empty(var.size)
     scale = np.empty(var.size)
-    for j in range(var.size):
+    _invstd_scale_into(var, gamma, eps, 0, var.size, invstd, scale)
+    return invstd, scale
+
+
+@helper
+def _invstd_scale_into(var, gamma, eps, c0, c1, invstd, scale):
+    """:func:`_invstd_scale` of features ``c0:c1``, into ``invstd``/``scale``."""
+    for j in range(c0, c1):
         s = 1.0 / np.sqrt(var[j] + eps)
         invstd[j] = s
         scale[j] = s * gamma[j]
-    return invstd, scale
 
 
 @helper
