@@ -97,14 +97,18 @@ def _run(kern, xk, arrays=1):
 def _cols(xk, arrays=1):
     """Columns per task for a rows-layout array (only splits work, never a result).
 
-    Whole rows of up to 1024 columns serially; in parallel, enough column
-    blocks for every thread when there are few row chunks, but never blocks
-    under 256 columns: (128, 784) fp32 forward, serial, took 66 us with
-    64-column blocks and 22 us with whole rows.
+    Serially, whole rows of up to 1024 columns, and whole rows of any length
+    when they fit one row chunk (the fused kernels then take one task loop per
+    pass, which is what a serial call wants: on (60, 2100) and (32, 4000)
+    fp32, whole rows were 1.00-1.04x as fast forward and 1.06-1.10x backward
+    as 1024-column blocks, whose one-chunk path was 0.93-0.95x); in parallel,
+    enough column blocks for every thread when there are few row chunks, but
+    never blocks under 256 columns: (128, 784) fp32 forward, serial, took
+    66 us with 64-column blocks and 22 us with whole rows.
     """
     n, c = xk.shape
     if _serial(xk, arrays):
-        return K.COLS_PER_BLOCK
+        return K.COLS_PER_BLOCK if n > K.ROWS_PER_CHUNK else max(c, K.COLS_PER_BLOCK)
     want = -(-_num_threads() // -(-n // K.ROWS_PER_CHUNK))
     return min(K.COLS_PER_BLOCK, max(256, _line_multiple(-(-c // want))))
 

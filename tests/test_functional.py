@@ -379,6 +379,18 @@ def test_rows_go_parallel_sooner_over_several_row_chunks(shape, serial, serial_b
     assert (plan.backward_cols < shape[1]) is (not serial_backward and shape[0] <= 128)
 
 
+def test_serial_calls_on_one_row_chunk_take_whole_rows():
+    """Serially, rows that fit one chunk are one column block, so the fused kernels take
+    one task loop per pass (their one-task-per-block path pays only in parallel);
+    over several chunks, blocks of up to 1024 columns."""
+    from fastbn import functional
+    one_chunk, chunks = np.ones((30, 2100), np.float32), np.ones((200, 300), np.float32)
+    assert functional._serial(one_chunk, 2) and functional._serial(chunks, 2)
+    assert functional._cols(one_chunk) == functional._cols(one_chunk, 2) == 2100
+    assert functional._cols(np.ones((60, 500), np.float32)) == fastbn.kernels.COLS_PER_BLOCK
+    assert functional._cols(chunks, 2) == fastbn.kernels.COLS_PER_BLOCK
+
+
 def test_no_warnings_on_plain_input():
     x = np.random.default_rng(0).standard_normal((64, 8))
     with warnings.catch_warnings():
@@ -412,7 +424,8 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
                                                     ((128, 300), -1, "rows", True),
                                                     ((300, 2100), -1, "rows", False),
                                                     ((260, 100), -1, "rows", True),  # 3 chunks
-                                                    ((60, 2100), -1, "rows", True),  # 3 blocks
+                                                    ((60, 2100), -1, "rows", True),  # 1 block
+                                                    ((128, 2100), -1, "rows", False),  # 3 blocks
                                                     ((7, 5), -1, "rows", True),
                                                     ((1, 9), -1, "rows", True)])
 def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dtype, monkeypatch):

@@ -118,11 +118,13 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     :func:`fastbn.functional._shift`), their merge, ``invstd``, then the
     tasks of :func:`._affine_rows` over the same row chunks, so a thread
     finds its chunk still in cache when there are no more chunks than
-    threads. When the rows fit one chunk, each column block's task runs both
-    passes, and no thread waits for the others between them: the whole
-    kernel 1.04-1.06x faster than with two task loops on (128, 784) fp32,
-    1.07x on (128, 1024), 1.09x on (128, 300) (medians of per-round ratios,
-    both interleaved in one process, 2 threads, 2026-12-02).
+    threads. When the rows fit one chunk and are split into column blocks
+    (in parallel), each block's task runs both passes, and no thread waits
+    for the others between them: the whole kernel 1.04-1.06x faster than
+    with two task loops on (128, 784) fp32, 1.07x on (128, 1024), 1.06-1.09x
+    on (128, 300) (medians of per-round ratios, both interleaved in one
+    process, 2 threads, 2026-12-02). Serially that path was 0.93-0.95x, so
+    a serial call on one chunk takes whole rows (one block) instead.
     ``gamma``/``beta`` are float64 vectors (ones / zeros for None). Same bits
     as the split kernels.
     """
@@ -132,7 +134,7 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     shift = _finite_shift(x[0])
     part_mean = np.empty((n_chunks, c))
     part_m2 = np.empty((n_chunks, c))
-    if n_chunks == 1:                   # one task per column block runs both passes
+    if n_chunks == 1 and n_blocks > 1:  # one task per column block runs both passes
         mean = np.empty(c)
         var = np.empty(c)
         invstd = np.empty(c)
@@ -170,10 +172,10 @@ def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_pe
     """Training batch-norm backward of ``(N, C)`` in one call, as
     :func:`_forward_rows_fused`: the tasks of :func:`._grad_sums_rows`, their
     sum, then those of :func:`._grad_x_rows` (one task per column block for
-    both passes when the rows fit one chunk: 1.04x faster on (128, 784) and
-    (128, 1024), 1.06x on (64, 2048), 1.08x on (128, 300), measured as the
-    forward); returns ``(sum dy, sum dy*(x-mean))``. Same bits as the split
-    kernels."""
+    both passes when the rows fit one chunk and are split, as in the forward:
+    1.04-1.08x faster on (128, 784), 1.04x on (128, 1024), 1.06x on
+    (64, 2048), 1.08x on (128, 300)); returns ``(sum dy, sum dy*(x-mean))``.
+    Same bits as the split kernels."""
     n, c = x.shape
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
@@ -181,7 +183,7 @@ def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_pe
     part_gx = np.empty((n_chunks, c))
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
-    if n_chunks == 1:                   # one task per column block runs both passes
+    if n_chunks == 1 and n_blocks > 1:  # one task per column block runs both passes
         p = np.empty(c)
         q = np.empty(c)
         r = np.empty(c)
