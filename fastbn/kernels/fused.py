@@ -18,12 +18,12 @@ results are the same numbers.
 import numpy as np
 from numba import prange
 
-from .._config import kernel
+from .._config import helper, kernel
 from ._chunks import (LANES, _chan_merge, _lanes_add_prod_dev, _lanes_total, _n_chunks,
                       _plane_chunk_moments, _row_task, _rows_grad_sums, _rows_moments)
-from .backward import _grad_coeffs, _grad_coeffs_into, _grad_x_row_block, _sum_row_chunks
+from .backward import _grad_coeffs_into, _grad_x_row_block, _sum_row_chunks
 from .moments import _merge_row_chunks
-from .normalize import _affine_row_block, _finite_shift, _invstd_scale, _invstd_scale_into
+from .normalize import _affine_row_block, _finite_shift, _invstd_scale_into
 
 
 @kernel
@@ -134,33 +134,23 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     shift = _finite_shift(x[0])
     part_mean = np.empty((n_chunks, c))
     part_m2 = np.empty((n_chunks, c))
+    mean = np.empty(c)
+    var = np.empty(c)
+    invstd = np.empty(c)
+    scale = np.empty(c)
     if n_chunks == 1 and n_blocks > 1:  # one task per column block runs both passes
-        mean = np.empty(c)
-        var = np.empty(c)
-        invstd = np.empty(c)
-        scale = np.empty(c)
-        for b in prange(n_blocks):
-            c0 = b * cols_per_block
-            c1 = min(c, c0 + cols_per_block)
-            _rows_moments(x, 0, n, c0, shift[c0:c1], part_mean[0, c0:c1], part_m2[0, c0:c1])
-            _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, c0, mean[c0:c1],
-                              var[c0:c1])
-            for j in range(c0, c1):
-                mean[j] += shift[j]
-                var[j] /= n
-            _invstd_scale_into(var, gamma, eps, c0, c1, invstd, scale)
-            _affine_row_block(x, 0, n, c0, c1, mean, scale, beta, y)
+        for task in prange(n_blocks):
+            k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+            _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
+            _finish_moments(part_mean, part_m2, n, rows_per_chunk, shift, gamma, eps, c0, c1,
+                            mean, var, invstd, scale)
+            _affine_row_block(x, r0, r1, c0, c1, mean, scale, beta, y)
         return mean, var, invstd
     for task in prange(n_chunks * n_blocks):
         k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
-    mean = np.empty(c)
-    var = np.empty(c)
-    _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, 0, mean, var)
-    for j in range(c):
-        mean[j] += shift[j]
-        var[j] /= n                         # m2 -> var
-    invstd, scale = _invstd_scale(var, gamma, eps)
+    _finish_moments(part_mean, part_m2, n, rows_per_chunk, shift, gamma, eps, 0, c,
+                    mean, var, invstd, scale)
     for task in prange(n_chunks * n_blocks):
         _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _affine_row_block(x, r0, r1, c0, c1, mean, scale, beta, y)
@@ -183,24 +173,42 @@ def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_pe
     part_gx = np.empty((n_chunks, c))
     sum_g = np.zeros(c)
     sum_gx = np.zeros(c)
+    p = np.empty(c)
+    q = np.empty(c)
+    r = np.empty(c)
     if n_chunks == 1 and n_blocks > 1:  # one task per column block runs both passes
-        p = np.empty(c)
-        q = np.empty(c)
-        r = np.empty(c)
-        for b in prange(n_blocks):
-            c0 = b * cols_per_block
-            c1 = min(c, c0 + cols_per_block)
-            _rows_grad_sums(dy, x, 0, n, c0, mean[c0:c1], part_g[0, c0:c1], part_gx[0, c0:c1])
-            _sum_row_chunks(part_g, part_gx, c0, sum_g[c0:c1], sum_gx[c0:c1])
-            _grad_coeffs_into(gamma, invstd, sum_g, sum_gx, float(n), c0, c1, p, q, r)
-            _grad_x_row_block(dy, x, 0, n, c0, c1, mean, p, q, r, dx)
+        for task in prange(n_blocks):
+            k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
+            _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
+            _finish_grads(part_g, part_gx, gamma, invstd, n, c0, c1, sum_g, sum_gx, p, q, r)
+            _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx)
         return sum_g, sum_gx
     for task in prange(n_chunks * n_blocks):
         k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
-    _sum_row_chunks(part_g, part_gx, 0, sum_g, sum_gx)
-    p, q, r = _grad_coeffs(gamma, invstd, sum_g, sum_gx, float(n))
+    _finish_grads(part_g, part_gx, gamma, invstd, n, 0, c, sum_g, sum_gx, p, q, r)
     for task in prange(n_chunks * n_blocks):
         _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx)
     return sum_g, sum_gx
+
+
+@helper
+def _finish_moments(part_mean, part_m2, n, rows_per_chunk, shift, gamma, eps, c0, c1,
+                    mean, var, invstd, scale):
+    """Columns ``c0:c1`` of the training forward's statistics from its chunks'
+    partials: the merge, the shift added back, ``m2 -> var``, ``invstd`` and
+    ``scale``, into the vectors given."""
+    _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, c0, mean[c0:c1], var[c0:c1])
+    for j in range(c0, c1):
+        mean[j] += shift[j]
+        var[j] /= n
+    _invstd_scale_into(var, gamma, eps, c0, c1, invstd, scale)
+
+
+@helper
+def _finish_grads(part_g, part_gx, gamma, invstd, n, c0, c1, sum_g, sum_gx, p, q, r):
+    """Columns ``c0:c1`` of the training backward's sums from its chunks' partials
+    (into the zeroed ``sum_g``, ``sum_gx``) and the coefficients of ``dx``."""
+    _sum_row_chunks(part_g, part_gx, c0, sum_g[c0:c1], sum_gx[c0:c1])
+    _grad_coeffs_into(gamma, invstd, sum_g, sum_gx, float(n), c0, c1, p, q, r)
