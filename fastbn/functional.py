@@ -567,8 +567,9 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     fshape = lay.feature_shape
     mean_k = lay.to_kernel(_feature_array(mean, fshape, "mean", fn, axis))
     invstd_k = lay.to_kernel(_feature_array(invstd, fshape, "invstd", fn, axis))
-    gamma_k = (_ones(lay.channels) if gamma is None
-               else lay.to_kernel(_feature_array(gamma, fshape, "gamma", fn, axis)))
+    if gamma is not None:
+        gamma = _feature_array(gamma, fshape, "gamma", fn, axis)
+    gamma_k = _gamma_vector(lay, gamma)
     c, n = lay.channels, lay.count
     if c and n == 0 and reduce is None:
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature")
@@ -739,18 +740,22 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
         return None
     lay = plan.lay
     invstd_k = lay.to_kernel(invstd)
-    gamma_k = _ones(lay.channels) if gamma is None else lay.to_kernel(gamma)
+    gamma_k = _gamma_vector(lay, gamma)
     sum_g, sum_gx = plan.backward(lay.view(dy), lay.view(x), lay.to_kernel(mean), invstd_k,
                                   gamma_k, dxk, K.ROWS_PER_CHUNK, plan.backward_cols)
     return (dx, lay.from_kernel(sum_gx * invstd_k, x.dtype),
             lay.from_kernel(sum_g, x.dtype))
 
 
+def _gamma_vector(lay, gamma):
+    """``gamma`` as a kernel-order float64 vector (ones for None)."""
+    return _ones(lay.channels) if gamma is None else lay.to_kernel(gamma)
+
+
 def _affine_vectors(lay, gamma, beta):
     """``gamma`` and ``beta`` as kernel-order float64 vectors (ones / zeros for None)."""
-    c = lay.channels
-    return (_ones(c) if gamma is None else lay.to_kernel(gamma),
-            np.zeros(c) if beta is None else lay.to_kernel(beta))
+    return (_gamma_vector(lay, gamma),
+            np.zeros(lay.channels) if beta is None else lay.to_kernel(beta))
 
 
 def _moving_kernel_vectors(lay, moving_mean, moving_variance):
