@@ -62,6 +62,10 @@ class Layout:
     group : int
         Adjacent kernel columns per feature: ``inner`` for short-run planes
         read as rows, else 1.
+    fold : int
+        Input rows per kernel row: narrow contiguous rows are read ``fold`` at
+        a time, as ``(N / fold, fold * C)``, feature ``f`` in kernel columns
+        ``f, f + C, f + 2C, ...`` (see :data:`FOLD_BELOW`); else 1.
     perm : tuple
         Axes of the input in kernel order (outer axes, feature axes, inner axes).
     channels, count : int
@@ -81,7 +85,8 @@ class Layout:
         interpreter from L2.
     """
 
-    __slots__ = ("shape", "perm", "kshape", "kind", "group", "channels", "count", "feature_shape",
+    __slots__ = ("shape", "perm", "kshape", "kind", "group", "fold", "channels", "count",
+                 "feature_shape",
                  "_fperm", "_finv", "_fident", "_kfshape", "_inv", "_pshape", "copies", "interleaved",
                  "plain", "plain_features")
 
@@ -116,7 +121,7 @@ class Layout:
         n_out, c, n_in = (prod(shape[a] for a in g) for g in (outer, feats, inner))
         self.kind = "planes" if inner else "rows"
         self.kshape = (n_out, c, n_in) if inner else (n_out, c)
-        self.group = 1
+        self.group = self.fold = 1
         self.channels, self.count = c, n_out * n_in
         self.feature_shape = tuple(shape[a] for a in sorted(features))
         self._fperm = tuple(sorted(features).index(a) for a in feats)
@@ -132,6 +137,12 @@ class Layout:
         self.plain = (self.perm == tuple(range(len(self.shape))) and self.kshape == self.shape
                       and not self.interleaved)
         self.plain_features = self._fident and self._kfshape == (self.channels,)
+
+    @property
+    def column_steps(self):
+        """``(first, step)``: feature ``f``'s kernel columns are ``f * first + i * step``
+        for ``i`` in ``range(group * fold)``."""
+        return (self.group, 1) if self.fold == 1 else (1, self.channels)
 
     def view(self, a):
         """``a`` (shaped like the input) in kernel layout: a view when possible."""
@@ -187,8 +198,20 @@ class Layout:
 GROUP_BELOW = 128
 
 
+#: rows narrower than this many columns are read ``fold`` rows at a time (the
+#: largest power of two that divides N and keeps ``fold * C`` within
+#: ``FOLD_COLS``), when the rows view is contiguous or a copy: the kernels'
+#: inner loops then run over 1024 columns instead of a few dozen, and the row
+#: sums take the four-row sweeps of wide rows (``kernels._chunks``). Training
+#: forward / backward on (100352, 64) fp32 (NHWC (32, 56, 56, 64)), 2 threads,
+#: interleaved in one process, 2026-12-02: see ``docs/maths.md``.
+FOLD_BELOW = 256
+#: ... and the widest kernel row folding makes (``kernels.COLS_PER_BLOCK``).
+FOLD_COLS = 1024
+
+
 @lru_cache(maxsize=512)
-def _layout(shape, strides, features):
+def _layout(shape, strides, features, itemsize=0):
     lay = Layout(shape, strides, features)
     lay.copies = _needs_copy(lay, shape, strides)
     if lay.kind == "planes" and lay.kshape[2] < GROUP_BELOW:
@@ -196,8 +219,29 @@ def _layout(shape, strides, features):
         lay.kind, lay.kshape, lay.group = "rows", (planes[0], planes[1] * planes[2]), planes[2]
         if _needs_copy(lay, shape, strides) and not lay.copies:   # keep the zero-copy view
             lay.kind, lay.kshape, lay.group = "planes", planes, 1
-        lay._set_plain()
+    elif lay.kind == "rows":
+        n, c = lay.kshape
+        fold = 1
+        while 2 * fold * c <= FOLD_COLS and c < FOLD_BELOW and n % (2 * fold) == 0 and n:
+            fold *= 2
+        if fold > 1 and (lay.copies or lay.interleaved
+                         or _contiguous(shape, strides, lay.perm, itemsize)):
+            lay.kshape, lay.fold = (n // fold, fold * c), fold
+    lay._set_plain()
     return lay
+
+
+def _contiguous(shape, strides, perm, itemsize):
+    """Whether the axes ``perm`` of an array with these strides are C-contiguous
+    in that order (unit axes aside): its transpose then reshapes to any shape
+    without a copy."""
+    step = itemsize
+    for a in reversed(perm):
+        if shape[a] != 1:
+            if strides[a] != step:
+                return False
+            step *= shape[a]
+    return True
 
 
 def _needs_copy(lay, shape, strides):
@@ -217,4 +261,4 @@ def _needs_copy(lay, shape, strides):
 def layout(x, features):
     """The (cached) :class:`Layout` of array ``x`` with feature axes ``features``."""
     strides = x.strides if x.size else (0,) * x.ndim
-    return _layout(x.shape, strides, tuple(features))
+    return _layout(x.shape, strides, tuple(features), x.itemsize)

@@ -172,6 +172,8 @@ def _shift(xk, lay):
         return K._finite_shift(xk[0, :, 0])
     if lay.group > 1:
         return np.repeat(K._finite_shift(xk[0, ::lay.group]), lay.group)
+    if lay.fold > 1:
+        return np.tile(K._finite_shift(xk[0, :lay.channels]), lay.fold)
     return K._finite_shift(xk[0])
 
 
@@ -181,14 +183,20 @@ def _stats(xk, lay):
     if lay.kind == "planes":
         return _run(K._moments_planes, xk)(xk, shift, K.PLANE_CHUNK)
     mean, m2 = _run(K._moments_rows, xk)(xk, shift, K.ROWS_PER_CHUNK, _cols(xk))
-    if lay.group > 1:
-        return K._merge_groups(mean, m2, float(xk.shape[0]), lay.group, shift)
+    if lay.group > 1 or lay.fold > 1:
+        return K._merge_columns(mean, m2, float(xk.shape[0]), lay.channels, *lay.column_steps,
+                                shift)
     return mean + shift, m2
 
 
 def _per_column(lay, *vectors):
-    """Per-feature vectors repeated for each of a feature's ``group`` columns."""
-    return vectors if lay.group == 1 else tuple(np.repeat(v, lay.group) for v in vectors)
+    """Per-feature vectors as kernel-column vectors: repeated for each of a
+    feature's ``group`` adjacent columns, or tiled ``fold`` times."""
+    if lay.group > 1:
+        return tuple(np.repeat(v, lay.group) for v in vectors)
+    if lay.fold > 1:
+        return tuple(np.tile(v, lay.fold) for v in vectors)
+    return vectors
 
 
 def _affine(xk, mean, scale, shift, yk, lay):
@@ -204,8 +212,10 @@ def _grad_sums(dyk, xk, mean, lay):
         return _run(K._grad_sums_planes, xk)(dyk, xk, mean, K.PLANE_CHUNK)
     (mean,) = _per_column(lay, mean)
     sum_g, sum_gx = _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, _cols(xk))
-    if lay.group > 1:
-        return K._sum_groups(sum_g, lay.group), K._sum_groups(sum_gx, lay.group)
+    if lay.group > 1 or lay.fold > 1:
+        steps = lay.column_steps
+        return (K._sum_columns(sum_g, lay.channels, *steps),
+                K._sum_columns(sum_gx, lay.channels, *steps))
     return sum_g, sum_gx
 
 
@@ -723,7 +733,8 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
     else:
         mean_k, var_k = _moving_kernel_vectors(lay, moving_mean, moving_variance)
         invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, epsilon)
-        plan.affine(lay.view(x), mean_k, scale_k, shift, yk, K.ROWS_PER_CHUNK, plan.forward_cols)
+        plan.affine(lay.view(x), *_per_column(lay, mean_k, scale_k, shift), yk,
+                    K.ROWS_PER_CHUNK, plan.forward_cols)
     return y, lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
 
 

@@ -427,7 +427,9 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
                                                     ((60, 2100), -1, "rows", True),  # 1 block
                                                     ((128, 2100), -1, "rows", False),  # 3 blocks
                                                     ((7, 5), -1, "rows", True),
-                                                    ((1, 9), -1, "rows", True)])
+                                                    ((1, 9), -1, "rows", True),
+                                                    ((512, 64), -1, "rows", False),  # folded
+                                                    ((4096, 48), -1, "rows", False)])
 def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dtype, monkeypatch):
     """Whether a fused path runs depends on the shape; its bits must not."""
     from fastbn import functional
@@ -459,6 +461,60 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dt
         assert a.tobytes() == c.tobytes()
     y = runs[0][0]
     assert np.isnan(y[:, 0]).all() and np.isfinite(y[:, 1:]).all()
+
+
+@pytest.mark.parametrize("x,kind,fold,kshape", [
+    (np.empty((100352, 64), np.float32), "rows", 16, (6272, 1024)),   # NHWC (32, 56, 56, 64)
+    (np.empty((32, 56, 56, 64), np.float32), "rows", 16, (6272, 1024)),
+    (np.empty((600, 3)), "rows", 8, (75, 24)),                         # 600 = 8 * 75
+    (np.empty((101, 64), np.float32), "rows", 1, (101, 64)),           # odd N
+    (np.empty((1024, 256), np.float32), "rows", 1, (1024, 256)),       # wide enough
+    (np.empty((1024, 64), np.float32)[::2], "rows", 1, (512, 64)),     # strided rows: a view
+    (np.empty((32, 16, 16, 64), np.float32)[:, ::2], "rows", 16, (256, 1024)),  # copied anyway
+    (np.asfortranarray(np.empty((1024, 64), np.float32)), "planes", 1, (1, 64, 1024)),
+])
+def test_narrow_contiguous_rows_are_folded(x, kind, fold, kshape):
+    """Rows under FOLD_BELOW columns are read FOLD_COLS // C rows at a time (at most;
+    a power of two dividing N) when the rows view needs no copy to reshape."""
+    lay = _axes.layout(x, (x.ndim - 1,))
+    assert (lay.kind, lay.fold, lay.kshape) == (kind, fold, kshape)
+    assert lay.view(x).shape == kshape
+    assert lay.column_steps == ((1, lay.channels) if fold > 1 else (1, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis,order", [((4096, 48), -1, "C"), ((64, 8, 8, 16), -1, "C"),
+                                              ((600, 3), -1, "C"), ((4096, 48), -1, "F")])
+def test_folded_rows_agree_with_unfolded_rows(shape, axis, order, dtype, monkeypatch):
+    """Folding only changes the order of the sums: forward, backward, inference and
+    moments agree with the unfolded layout to within rounding, with inputs, dy and
+    out= in either memory order."""
+    rng = np.random.default_rng(17)
+    x = np.asarray(rng.standard_normal(shape) * 3 + 1e3, dtype=dtype, order=order)
+    dy = np.asarray(rng.standard_normal(shape), dtype=dtype, order="F")
+    fshape = (shape[-1],)
+    g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
+    runs, folds = [], []
+    for fold_below in (_axes.FOLD_BELOW, 0):
+        monkeypatch.setattr(_axes, "FOLD_BELOW", fold_below)
+        _axes._layout.cache_clear()
+        fastbn.functional._PLANS.clear()
+        folds.append(_axes.layout(x, (x.ndim - 1,)).fold)
+        out = np.full(shape, np.nan, dtype=dtype, order="F")
+        y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis, out=out)
+        res = (y.copy(), m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis)
+        res += fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis)      # planned
+        res += fastbn.batch_norm_forward(x, g, b, axis=axis, training=False, moving_mean=m,
+                                         moving_variance=1 / s**2 - 1e-3)[:1]
+        res += fastbn.moments(x, axis=tuple(range(x.ndim - 1)))
+        runs.append(res)
+    _axes._layout.cache_clear()
+    assert folds[1] == 1 and (folds[0] > 1) is (order == "C")   # F-order rows: planes
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, c in zip(*runs):
+        np.testing.assert_allclose(a, c, rtol=tol, atol=tol * np.abs(c).max())
+    ref = R.batch_norm_forward(x, g, b, axis=axis)
+    np.testing.assert_allclose(runs[0][0], ref[0], rtol=tol, atol=tol * 10)
 
 
 # ------------------------------------------------------------ planned calls

@@ -38,7 +38,8 @@ def rows():
         feats = normalize_axis(axis, x.ndim, fn="docs")
         lay = layout(x, feats)
         reduced = tuple(a for a in range(x.ndim) if a not in feats)
-        kind = lay.kind if lay.group == 1 else f"rows, groups of {lay.group} columns"
+        kind = (f"rows, groups of {lay.group} columns" if lay.group > 1
+                else f"rows, {lay.fold} rows folded into one" if lay.fold > 1 else lay.kind)
         out.append(dict(input=text, shape=x.shape, axis=axis,
                         reduced=reduced[0] if len(reduced) == 1 else reduced,
                         stats=lay.feature_shape, kind=kind, kshape=lay.kshape,

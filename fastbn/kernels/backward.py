@@ -163,11 +163,13 @@ def _grad_coeffs_into(gamma, invstd, tot_g, tot_gx, n, c0, c1, p, q, r):
 
 
 @helper
-def _sum_groups(v, group):
-    """Sum of each run of ``group`` adjacent entries, in order."""
-    c = v.size // group
+def _sum_columns(v, c, first, step):
+    """Sum of each feature's kernel columns, ``f * first + i * step`` for feature
+    ``f`` (see :func:`.moments._merge_columns`), in the order of ``i``."""
+    members = v.size // c
     out = np.zeros(c)
     for ch in range(c):
-        for i in range(group):
-            out[ch] += v[ch * group + i]
+        k = ch * first
+        for i in range(members):
+            out[ch] += v[k + i * step]
     return out

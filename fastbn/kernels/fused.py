@@ -21,9 +21,9 @@ from numba import prange
 from .._config import helper, kernel
 from ._chunks import (LANES, _chan_merge, _lanes_add_prod_dev, _lanes_total, _n_chunks,
                       _plane_chunk_moments, _row_task, _rows_grad_sums, _rows_moments)
-from .backward import _grad_coeffs_into, _grad_x_row_block, _sum_row_chunks
-from .moments import _merge_row_chunks
-from .normalize import _affine_row_block, _finite_shift, _invstd_scale_into
+from .backward import _grad_coeffs_into, _grad_x_row_block, _sum_columns, _sum_row_chunks
+from .moments import _merge_columns, _merge_row_chunks
+from .normalize import _affine_row_block, _finite_shift, _invstd_scale_into, _tile
 
 
 @kernel
@@ -125,20 +125,25 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     on (128, 300) (medians of per-round ratios, both interleaved in one
     process, 2 threads, 2026-12-02). Serially that path was 0.93-0.95x, so
     a serial call on one chunk takes whole rows (one block) instead.
-    ``gamma``/``beta`` are float64 vectors (ones / zeros for None). Same bits
-    as the split kernels.
+    ``gamma``/``beta`` are float64 vectors (ones / zeros for None), one entry
+    per feature. When ``x`` has more columns than features, its rows are
+    folded (:attr:`fastbn._axes.Layout.fold`): feature ``f`` is columns
+    ``f, f + F, f + 2F, ...``, merged after the chunks as the split path's
+    :func:`.moments._merge_columns` does. Same bits as the split kernels.
     """
     n, c = x.shape
+    features = gamma.size
+    fold = c // features
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
-    shift = _finite_shift(x[0])
+    shift = _tile(_finite_shift(x[0, :features]), fold)
     part_mean = np.empty((n_chunks, c))
     part_m2 = np.empty((n_chunks, c))
-    mean = np.empty(c)
-    var = np.empty(c)
-    invstd = np.empty(c)
-    scale = np.empty(c)
-    if n_chunks == 1 and n_blocks > 1:  # one task per column block runs both passes
+    mean = np.empty(features)
+    var = np.empty(features)
+    invstd = np.empty(features)
+    scale = np.empty(features)
+    if n_chunks == 1 and n_blocks > 1 and fold == 1:  # one task per column block, both passes
         for task in prange(n_blocks):
             k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
             _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
@@ -149,11 +154,22 @@ def _forward_rows_fused(x, gamma, beta, eps, y, rows_per_chunk, cols_per_block):
     for task in prange(n_chunks * n_blocks):
         k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
         _rows_moments(x, r0, r1, c0, shift[c0:c1], part_mean[k, c0:c1], part_m2[k, c0:c1])
-    _finish_moments(part_mean, part_m2, n, rows_per_chunk, shift, gamma, eps, 0, c,
-                    mean, var, invstd, scale)
+    if fold == 1:
+        _finish_moments(part_mean, part_m2, n, rows_per_chunk, shift, gamma, eps, 0, c,
+                        mean, var, invstd, scale)
+        mean_c, scale_c, beta_c = mean, scale, beta
+    else:                               # folded rows: merge each feature's columns first
+        mean_w = np.empty(c)
+        m2_w = np.empty(c)
+        _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, 0, mean_w, m2_w)
+        mean, m2 = _merge_columns(mean_w, m2_w, float(n), features, 1, features, shift)
+        for j in range(features):
+            var[j] = m2[j] / (n * fold)
+        _invstd_scale_into(var, gamma, eps, 0, features, invstd, scale)
+        mean_c, scale_c, beta_c = _tile(mean, fold), _tile(scale, fold), _tile(beta, fold)
     for task in prange(n_chunks * n_blocks):
         _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
-        _affine_row_block(x, r0, r1, c0, c1, mean, scale, beta, y)
+        _affine_row_block(x, r0, r1, c0, c1, mean_c, scale_c, beta_c, y)
     return mean, var, invstd
 
 
@@ -164,19 +180,23 @@ def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_pe
     sum, then those of :func:`._grad_x_rows` (one task per column block for
     both passes when the rows fit one chunk and are split, as in the forward:
     1.04-1.08x faster on (128, 784), 1.04x on (128, 1024), 1.06x on
-    (64, 2048), 1.08x on (128, 300)); returns ``(sum dy, sum dy*(x-mean))``.
+    (64, 2048), 1.08x on (128, 300)); returns ``(sum dy, sum dy*(x-mean))``
+    per feature (``mean.size`` of them; folded rows as in the forward).
     Same bits as the split kernels."""
     n, c = x.shape
+    features = mean.size
+    fold = c // features
     n_chunks = _n_chunks(n, rows_per_chunk)
     n_blocks = _n_chunks(c, cols_per_block)
+    mean_c = _tile(mean, fold) if fold > 1 else mean
     part_g = np.empty((n_chunks, c))
     part_gx = np.empty((n_chunks, c))
-    sum_g = np.zeros(c)
-    sum_gx = np.zeros(c)
-    p = np.empty(c)
-    q = np.empty(c)
-    r = np.empty(c)
-    if n_chunks == 1 and n_blocks > 1:  # one task per column block runs both passes
+    sum_g = np.zeros(features)
+    sum_gx = np.zeros(features)
+    p = np.empty(features)
+    q = np.empty(features)
+    r = np.empty(features)
+    if n_chunks == 1 and n_blocks > 1 and fold == 1:  # one task per column block, both passes
         for task in prange(n_blocks):
             k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
             _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
@@ -185,11 +205,21 @@ def _backward_rows_fused(dy, x, mean, invstd, gamma, dx, rows_per_chunk, cols_pe
         return sum_g, sum_gx
     for task in prange(n_chunks * n_blocks):
         k, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
-        _rows_grad_sums(dy, x, r0, r1, c0, mean[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
-    _finish_grads(part_g, part_gx, gamma, invstd, n, 0, c, sum_g, sum_gx, p, q, r)
+        _rows_grad_sums(dy, x, r0, r1, c0, mean_c[c0:c1], part_g[k, c0:c1], part_gx[k, c0:c1])
+    if fold == 1:
+        _finish_grads(part_g, part_gx, gamma, invstd, n, 0, c, sum_g, sum_gx, p, q, r)
+        p_c, q_c, r_c = p, q, r
+    else:                               # folded rows: add up each feature's columns first
+        sum_g_w = np.zeros(c)
+        sum_gx_w = np.zeros(c)
+        _sum_row_chunks(part_g, part_gx, 0, sum_g_w, sum_gx_w)
+        sum_g = _sum_columns(sum_g_w, features, 1, features)
+        sum_gx = _sum_columns(sum_gx_w, features, 1, features)
+        _grad_coeffs_into(gamma, invstd, sum_g, sum_gx, float(n * fold), 0, features, p, q, r)
+        p_c, q_c, r_c = _tile(p, fold), _tile(q, fold), _tile(r, fold)
     for task in prange(n_chunks * n_blocks):
         _, r0, r1, c0, c1 = _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block)
-        _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx)
+        _grad_x_row_block(dy, x, r0, r1, c0, c1, mean_c, p_c, q_c, r_c, dx)
     return sum_g, sum_gx
 
 

@@ -29,7 +29,7 @@ from ._chunks import (LANES, _chan_merge, _chan_merge_into, _n_chunks, _plane_ch
 def _moments_rows(x, shift, rows_per_chunk, cols_per_block):
     """``(mean - shift, m2)`` of each column of a 2-D ``(N, C)`` array, N >= 1.
 
-    The means stay relative to ``shift`` so that :func:`_merge_groups` can
+    The means stay relative to ``shift`` so that :func:`_merge_columns` can
     merge columns that share one.
     """
     n, c = x.shape
@@ -102,21 +102,24 @@ def _moments_planes(x, shift, chunk):
 
 
 @helper
-def _merge_groups(mean, m2, count, group, shift):
-    """Merge each run of ``group`` adjacent columns, ``count`` values each.
+def _merge_columns(mean, m2, count, c, first, step, shift):
+    """Merge each feature's kernel columns, ``count`` values each: feature ``f``'s
+    are ``f * first + i * step`` (adjacent groups: ``(group, 1)``; folded rows:
+    ``(1, c)``), merged in the order of ``i``.
 
-    ``mean`` is relative to ``shift``, which is the same for a run's columns;
-    the merged means are returned absolute.
+    ``mean`` is relative to ``shift``, which is the same for a feature's
+    columns; the merged means are returned absolute.
     """
-    c = mean.size // group
+    members = mean.size // c
     out_mean = np.empty(c)
     out_m2 = np.empty(c)
     for ch in range(c):
-        mu = mean[ch * group]
-        q = m2[ch * group]
+        k = ch * first
+        mu = mean[k]
+        q = m2[k]
         n = count
-        for i in range(1, group):
-            mu, q, n = _chan_merge(mu, q, n, mean[ch * group + i], m2[ch * group + i], count)
-        out_mean[ch] = shift[ch * group] + mu
+        for i in range(1, members):
+            mu, q, n = _chan_merge(mu, q, n, mean[k + i * step], m2[k + i * step], count)
+        out_mean[ch] = shift[k] + mu
         out_m2[ch] = q
     return out_mean, out_m2

@@ -96,6 +96,16 @@ def _finite_shift(v):
 
 
 @helper
+def _tile(v, reps):
+    """``np.tile(v, reps)`` of a 1-D ``v``: per-feature vectors as the kernel columns
+    of folded rows (see :attr:`fastbn._axes.Layout.fold`)."""
+    out = np.empty(v.size * reps)
+    for t in range(reps):
+        out[t * v.size:(t + 1) * v.size] = v
+    return out
+
+
+@helper
 def _update_moving(moving, batch, momentum):
     """``moving = moving * momentum + batch * (1 - momentum)``, in float64, in place.
 
