@@ -131,12 +131,12 @@ def _lanes_add_prod_dev(g, seg, mu, acc_g, acc_gx):
         xb = seg[t * lanes:(t + 1) * lanes]
         for j in range(lanes):
             acc_g[j] += gb[j]
-            acc_gx[j] += gb[j] * (xb[j] - mu)
+            acc_gx[j] = fma(gb[j], xb[j] - mu, acc_gx[j])
     gt = g[nb * lanes:]
     xt = seg[nb * lanes:]
     for j in range(xt.size):
         acc_g[j] += gt[j]
-        acc_gx[j] += gt[j] * (xt[j] - mu)
+        acc_gx[j] = fma(gt[j], xt[j] - mu, acc_gx[j])
 
 
 @helper

@@ -21,6 +21,7 @@ from numba import prange
 from .._config import helper, kernel
 from ._chunks import (LANES, _chan_merge, _lanes_add_prod_dev, _lanes_total, _n_chunks,
                       _plane_chunk_moments, _row_task, _rows_grad_sums, _rows_moments)
+from ._intrinsics import fma
 from .backward import _grad_coeffs_into, _grad_x_row_block, _sum_columns, _sum_row_chunks
 from .moments import _merge_columns, _merge_row_chunks
 from .normalize import _affine_row_block, _finite_shift, _invstd_scale_into, _tile
@@ -105,7 +106,7 @@ def _backward_planes_fused(dy, x, mean, invstd, gamma, dx, chunk):
             xr = x[o, ch]
             dr = dx[o, ch]
             for t in range(inner):
-                dr[t] = gr[t] * p - (xr[t] - mu) * q - r
+                dr[t] = fma(gr[t], p, -fma(xr[t] - mu, q, r))
     return sum_g, sum_gx
 
 
