@@ -35,6 +35,7 @@ If you start processes yourself, with OpenMP as Numba's threading layer a
 """
 import os
 import sys
+import time
 import warnings
 import zlib
 from functools import lru_cache
@@ -49,6 +50,9 @@ __all__ = ["moments", "batch_norm_forward", "batch_norm_backward", "DataParallel
 #: MPI launchers' environment variables that give the number of processes
 #: (MPICH/Hydra, Open MPI, PMIx, MVAPICH).
 _LAUNCHER_SIZE = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE")
+#: Seconds an aborting rank waits, after printing its traceback, before
+#: ``comm.Abort`` (see :func:`abort_on_exception`).
+_ABORT_GRACE = 0.5
 _INSTALL = ('fastbn.distributed needs mpi4py and an MPI library: pip install "fastbn[mpi]" '
             '(mpi4py and the mpich wheel, which brings mpiexec)')
 
@@ -463,6 +467,10 @@ def abort_on_exception(comm=None):
             previous(kind, value, tb)
             sys.stderr.flush()
             sys.stdout.flush()
+            # mpiexec forwards each rank's output through a pipe and stops reading
+            # it when the abort tears the job down: once in CI the traceback
+            # arrived cut off after its third line. A pause lets it through.
+            time.sleep(_ABORT_GRACE)
         finally:
             comm.Abort(1)
 
