@@ -222,8 +222,9 @@ def _layout(shape, strides, features, itemsize=0):
     elif lay.kind == "rows":
         n, c = lay.kshape
         fold = 1
-        while 2 * fold * c <= FOLD_COLS and c < FOLD_BELOW and n % (2 * fold) == 0 and n:
-            fold *= 2
+        if c < FOLD_BELOW and n:
+            while 2 * fold * c <= FOLD_COLS and n % (2 * fold) == 0:
+                fold *= 2
         if fold > 1 and (lay.copies or lay.interleaved
                          or _contiguous(shape, strides, lay.perm, itemsize)):
             lay.kshape, lay.fold = (n // fold, fold * c), fold

@@ -9,10 +9,9 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import (LANES, _lanes_add_prod_dev, _lanes_total, _n_chunks, _row_task,
+from ._chunks import (LANES, _half, _lanes_add_prod_dev, _lanes_total, _n_chunks, _row_task,
                       _rows_grad_sums)
 from ._intrinsics import fma
-from .normalize import _half
 
 
 @kernel
