@@ -454,15 +454,16 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
                           f"behaviour)", RuntimeWarning, stacklevel=2)
     gamma_k, shift = _affine_vectors(lay, gamma, beta)
     fused = _fuse(xk, lay, 1) if training and merge is None else None
-    if fused == "planes":
-        mean_k, m2_k = _run(K._forward_planes_fused, xk)(xk, _shift(xk, lay), gamma_k, shift,
-                                                         float(epsilon), yk, K.PLANE_CHUNK)
-        var_k = m2_k / n
-    elif fused == "rows":
-        mean_k, var_k, invstd_k = _run(K._forward_rows_fused, xk)(
-            xk, gamma_k, shift, float(epsilon), yk, K.ROWS_PER_CHUNK, _cols(xk))
-        if training is True and xk_in is x:
-            _remember_plan(x, axis, lay, xk)
+    if fused:
+        mean_k, var_k, invstd_k = stats = np.empty((3, c))
+        if fused == "planes":
+            _run(K._forward_planes_fused, xk)(xk, _shift(xk, lay), gamma_k, shift,
+                                              float(epsilon), yk, stats, K.PLANE_CHUNK)
+        else:
+            _run(K._forward_rows_fused, xk)(xk, gamma_k, shift, float(epsilon), yk, stats,
+                                            K.ROWS_PER_CHUNK, _cols(xk))
+            if training is True and xk_in is x:
+                _remember_plan(x, axis, lay, xk)
     elif training:
         mean_k, m2_k = _stats(xk, lay) if c and n else (np.zeros(c), np.zeros(c))
         if merge is not None:
@@ -472,9 +473,8 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
         mean_k, var_k = _moving_kernel_vectors(lay, moving_mean, moving_variance)
         if training is False and merge is None and xk_in is x and _fuse(xk, lay, 1) == "rows":
             _remember_plan(x, axis, lay, xk)
-    if fused != "rows":
-        invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, float(epsilon))
     if not fused:
+        invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, float(epsilon))
         _affine(xk, mean_k, scale_k, shift, yk, lay)
     mean, invstd = lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
     if training and moving_mean is not None:
@@ -587,19 +587,23 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     dyk = lay.view(dy_in)
     dx, dxk = _output(out, xk_in, out_dtype, lay, fn)
     fused = _fuse(xk, lay, 2) if training and reduce is None else None
-    if fused == "planes":
-        sum_g, sum_gx = _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k,
-                                                           dxk, K.PLANE_CHUNK)
-    elif fused == "rows":
-        sum_g, sum_gx = _run(K._backward_rows_fused, xk, 2)(dyk, xk, mean_k, invstd_k, gamma_k,
-                                                            dxk, K.ROWS_PER_CHUNK, _cols(xk, 2))
-        if training is True and xk_in is x:
-            _remember_plan(x, axis, lay, xk)
+    if fused:
+        # dgamma, dbeta in the dtype returned (float64 for float16 input, then rounded once)
+        dgamma_k, dbeta_k = grads = np.empty(
+            (2, c), out_dtype if out_dtype == xk.dtype else np.float64)
+        if fused == "planes":
+            _run(K._backward_planes_fused, xk)(dyk, xk, mean_k, invstd_k, gamma_k, dxk, grads,
+                                               K.PLANE_CHUNK)
+        else:
+            _run(K._backward_rows_fused, xk, 2)(dyk, xk, mean_k, invstd_k, gamma_k, dxk, grads,
+                                                K.ROWS_PER_CHUNK, _cols(xk, 2))
+            if training is True and xk_in is x:
+                _remember_plan(x, axis, lay, xk)
     else:
         sum_g, sum_gx = (_grad_sums(dyk, xk, mean_k, lay) if c and n
                          else (np.zeros(c), np.zeros(c)))
-    dbeta_k = sum_g
-    dgamma_k = sum_gx * invstd_k
+        dbeta_k = sum_g
+        dgamma_k = sum_gx * invstd_k
     if not training:                          # dx = p * dy: no need to read x again
         _affine(dyk, np.zeros(c), gamma_k * invstd_k, np.zeros(c), dxk, lay)
     elif not fused:
@@ -725,8 +729,9 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
     lay = plan.lay
     gamma_k, shift = _affine_vectors(lay, gamma, beta)
     if training:
-        mean_k, var_k, invstd_k = plan.forward(lay.view(x), gamma_k, shift, epsilon, yk,
-                                               K.ROWS_PER_CHUNK, plan.forward_cols)
+        mean_k, var_k, invstd_k = stats = np.empty((3, lay.channels))
+        plan.forward(lay.view(x), gamma_k, shift, epsilon, yk, stats, K.ROWS_PER_CHUNK,
+                     plan.forward_cols)
         if moving_mean is not None:
             K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
                                   momentum)
@@ -752,10 +757,10 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
     lay = plan.lay
     invstd_k = lay.to_kernel(invstd)
     gamma_k = _gamma_vector(lay, gamma)
-    sum_g, sum_gx = plan.backward(lay.view(dy), lay.view(x), lay.to_kernel(mean), invstd_k,
-                                  gamma_k, dxk, K.ROWS_PER_CHUNK, plan.backward_cols)
-    return (dx, lay.from_kernel(sum_gx * invstd_k, x.dtype),
-            lay.from_kernel(sum_g, x.dtype))
+    dgamma, dbeta = grads = np.empty((2, lay.channels), x.dtype)
+    plan.backward(lay.view(dy), lay.view(x), lay.to_kernel(mean), invstd_k, gamma_k, dxk, grads,
+                  K.ROWS_PER_CHUNK, plan.backward_cols)
+    return dx, lay.from_kernel(dgamma, x.dtype), lay.from_kernel(dbeta, x.dtype)
 
 
 def _gamma_vector(lay, gamma):
