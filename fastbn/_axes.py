@@ -168,9 +168,10 @@ class Layout:
             return res
         return out if out.dtype == dtype else out.astype(dtype)
 
-    def to_kernel(self, v):
-        """A feature-shaped array as a contiguous float64 vector in kernel order."""
-        v = np.asarray(v, dtype=np.float64)
+    def to_kernel(self, v, dtype=None):
+        """A feature-shaped array as a contiguous vector in kernel order, of
+        ``dtype`` (default float64)."""
+        v = np.asarray(v, dtype=np.float64 if dtype is None else dtype)
         if self.plain_features and v.flags.c_contiguous:
             return v
         if not self._fident:                # features stored in another order than axes

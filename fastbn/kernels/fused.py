@@ -33,8 +33,10 @@ def _forward_planes_fused(x, shift, gamma, beta, eps, y, stats, chunk):
     feature's mean, variance and ``invstd`` into ``stats[0]``, ``stats[1]``,
     ``stats[2]`` (see :func:`_forward_rows_fused`).
 
-    ``gamma``/``beta`` are float64 vectors of length C (ones / zeros for None);
-    ``shift`` as in :func:`._moments_planes`.
+    ``gamma``/``beta`` are vectors of length C (ones / zeros for None), float64
+    or the input's dtype (widened as they are read, see
+    :func:`fastbn.functional._param_dtype`); ``shift`` as in
+    :func:`._moments_planes`.
     """
     outer, c, inner = x.shape
     m = outer * inner
@@ -136,8 +138,8 @@ def _forward_rows_fused(x, gamma, beta, eps, y, stats, rows_per_chunk, cols_per_
     on (128, 300) (medians of per-round ratios, both interleaved in one
     process, 2 threads, 2026-12-02). Serially that path was 0.93-0.95x, so
     a serial call on one chunk takes whole rows (one block) instead.
-    ``gamma``/``beta`` are float64 vectors (ones / zeros for None), one entry
-    per feature. When ``x`` has more columns than features, its rows are
+    ``gamma``/``beta`` are vectors (ones / zeros for None), float64 or the
+    input's dtype as in :func:`_forward_planes_fused`, one entry per feature. When ``x`` has more columns than features, its rows are
     folded (:attr:`fastbn._axes.Layout.fold`): feature ``f`` is columns
     ``f, f + F, f + 2F, ...``, merged after the chunks as the split path's
     :func:`.moments._merge_columns` does. Same bits as the split kernels.

@@ -111,7 +111,7 @@ def _finite_shift(v):
 def _tile(v, reps):
     """``np.tile(v, reps)`` of a 1-D ``v``: per-feature vectors as the kernel columns
     of folded rows (see :attr:`fastbn._axes.Layout.fold`)."""
-    out = np.empty(v.size * reps)
+    out = np.empty(v.size * reps, v.dtype)
     for t in range(reps):
         out[t * v.size:(t + 1) * v.size] = v
     return out
