@@ -724,9 +724,8 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
                     and _moving_vector(moving_variance, fshape)):
                 return None
     elif not (moving_mean is not None and moving_variance is not None
-              and _plain_vector(moving_mean, fshape) and _plain_vector(moving_variance, fshape)
-              and not moving_variance.min() < 0):
-        return None                         # (negative variances: the checked path says so)
+              and _plain_vector(moving_mean, fshape) and _plain_vector(moving_variance, fshape)):
+        return None
     lay = plan.lay
     gamma_k, shift = _affine_vectors(lay, gamma, beta, x.dtype)
     if training:
@@ -737,8 +736,11 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
             K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
                                   momentum)
     else:
-        mean_k, var_k = _moving_kernel_vectors(lay, moving_mean, moving_variance)
-        invstd_k, scale_k = K._invstd_scale(var_k, gamma_k, epsilon)
+        mean_k, invstd_k, scale_k = stats = np.empty((3, lay.channels))
+        if not K._inference_vectors(_own_dtype_vector(lay, moving_mean),
+                                    _own_dtype_vector(lay, moving_variance), gamma_k, epsilon,
+                                    stats):
+            return None                     # negative variances: the checked path says so
         plan.affine(lay.view(x), *_per_column(lay, mean_k, scale_k, shift), yk,
                     K.ROWS_PER_CHUNK, plan.forward_cols)
     return y, lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
@@ -789,6 +791,12 @@ def _affine_vectors(lay, gamma, beta, dtype):
     dtype = _param_dtype(dtype, gamma, beta)
     return (_gamma_vector(lay, gamma, dtype),
             np.zeros(lay.channels, dtype) if beta is None else lay.to_kernel(beta, dtype))
+
+
+def _own_dtype_vector(lay, v):
+    """``v`` as a kernel-order vector in its own dtype when that is float32 or
+    float64 (the kernels widen it exactly as they read it), else float64."""
+    return lay.to_kernel(v, v.dtype if v.dtype in _KERNEL_DTYPES else _F64)
 
 
 def _moving_kernel_vectors(lay, moving_mean, moving_variance):

@@ -87,6 +87,32 @@ def _invstd_scale(var, gamma, eps):
 
 
 @helper
+def _inference_vectors(moving_mean, moving_variance, gamma, eps, stats):
+    """Inference's per-feature vectors in one call, into the ``(3, C)`` float64
+    ``stats``: ``stats[0]`` a float64 copy of ``moving_mean`` (the mean returned,
+    which must not alias it), ``stats[1]`` and ``stats[2]`` ``invstd`` and
+    ``scale`` as :func:`_invstd_scale` gives them. The moving statistics are
+    read in their own dtype (float32 for a float32 layer), widened exactly.
+    Returns False, with ``stats`` partly written, when a variance is negative
+    (the caller then takes the checked path, which says so). It replaces the
+    mean's copy, the variance's float64 copy, ``moving_variance.min()`` and
+    :func:`_invstd_scale` (two arrays handed back to Python): planned float32
+    inference with float32 moving statistics, interleaved, 11 rounds,
+    2026-12-02: A (128, 784) 1.12x, B (256, 300) 1.16x, F 1.07x, (4, 784)
+    1.31x (34.9 -> 26.7 us)."""
+    mean, invstd, scale = stats[0], stats[1], stats[2]
+    for j in range(moving_variance.size):
+        v = float(moving_variance[j])
+        if v < 0.0:
+            return False
+        mean[j] = moving_mean[j]
+        s = 1.0 / np.sqrt(v + eps)
+        invstd[j] = s
+        scale[j] = s * gamma[j]
+    return True
+
+
+@helper
 def _invstd_scale_into(var, gamma, eps, c0, c1, invstd, scale):
     """:func:`_invstd_scale` of features ``c0:c1``, into ``invstd``/``scale``."""
     for j in range(c0, c1):
