@@ -76,7 +76,7 @@ def main(argv=None):
     dy = rng.standard_normal(x.shape).astype(np.float32)
     c = x.shape[1]
     mean = x.mean(axis=0, dtype=np.float64)
-    p, q, r, ones, zeros = np.ones(c), np.full(c, 0.1), np.full(c, 0.01), np.ones(c), np.zeros(c)
+    p, q, r, zeros = np.ones(c), np.full(c, 0.1), np.full(c, 0.01), np.zeros(c)
     out = np.empty_like(x)
     rows, cols = K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK
     passes = {
