@@ -175,8 +175,8 @@ class Layout:
         if self.plain_features and v.flags.c_contiguous:
             return v
         if not self._fident:                # features stored in another order than axes
-            v = np.ascontiguousarray(v.transpose(self._fperm))
-        return v.reshape(self.channels)
+            v = v.transpose(self._fperm)
+        return np.ascontiguousarray(v).reshape(self.channels)     # (a strided one: a copy)
 
     def from_kernel(self, vec, dtype=np.float64):
         """A kernel-order vector (fresh, contiguous) as a feature-shaped array.

@@ -308,6 +308,66 @@ def test_read_only_inputs_work_and_inputs_are_not_modified():
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", [((20, 300), -1), ((4, 3, 256), 1)])
+def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, monkeypatch):
+    """A small input (one for the serial kernels) whose kernel view is strided is
+    copied into a C-contiguous one before any kernel sees it, and a strided
+    ``out=`` is written through one: Numba would compile a variant of each
+    kernel for that type (3-18 s apiece). The results are the contiguous
+    call's bits (these shapes keep their layout when strided: no fold, no
+    groups)."""
+    from fastbn import functional
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal(shape) * 3 + 7).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    c = shape[axis]
+    g, b = rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype)
+    reduced = tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+
+    def calls(x, dy, out=None):
+        y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis)
+        y2, _, _ = fastbn.batch_norm_forward(x, g, b, axis=axis, out=out)
+        dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis)
+        yi, _, _ = fastbn.batch_norm_forward(x, g, b, axis=axis, training=False,
+                                             moving_mean=m, moving_variance=1 / s**2)
+        return (y, y2, m, s, dx, dg, db, yi) + fastbn.moments(x, axis=reduced)
+
+    assert functional._serial(_axes.layout(x, (axis % x.ndim,)).view(x))
+    functional._PLANS.clear()
+    want = calls(x, dy)
+    seen = []
+    run = functional._run
+
+    def spy(kern, xk, arrays=1):
+        fn = run(kern, xk, arrays)
+
+        def call(*args):
+            seen.extend((kern.__name__, a.flags.c_contiguous)
+                        for a in args if isinstance(a, np.ndarray))
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(functional, "_run", spy)
+    functional._PLANS.clear()
+    try:
+        def strided(a):
+            wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
+            wide[..., ::2] = a
+            return wide[..., ::2]
+
+        for x_in, dy_in, out in ((strided(x), dy, None),
+                                 (x, np.asfortranarray(dy), np.empty_like(x, order="F")),
+                                 (x, strided(dy), strided(np.empty_like(x)))):
+            for _ in range(2):              # the checked call, then the planned one
+                got = calls(x_in, dy_in, out)
+                for u, v in zip(got, want):
+                    assert u.tobytes() == v.tobytes()
+        assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
+    finally:
+        functional._PLANS.clear()           # plans hold the spy
+
+
 def test_zero_features_and_lists():
     y, m, s = fastbn.batch_norm_forward(np.zeros((5, 0)), None, None)
     assert y.shape == (5, 0) and m.shape == (0,)
