@@ -389,6 +389,49 @@ def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, monke
         functional._PLANS.clear()           # plans hold the spy
 
 
+def test_large_fortran_dy_is_copied_through_tiles(monkeypatch):
+    """A large Fortran-ordered dy for a C-ordered (N, C) x reaches the backward
+    C-contiguous (read in place, every element would be a new cache line): the
+    bits of a C-ordered dy, checked and planned."""
+    from fastbn import functional
+    rng = np.random.default_rng(22)
+    x = (rng.standard_normal((600, 400)) + 5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    assert not functional._serial(x)
+    _, m, s = fastbn.batch_norm_forward(x, None, None)
+    want = fastbn.batch_norm_backward(dy, x, m, s, None)
+    seen = []
+    run = functional._run
+
+    def spy(kern, xk, arrays=1):
+        fn = run(kern, xk, arrays)
+
+        def call(*args):
+            seen.extend(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray))
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(functional, "_run", spy)
+    functional._PLANS.clear()
+    try:
+        for _ in range(2):
+            got = fastbn.batch_norm_backward(np.asfortranarray(dy), x, m, s, None)
+            for u, v in zip(got, want):
+                assert u.tobytes() == v.tobytes()
+        assert seen and all(seen)
+    finally:
+        functional._PLANS.clear()
+
+
+@pytest.mark.parametrize("shape", [(13, 7), (1, 9), (9, 1), (0, 5), (16, 16), (70, 33)])
+def test_copy_tiles_copies_every_element(shape):
+    from fastbn import kernels
+    src = np.asfortranarray(np.arange(np.prod(shape), dtype=np.float64).reshape(shape))
+    dst = np.full(shape, np.nan)
+    kernels._copy_tiles.parallel(src, dst)
+    np.testing.assert_array_equal(dst, src)
+
+
 def test_zero_features_and_lists():
     y, m, s = fastbn.batch_norm_forward(np.zeros((5, 0)), None, None)
     assert y.shape == (5, 0) and m.shape == (0,)

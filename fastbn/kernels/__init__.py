@@ -10,6 +10,7 @@ from .backward import (_grad_coeffs, _grad_sums_planes, _grad_sums_rows, _grad_x
                        _grad_x_rows, _sum_columns)
 from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
                     _forward_rows_fused)
+from .layout import _copy_tiles
 from .moments import _merge_columns, _moments_planes, _moments_rows
 from .normalize import (_affine_planes, _affine_rows, _finite_shift, _inference_vectors,
                         _invstd_scale, _update_moving, _update_moving_pair)
@@ -19,7 +20,7 @@ __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
            "_merge_columns", "_sum_columns", "_forward_planes_fused", "_backward_planes_fused",
            "_forward_rows_fused", "_backward_rows_fused",
-           "_elu_forward", "_elu_backward", "_finite_shift", "_grad_coeffs", "_inference_vectors",
-           "_invstd_scale", "_update_moving", "_update_moving_pair"]
+           "_elu_forward", "_elu_backward", "_copy_tiles", "_finite_shift", "_grad_coeffs",
+           "_inference_vectors", "_invstd_scale", "_update_moving", "_update_moving_pair"]
 
 drop_stale_cache(_moments_rows)
