@@ -329,9 +329,33 @@ def test_read_only_inputs_work_and_inputs_are_not_modified():
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.fixture
+def kernel_arrays(monkeypatch):
+    """``(kernel name, C-contiguous)`` of every array passed to a kernel from the
+    moment it is asked for (a spy on ``functional._run``; plans, which hold the
+    kernels they chose, are emptied before and after)."""
+    from fastbn import functional
+    seen = []
+    run = functional._run
+
+    def spy(kern, xk, arrays=1):
+        fn = run(kern, xk, arrays)
+
+        def call(*args):
+            seen.extend((kern.__name__, a.flags.c_contiguous)
+                        for a in args if isinstance(a, np.ndarray))
+            return fn(*args)
+        return call
+
+    monkeypatch.setattr(functional, "_run", spy)
+    functional._PLANS.clear()
+    yield seen
+    functional._PLANS.clear()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape,axis", [((20, 300), -1), ((4, 3, 256), 1)])
-def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, monkeypatch):
+def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, request):
     """A small input (one for the serial kernels) whose kernel view is strided is
     copied into a C-contiguous one before any kernel sees it, and a strided
     ``out=`` is written through one: Numba would compile a variant of each
@@ -357,39 +381,24 @@ def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, monke
     assert functional._serial(_axes.layout(x, (axis % x.ndim,)).view(x))
     functional._PLANS.clear()
     want = calls(x, dy)
-    seen = []
-    run = functional._run
+    seen = request.getfixturevalue("kernel_arrays")     # from here on
 
-    def spy(kern, xk, arrays=1):
-        fn = run(kern, xk, arrays)
+    def strided(a):
+        wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
+        wide[..., ::2] = a
+        return wide[..., ::2]
 
-        def call(*args):
-            seen.extend((kern.__name__, a.flags.c_contiguous)
-                        for a in args if isinstance(a, np.ndarray))
-            return fn(*args)
-        return call
-
-    monkeypatch.setattr(functional, "_run", spy)
-    functional._PLANS.clear()
-    try:
-        def strided(a):
-            wide = np.zeros(shape[:-1] + (2 * shape[-1],), dtype)
-            wide[..., ::2] = a
-            return wide[..., ::2]
-
-        for x_in, dy_in, out in ((strided(x), dy, None),
-                                 (x, np.asfortranarray(dy), np.empty_like(x, order="F")),
-                                 (x, strided(dy), strided(np.empty_like(x)))):
-            for _ in range(2):              # the checked call, then the planned one
-                got = calls(x_in, dy_in, out)
-                for u, v in zip(got, want):
-                    assert u.tobytes() == v.tobytes()
-        assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
-    finally:
-        functional._PLANS.clear()           # plans hold the spy
+    for x_in, dy_in, out in ((strided(x), dy, None),
+                             (x, np.asfortranarray(dy), np.empty_like(x, order="F")),
+                             (x, strided(dy), strided(np.empty_like(x)))):
+        for _ in range(2):                  # the checked call, then the planned one
+            got = calls(x_in, dy_in, out)
+            for u, v in zip(got, want):
+                assert u.tobytes() == v.tobytes()
+    assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
-def test_large_fortran_dy_is_copied_through_tiles(monkeypatch):
+def test_large_fortran_dy_is_copied_through_tiles(request):
     """A large Fortran-ordered dy for a C-ordered (N, C) x reaches the backward
     C-contiguous (read in place, every element would be a new cache line): the
     bits of a C-ordered dy, checked and planned."""
@@ -400,27 +409,12 @@ def test_large_fortran_dy_is_copied_through_tiles(monkeypatch):
     assert not functional._serial(x)
     _, m, s = fastbn.batch_norm_forward(x, None, None)
     want = fastbn.batch_norm_backward(dy, x, m, s, None)
-    seen = []
-    run = functional._run
-
-    def spy(kern, xk, arrays=1):
-        fn = run(kern, xk, arrays)
-
-        def call(*args):
-            seen.extend(a.flags.c_contiguous for a in args if isinstance(a, np.ndarray))
-            return fn(*args)
-        return call
-
-    monkeypatch.setattr(functional, "_run", spy)
-    functional._PLANS.clear()
-    try:
-        for _ in range(2):
-            got = fastbn.batch_norm_backward(np.asfortranarray(dy), x, m, s, None)
-            for u, v in zip(got, want):
-                assert u.tobytes() == v.tobytes()
-        assert seen and all(seen)
-    finally:
-        functional._PLANS.clear()
+    seen = request.getfixturevalue("kernel_arrays")     # from here on
+    for _ in range(2):                      # the checked call, then the planned one
+        got = fastbn.batch_norm_backward(np.asfortranarray(dy), x, m, s, None)
+        for u, v in zip(got, want):
+            assert u.tobytes() == v.tobytes()
+    assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
 @pytest.mark.parametrize("shape", [(13, 7), (1, 9), (9, 1), (0, 5), (16, 16), (70, 33)])
