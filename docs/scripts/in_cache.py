@@ -66,7 +66,8 @@ def _add_float32(dy, x, dx):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--ghz", type=float, default=2.45, help="clock for cycles (default: %(default)s)")
+    ap.add_argument("--ghz", type=float, default=2.45,
+                    help="clock for cycles (default: %(default)s)")
     args = ap.parse_args(argv)
 
     bufs = np.ones((2, 1024))
@@ -103,7 +104,8 @@ def main(argv=None):
     print(f"8 KiB float64 spin per thread: one thread {1e3 * med[1]:.1f} ms, two at once "
           f"{1e3 * med[2]:.1f} ms each: {med[2] / med[1]:.2f}x")
     for k in passes:
-        print(f"A {k:26s} {1e6 * med[k]:6.1f} us  {med[k] * args.ghz * 1e9 / x.size:.2f} cycles/element")
+        cycles = med[k] * args.ghz * 1e9 / x.size
+        print(f"A {k:26s} {1e6 * med[k]:6.1f} us  {cycles:.2f} cycles/element")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def _forward_rows_fused(x, gamma, beta, eps, y, stats, rows_per_chunk, cols_per_
     process, 2 threads, 2026-12-02). Serially that path was 0.93-0.95x, so
     a serial call on one chunk takes whole rows (one block) instead.
     ``gamma``/``beta`` are vectors (ones / zeros for None), float64 or the
-    input's dtype as in :func:`_forward_planes_fused`, one entry per feature. When ``x`` has more columns than features, its rows are
+    input's dtype as in :func:`_forward_planes_fused`, one entry per feature.
+    When ``x`` has more columns than features, its rows are
     folded (:attr:`fastbn._axes.Layout.fold`): feature ``f`` is columns
     ``f, f + F, f + 2F, ...``, merged after the chunks as the split path's
     :func:`.moments._merge_columns` does. Same bits as the split kernels.
