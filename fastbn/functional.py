@@ -99,19 +99,18 @@ def _kernel_view(lay, a):
     therefore copied into one that is: the copy costs microseconds, a new
     variant of a fused kernel 3-18 s of compilation in each new environment.
     The same numbers either way: a kernel's arithmetic does not depend on
-    where its elements are stored. Whole calls, copy against strided kernel,
-    interleaved, 7 rounds, float32, 2026-12-02: x[:, ::2]-style inputs
-    (64, 300) 1.19x forward / 1.22x backward, (128, 784) 1.65x / 1.39x;
-    a Fortran-ordered dy 0.98-1.07x (NumPy's transposing copy is slow).
-    Large arrays keep their strided view (no copy the size of the input),
-    except a Fortran-ordered 2-D one (a ``dy`` laid out unlike ``x``), which
-    a rows kernel reads a cache line per element: it is copied through square
-    tiles (:func:`fastbn.kernels._copy_tiles`; ``np.ascontiguousarray`` was
-    slower than the strided kernel). Backward with a Fortran-ordered dy,
-    tiles against strided kernel, interleaved, 7 rounds, 2026-12-02:
-    (8192, 1024) float32 1.58x (45.2 -> 28.7 ms), (1024, 784) 1.25x,
-    (4096, 1024) float64 1.20x. Read-only arrays are not copied (their own
-    variant, once): a copy made small read-only calls 0.55-0.68x as fast.
+    where its elements are stored. Large arrays keep their strided view (no
+    copy the size of the input), except a Fortran-ordered 2-D one (a ``dy``
+    laid out unlike ``x``), which a rows kernel reads a cache line per
+    element: it is copied through square tiles
+    (:func:`fastbn.kernels._copy_tiles`). Read-only arrays are not copied
+    (their own variant, once). Whole calls against the strided kernels of
+    6a7d680, ``docs/scripts/ab_layouts.py``, 2026-12-02 15:41 UTC, medians of
+    7 / 15 rounds: sliced x (64, 300) 1.06x forward, 1.14x backward;
+    (128, 784) 1.62x, 0.98x; planes (8, 16, 256) 0.92x, 1.00x. A Fortran-
+    ordered dy, backward: (8192, 1024) 1.44x / 1.39x, (4096, 1024) float64
+    1.06x, but (1024, 784) 0.60x / 0.77x (the tiles) and (128, 784) 0.69x /
+    0.62x (NumPy's transposing copy): slower there than the strided kernel.
     """
     v = lay.view(a)
     if not _copied(v):

@@ -1,0 +1,114 @@
+"""Awkward layouts, this tree against an older fastbn, side by side in one process.
+
+::
+
+    git worktree add /tmp/fastbn-base 6a7d680      # the commit to compare with
+    NUMBA_NUM_THREADS=2 python docs/scripts/ab_layouts.py --base /tmp/fastbn-base
+    git worktree remove /tmp/fastbn-base
+
+Both trees are imported under their own names with Numba's cache off, so each
+compiles its own kernels. Inputs whose kernel view is not C-contiguous:
+small sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a
+C-ordered ``x``, small and large. For each case and operation, whole calls
+(forward training and backward) are timed in rounds that alternate which tree
+goes first; printed are each tree's median of round medians, the median
+speed-up (base time / this tree's time) and its range over the rounds. Each
+case first checks that both trees return the same bits.
+"""
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+os.environ["FASTBN_NO_CACHE"] = "1"     # before any fastbn import: each tree compiles its own
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _load(name, root):
+    """The ``fastbn`` package under ``root`` imported as ``name``; its functional module."""
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(root, "fastbn", "__init__.py"),
+        submodule_search_locations=[os.path.join(root, "fastbn")])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module(name + ".functional")
+
+
+def _strided(a):
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    wide[..., ::2] = a
+    return wide[..., ::2]
+
+
+def cases(rng):
+    """``{label: (x, dy, axis)}``."""
+    out = {}
+    for shape, axis in (((64, 300), -1), ((128, 784), -1), ((8, 16, 256), 1)):
+        x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        out[f"{shape} float32, sliced x"] = (_strided(x), dy, axis)
+        out[f"{shape} float32, Fortran dy"] = (x, np.asfortranarray(dy), axis)
+    for shape, dtype in (((1024, 784), np.float32), ((8192, 1024), np.float32),
+                         ((4096, 1024), np.float64)):
+        x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+        dy = np.asfortranarray(rng.standard_normal(shape).astype(dtype))
+        out[f"{shape} {np.dtype(dtype).name}, Fortran dy"] = (x, dy, -1)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--base", required=True, help="root of the other fastbn tree")
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=20, help="timed calls per round")
+    ap.add_argument("--only", default="", help="only the cases whose label contains this")
+    args = ap.parse_args(argv)
+    trees = {"base": _load("fastbn_base", args.base),
+             "this": _load("fastbn_this", os.path.dirname(os.path.dirname(HERE)))}
+    fns = {}
+    for label, (x, dy, axis) in cases(np.random.default_rng(0)).items():
+        if args.only not in label:
+            continue
+        results = {}
+        for tag, F in trees.items():
+            fwd = (lambda F=F, x=x, axis=axis: F.batch_norm_forward(x, None, None, axis=axis))
+            _, m, s = fwd()
+            bwd = (lambda F=F, x=x, dy=dy, m=m, s=s, axis=axis:
+                   F.batch_norm_backward(dy, x, m, s, None, axis=axis))
+            if "Fortran dy" not in label:
+                fns[(label, "forward", tag)] = fwd
+            fns[(label, "backward", tag)] = bwd
+            results[tag] = fwd() + bwd()
+        same = all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
+                   for a, b in zip(results["base"], results["this"]))
+        print(f"{label}: same bits: {same}")
+    for f in fns.values():
+        f()
+    ratios = {}
+    for r in range(args.rounds):
+        for key in dict.fromkeys(k[:2] for k in fns):
+            t = {}
+            for tag in (("base", "this") if r % 2 else ("this", "base")):
+                f = fns[key + (tag,)]
+                ts = []
+                for _ in range(args.calls):
+                    t0 = time.perf_counter()
+                    f()
+                    ts.append(time.perf_counter() - t0)
+                t[tag] = np.median(ts)
+            ratios.setdefault(key, []).append((t["base"], t["this"]))
+    for (label, op), v in ratios.items():
+        v = np.array(v)
+        sp = v[:, 0] / v[:, 1]
+        print(f"{label:32s} {op:8s} base {1e3 * np.median(v[:, 0]):8.3f} ms  "
+              f"this {1e3 * np.median(v[:, 1]):8.3f} ms  {np.median(sp):.2f}x "
+              f"({sp.min():.2f}-{sp.max():.2f})")
+
+
+if __name__ == "__main__":
+    main()
