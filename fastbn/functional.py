@@ -102,20 +102,21 @@ def _kernel_view(lay, a):
     where its elements are stored. Large arrays keep their strided view (no
     copy the size of the input), except a Fortran-ordered 2-D one (a ``dy``
     laid out unlike ``x``), which a rows kernel reads a cache line per
-    element: it is copied through square tiles
-    (:func:`fastbn.kernels._copy_tiles`). Read-only arrays are not copied
-    (their own variant, once). Whole calls against the strided kernels of
-    6a7d680, ``docs/scripts/ab_layouts.py``, 2026-12-02 15:41 UTC, medians of
-    7 / 15 rounds: sliced x (64, 300) 1.06x forward, 1.14x backward;
-    (128, 784) 1.62x, 0.98x; planes (8, 16, 256) 0.92x, 1.00x. A Fortran-
-    ordered dy, backward: (8192, 1024) 1.44x / 1.39x, (4096, 1024) float64
-    1.06x, but (1024, 784) 0.60x / 0.77x (the tiles) and (128, 784) 0.69x /
-    0.62x (NumPy's transposing copy): slower there than the strided kernel.
+    element: it is copied through tiles (:func:`fastbn.kernels._copy_tiles`),
+    in parallel, and so are small ones of 2^15 elements or more (NumPy's
+    transposing copy is serial and reads one side with a stride). Read-only arrays
+    are not copied (their own variant, once). Whole calls against the strided
+    kernels of 6a7d680, ``docs/scripts/ab_layouts.py --rounds 15 --calls
+    40``, 2026-12-02 16:46 UTC, median speed-up (range over rounds): sliced x
+    (64, 300) 1.15x forward, 1.24x backward; (128, 784) 1.64x, 0.86x
+    (0.59-1.35); planes (8, 16, 256) 0.96x, 0.98x. A Fortran-ordered dy,
+    backward: (64, 300) 1.34x, (128, 784) 1.03x (0.74-1.39), (1024, 784)
+    1.86x, (8192, 1024) 1.51x, (4096, 1024) float64 1.08x.
     """
     v = lay.view(a)
     if not _copied(v):
         return v
-    if _serial(v):
+    if v.ndim != 2 or not v.flags.f_contiguous or v.size < _config.SERIAL_BELOW:
         return v.copy()
     dense = np.empty(v.shape, v.dtype)
     K._copy_tiles.parallel(v, dense)
@@ -663,7 +664,8 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
 # leaves a plan: the layout, the kernels and the column splits. Later calls
 # with the same (shape, strides, dtype, axis, threads) and arguments of the
 # plain kinds (float arrays of the feature shape or None, a float epsilon and
-# momentum, no out= or one the kernels write as it is) run the plan: the same
+# momentum, no out= or one the kernels write as it is; a dy laid out unlike x
+# goes through _kernel_view, as in the checked path) run the plan: the same
 # kernels on the same arguments, so the same bits. Arguments of any other kind
 # take the checked path, so bad ones fail with its errors. Whole calls,
 # planned against checked, interleaved in one process, two runs, 2026-12-02,
@@ -795,8 +797,6 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
             or dy.dtype != x.dtype):
         return None
     plan, dx, dxk = planned
-    if dy.strides != x.strides:
-        return None                         # _kernel_view may copy dy: the checked path does
     fshape = plan.fshape
     if not (mean is not None and invstd is not None and _plain_vector(mean, fshape)
             and _plain_vector(invstd, fshape) and _plain_vector(gamma, fshape)):
@@ -805,7 +805,8 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
     invstd_k = lay.to_kernel(invstd)
     gamma_k = _gamma_vector(lay, gamma, _param_dtype(x.dtype, gamma))
     dgamma, dbeta = grads = np.empty((2, lay.channels), x.dtype)
-    plan.backward(lay.view(dy), lay.view(x), lay.to_kernel(mean), invstd_k, gamma_k, dxk, grads,
+    dyk = lay.view(dy) if dy.strides == x.strides else _kernel_view(lay, dy)
+    plan.backward(dyk, lay.view(x), lay.to_kernel(mean), invstd_k, gamma_k, dxk, grads,
                   K.ROWS_PER_CHUNK, plan.backward_cols)
     return dx, lay.from_kernel(dgamma, x.dtype), lay.from_kernel(dbeta, x.dtype)
 

@@ -398,30 +398,37 @@ def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, reque
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
-def test_large_fortran_dy_is_copied_through_tiles(request):
-    """A large Fortran-ordered dy for a C-ordered (N, C) x reaches the backward
-    C-contiguous (read in place, every element would be a new cache line): the
-    bits of a C-ordered dy, checked and planned."""
+@pytest.mark.parametrize("shape", [(600, 400), (128, 784), (40, 300)])
+def test_fortran_dy_is_copied_and_planned(shape, request, monkeypatch):
+    """A Fortran-ordered dy for a C-ordered (N, C) x reaches the backward
+    C-contiguous (read in place, every element would be a new cache line;
+    through tiles from 2^15 elements, by NumPy below): the bits of a C-ordered
+    dy, from the checked call and from the planned one that follows it."""
     from fastbn import functional
     rng = np.random.default_rng(22)
-    x = (rng.standard_normal((600, 400)) + 5).astype(np.float32)
+    x = (rng.standard_normal(shape) + 5).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    assert not functional._serial(x)
     _, m, s = fastbn.batch_norm_forward(x, None, None)
     want = fastbn.batch_norm_backward(dy, x, m, s, None)
     seen = request.getfixturevalue("kernel_arrays")     # from here on
-    for _ in range(2):                      # the checked call, then the planned one
+    for planned in (False, True):
         got = fastbn.batch_norm_backward(np.asfortranarray(dy), x, m, s, None)
         for u, v in zip(got, want):
             assert u.tobytes() == v.tobytes()
+        assert len(functional._PLANS) == 1
+        monkeypatch.setattr(functional, "_batch_norm_backward", None)   # planned from here on
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
-@pytest.mark.parametrize("shape", [(13, 7), (1, 9), (9, 1), (0, 5), (16, 16), (70, 33)])
-def test_copy_tiles_copies_every_element(shape):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(13, 7), (1, 9), (9, 1), (0, 5), (16, 16), (70, 33),
+                                   (129, 300), (64, 513)])
+def test_copy_tiles_copies_every_element(shape, dtype):
+    """Partial tiles and task blocks at both ends (64-row tasks, 16-column
+    tiles, 256-column blocks), empty and unit shapes."""
     from fastbn import kernels
-    src = np.asfortranarray(np.arange(np.prod(shape), dtype=np.float64).reshape(shape))
-    dst = np.full(shape, np.nan)
+    src = np.asfortranarray(np.arange(np.prod(shape), dtype=dtype).reshape(shape))
+    dst = np.full(shape, np.nan, dtype)
     kernels._copy_tiles.parallel(src, dst)
     np.testing.assert_array_equal(dst, src)
 

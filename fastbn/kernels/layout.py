@@ -2,31 +2,57 @@
 
 A rows kernel reading a Fortran-ordered ``(N, C)`` view touches a new cache
 line (and, on large arrays, a new page) for every element of a row, and
-NumPy's own copy into C order walks one side with that stride too. Copying in
-small square tiles reads and writes both sides a cache line at a time.
+NumPy's own copy into C order walks one side with that stride too.
+:func:`_copy_tiles` reads and writes both sides a cache line at a time.
 """
+import numpy as np
 from numba import prange
 
 from .._config import kernel
 
-#: tile side (elements). With power-of-two row lengths every row of a tile
-#: falls in the same L1 set, so tiles wider than the L1's 8 ways thrash it:
-#: a Fortran-ordered (8192, 1024) float32 copied in 12.4 ms with 8, 28.8 ms
-#: with 16, 26.0 ms with 32 ((8000, 1000): 10.8, 21.7, 19.6 ms;
-#: np.ascontiguousarray: 71 ms), 2 threads, one run each, 2026-12-02.
-TILE = 8
+#: rows of ``src`` per task: a run of 256 bytes (float32) down each column.
+TILE_ROWS = 64
+#: columns per tile: one cache line of a ``dst`` row (float32).
+TILE_COLS = 16
+#: columns per task, so that a short ``src`` still makes a task per thread.
+BLOCK_COLS = 256
 
 
 @kernel
 def _copy_tiles(src, dst):
     """``dst[...] = src`` for 2-D arrays of one shape in different memory orders
-    (a Fortran-ordered ``src`` into a C-ordered ``dst``): ``TILE`` rows per task,
-    ``TILE`` columns at a time, down each column of ``src`` inside a tile."""
+    (a Fortran-ordered ``src`` into a C-ordered ``dst``).
+
+    A task takes ``TILE_ROWS`` rows by ``BLOCK_COLS`` columns; in it, each
+    ``TILE_ROWS x TILE_COLS`` tile is read down ``src``'s columns into a small
+    buffer, then written along ``dst``'s rows, so that a tile spans whole
+    lines on both sides. Without the buffer, tiles taller than 8 rows thrash
+    the L1 when the rows' pitch is a power of two (every row of a tile falls
+    in one 8-way set), and 8 x 8 tiles (8f156eb) read each 64-byte line of
+    ``src`` as two halves, in two tasks.
+
+    Whole backward calls with a Fortran-ordered ``dy`` against 8f156eb (8 x 8
+    tiles; a small ``dy`` copied by NumPy; no plan for a ``dy`` laid out
+    unlike ``x``), ``docs/scripts/ab_layouts.py --rounds 15 --calls 40 --only
+    "Fortran dy"``, 2026-12-02 17:02 UTC, median speed-up (range): (64, 300)
+    1.28x (0.91-1.67), (128, 784) 1.19x (0.90-2.02), (1024, 784) 1.48x
+    (1.02-2.16), (8192, 1024) 1.02x (0.93-1.16), (4096, 1024) float64 1.04x
+    (0.78-1.11).
+    """
     n, c = src.shape
-    for t in prange((n + TILE - 1) // TILE):
-        i0 = t * TILE
-        i1 = min(n, i0 + TILE)
-        for j0 in range(0, c, TILE):
-            for j in range(j0, min(c, j0 + TILE)):
+    n_row_blocks = (n + TILE_ROWS - 1) // TILE_ROWS
+    n_col_blocks = (c + BLOCK_COLS - 1) // BLOCK_COLS
+    for task in prange(n_row_blocks * n_col_blocks):
+        i0 = (task // n_col_blocks) * TILE_ROWS
+        i1 = min(n, i0 + TILE_ROWS)
+        c0 = (task % n_col_blocks) * BLOCK_COLS
+        c1 = min(c, c0 + BLOCK_COLS)
+        buf = np.empty((TILE_COLS, TILE_ROWS), src.dtype)
+        for j0 in range(c0, c1, TILE_COLS):
+            j1 = min(c1, j0 + TILE_COLS)
+            for j in range(j0, j1):
                 for i in range(i0, i1):
-                    dst[i, j] = src[i, j]
+                    buf[j - j0, i - i0] = src[i, j]
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    dst[i, j] = buf[j - j0, i - i0]
