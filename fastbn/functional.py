@@ -559,7 +559,9 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
         they are constants (frozen statistics, e.g. fine-tuning).
     out : ndarray, optional
         Where to write ``dx``: shaped like ``x``, of ``x``'s dtype, writable;
-        it may be ``dy`` itself (in place).
+        it may be ``dy`` itself (in place). In place saves an array but costs
+        time: the compiled loops check at run time that what they write does
+        not overlap what they read, and when it does they run unvectorized.
 
     Returns
     -------
