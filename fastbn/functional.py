@@ -98,34 +98,47 @@ def _kernel_view(lay, a):
     (one the serial kernels take) whose kernel view is not C-contiguous is
     therefore copied into one that is: the copy costs microseconds, a new
     variant of a fused kernel 3-18 s of compilation in each new environment.
-    The same numbers either way: a kernel's arithmetic does not depend on
-    where its elements are stored. Large arrays keep their strided view (no
-    copy the size of the input), except a Fortran-ordered 2-D one (a ``dy``
-    laid out unlike ``x``), which a rows kernel reads a cache line per
-    element: it is copied through tiles (:func:`fastbn.kernels._copy_tiles`),
-    in parallel, and so are small ones of 2^15 elements or more (NumPy's
-    transposing copy is serial and reads one side with a stride). Read-only arrays
-    are not copied (their own variant, once). Whole calls against the strided
-    kernels of 6a7d680, ``docs/scripts/ab_layouts.py --rounds 15 --calls
-    40``, 2026-12-02 16:46 UTC, median speed-up (range over rounds): sliced x
-    (64, 300) 1.15x forward, 1.24x backward; (128, 784) 1.64x, 0.86x
-    (0.59-1.35); planes (8, 16, 256) 0.96x, 0.98x. A Fortran-ordered dy,
-    backward: (64, 300) 1.34x, (128, 784) 1.03x (0.74-1.39), (1024, 784)
-    1.86x, (8192, 1024) 1.51x, (4096, 1024) float64 1.08x.
+    The same numbers either way: a kernel's arithmetic does not depend on where
+    its elements are stored. Large arrays keep their strided view (no copy the
+    size of the input), except a Fortran-ordered 2-D one (a ``dy`` laid out
+    unlike ``x``) or a batch of them (a channels-last ``dy`` for an NCHW
+    ``x``), which the kernels read a cache line per element: those are copied
+    through tiles (:func:`fastbn.kernels._copy_tiles`), in parallel, and so are
+    small ones of 2^15 elements or more (NumPy's transposing copy is serial and
+    reads one side with a stride). Read-only arrays are not copied (their own
+    variant, once). Whole calls against the strided kernels of 6a7d680,
+    ``docs/scripts/ab_layouts.py --rounds 15 --calls 40``, 2026-12-02 16:46
+    UTC, median speed-up (range over rounds): sliced x (64, 300) 1.15x forward,
+    1.24x backward; (128, 784) 1.64x, 0.86x (0.59-1.35); planes (8, 16, 256)
+    0.96x, 0.98x. A Fortran-ordered dy, backward: (64, 300) 1.34x, (128, 784)
+    1.03x (0.74-1.39), (1024, 784) 1.86x, (8192, 1024) 1.51x, (4096, 1024)
+    float64 1.08x.
     """
     v = lay.view(a)
     if not _copied(v):
         return v
-    if v.ndim != 2 or not v.flags.f_contiguous or v.size < _config.SERIAL_BELOW:
+    if not _transposed(v) or v.size < _config.SERIAL_BELOW:
         return v.copy()
     dense = np.empty(v.shape, v.dtype)
-    K._copy_tiles.parallel(v, dense)
+    if v.ndim == 2:
+        K._copy_tiles.parallel(v[np.newaxis], dense[np.newaxis])
+    else:
+        K._copy_tiles.parallel(v, dense)
     return dense
 
 
 def _copied(v):
     """Whether :func:`_kernel_view` hands the kernels a copy of the kernel view ``v``."""
-    return not v.flags.c_contiguous and (_serial(v) or (v.ndim == 2 and v.flags.f_contiguous))
+    return not v.flags.c_contiguous and (_serial(v) or _transposed(v))
+
+
+def _transposed(v):
+    """Whether the kernel view ``v`` is a Fortran-ordered matrix (rows layout) or
+    a batch of them (planes layout: a channels-last array for channels-first
+    kernels), which the kernels would read a cache line per element."""
+    if v.ndim == 2:
+        return v.flags.f_contiguous
+    return v.ndim == 3 and v.strides[1] == v.itemsize and v.strides[2] == v.shape[1] * v.itemsize
 
 
 def _run(kern, xk, arrays=1):

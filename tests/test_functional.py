@@ -420,17 +420,40 @@ def test_fortran_dy_is_copied_and_planned(shape, request, monkeypatch):
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
+def test_channels_last_dy_is_copied_through_tiles(request):
+    """A channels-last dy for an NCHW x (planes layout: each sample's (C, HW)
+    matrix Fortran-ordered) reaches the backward C-contiguous, with the bits of
+    an NCHW dy."""
+    rng = np.random.default_rng(23)
+    x = (rng.standard_normal((4, 16, 24, 24)) + 5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dy_cl = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    _, m, s = fastbn.batch_norm_forward(x, None, None, axis=1)
+    want = fastbn.batch_norm_backward(dy, x, m, s, None, axis=1)
+    seen = request.getfixturevalue("kernel_arrays")     # from here on
+    got = fastbn.batch_norm_backward(dy_cl, x, m, s, None, axis=1)
+    for u, v in zip(got, want):
+        assert u.tobytes() == v.tobytes()
+    assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(13, 7), (1, 9), (9, 1), (0, 5), (16, 16), (70, 33),
                                    (129, 300), (64, 513)])
 def test_copy_tiles_copies_every_element(shape, dtype):
     """Partial tiles and task blocks at both ends (64-row tasks, 16-column
-    tiles, 256-column blocks), empty and unit shapes."""
+    tiles, 256-column blocks), empty and unit shapes; one matrix, and a batch
+    of three laid out as a channels-last array is for channels-first kernels."""
     from fastbn import kernels
     src = np.asfortranarray(np.arange(np.prod(shape), dtype=dtype).reshape(shape))
     dst = np.full(shape, np.nan, dtype)
-    kernels._copy_tiles.parallel(src, dst)
+    kernels._copy_tiles.parallel(src[np.newaxis], dst[np.newaxis])
     np.testing.assert_array_equal(dst, src)
+    batch = np.ascontiguousarray(np.stack([src, -src, 2 * src]).transpose(0, 2, 1))
+    src3 = batch.transpose(0, 2, 1)                 # each src3[k] Fortran-ordered
+    dst3 = np.full(src3.shape, np.nan, dtype)
+    kernels._copy_tiles.parallel(src3, dst3)
+    np.testing.assert_array_equal(dst3, src3)
 
 
 def test_zero_features_and_lists():

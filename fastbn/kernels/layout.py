@@ -1,8 +1,10 @@
 """Copying between memory orders, for inputs laid out unlike the kernels want.
 
 A rows kernel reading a Fortran-ordered ``(N, C)`` view touches a new cache
-line (and, on large arrays, a new page) for every element of a row, and
-NumPy's own copy into C order walks one side with that stride too.
+line (and, on large arrays, a new page) for every element of a row, and so
+does a planes kernel reading an ``(N, C, HW)`` view whose unit stride is
+``C`` (a channels-last ``dy`` for an NCHW ``x``); NumPy's own copy into C
+order walks one side with that stride too.
 :func:`_copy_tiles` reads and writes both sides a cache line at a time.
 """
 import numpy as np
@@ -20,8 +22,9 @@ BLOCK_COLS = 256
 
 @kernel
 def _copy_tiles(src, dst):
-    """``dst[...] = src`` for 2-D arrays of one shape in different memory orders
-    (a Fortran-ordered ``src`` into a C-ordered ``dst``).
+    """``dst[...] = src`` for 3-D arrays of one shape: a batch of matrices,
+    each Fortran-ordered in ``src`` (``src[k]``'s first axis has unit stride),
+    into a C-ordered ``dst``.
 
     A task takes ``TILE_ROWS`` rows by ``BLOCK_COLS`` columns; in it, each
     ``TILE_ROWS x TILE_COLS`` tile is read down ``src``'s columns into a small
@@ -39,20 +42,23 @@ def _copy_tiles(src, dst):
     (1.02-2.16), (8192, 1024) 1.02x (0.93-1.16), (4096, 1024) float64 1.04x
     (0.78-1.11).
     """
-    n, c = src.shape
+    batch, n, c = src.shape
     n_row_blocks = (n + TILE_ROWS - 1) // TILE_ROWS
     n_col_blocks = (c + BLOCK_COLS - 1) // BLOCK_COLS
-    for task in prange(n_row_blocks * n_col_blocks):
-        i0 = (task // n_col_blocks) * TILE_ROWS
+    per_matrix = n_row_blocks * n_col_blocks
+    for task in prange(batch * per_matrix):
+        k = task // per_matrix
+        t = task - k * per_matrix
+        i0 = (t // n_col_blocks) * TILE_ROWS
         i1 = min(n, i0 + TILE_ROWS)
-        c0 = (task % n_col_blocks) * BLOCK_COLS
+        c0 = (t % n_col_blocks) * BLOCK_COLS
         c1 = min(c, c0 + BLOCK_COLS)
         buf = np.empty((TILE_COLS, TILE_ROWS), src.dtype)
         for j0 in range(c0, c1, TILE_COLS):
             j1 = min(c1, j0 + TILE_COLS)
             for j in range(j0, j1):
                 for i in range(i0, i1):
-                    buf[j - j0, i - i0] = src[i, j]
+                    buf[j - j0, i - i0] = src[k, i, j]
             for i in range(i0, i1):
                 for j in range(j0, j1):
-                    dst[i, j] = buf[j - j0, i - i0]
+                    dst[k, i, j] = buf[j - j0, i - i0]
