@@ -24,7 +24,8 @@ from ._chunks import (LANES, _chan_merge, _lanes_add_prod_dev, _lanes_total, _n_
 from ._intrinsics import fma
 from .backward import _grad_coeffs_into, _grad_x_row_block, _sum_columns, _sum_row_chunks
 from .moments import _merge_columns, _merge_row_chunks
-from .normalize import _affine_row_block, _finite_shift, _invstd_scale_into, _tile
+from .normalize import (_affine_row_block, _finite_shift, _invstd_scale_into,
+                        _invstd_scale_one, _tile)
 
 
 @kernel
@@ -61,9 +62,8 @@ def _forward_planes_fused(x, shift, gamma, beta, eps, y, stats, chunk):
         mean[ch] = mu
         v = q / m
         var[ch] = v
-        si = 1.0 / np.sqrt(v + eps)
+        si, sc = _invstd_scale_one(v, gamma[ch], eps)
         invstd[ch] = si
-        sc = si * gamma[ch]
         sh = beta[ch]
         for o in range(outer):
             xr = x[o, ch]

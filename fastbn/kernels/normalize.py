@@ -110,12 +110,18 @@ def _inference_vectors(moving_mean, moving_variance, gamma, eps, stats):
 
 
 @helper
+def _invstd_scale_one(var, gamma, eps):
+    """``1 / sqrt(var + eps)`` and that times ``gamma``, for one feature: the
+    one place these two roundings are written."""
+    s = 1.0 / np.sqrt(var + eps)
+    return s, s * gamma
+
+
+@helper
 def _invstd_scale_into(var, gamma, eps, c0, c1, invstd, scale):
     """:func:`_invstd_scale` of features ``c0:c1``, into ``invstd``/``scale``."""
     for j in range(c0, c1):
-        s = 1.0 / np.sqrt(var[j] + eps)
-        invstd[j] = s
-        scale[j] = s * gamma[j]
+        invstd[j], scale[j] = _invstd_scale_one(var[j], gamma[j], eps)
 
 
 @helper
