@@ -437,6 +437,36 @@ def test_channels_last_dy_is_copied_through_tiles(request):
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
+def test_channels_last_out_is_written_through_tiles(request):
+    """A channels-last out= for an NCHW x: the kernels write a fresh C-contiguous
+    array, copied into out through tiles; out holds the bits of a call without
+    out= and is what the call returns (forward, backward, inference)."""
+    rng = np.random.default_rng(24)
+    shape = (4, 16, 24, 24)
+    x = (rng.standard_normal(shape) + 5).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    mm, mv = np.zeros(16, np.float32), np.ones(16, np.float32)
+    y, m, s = fastbn.batch_norm_forward(x, None, None, axis=1)
+    dx = fastbn.batch_norm_backward(dy, x, m, s, None, axis=1)[0]
+    yi = fastbn.batch_norm_forward(x, None, None, axis=1, training=False, moving_mean=mm,
+                                   moving_variance=mv)[0]
+
+    def channels_last():
+        return np.full((4, 24, 24, 16), np.nan, np.float32).transpose(0, 3, 1, 2)
+
+    seen = request.getfixturevalue("kernel_arrays")     # from here on
+    for want, call in ((y, lambda o: fastbn.batch_norm_forward(x, None, None, axis=1, out=o)[0]),
+                       (dx, lambda o: fastbn.batch_norm_backward(dy, x, m, s, None, axis=1,
+                                                                 out=o)[0]),
+                       (yi, lambda o: fastbn.batch_norm_forward(
+                           x, None, None, axis=1, training=False, moving_mean=mm,
+                           moving_variance=mv, out=o)[0])):
+        out = channels_last()
+        assert call(out) is out
+        assert np.ascontiguousarray(out).tobytes() == want.tobytes()
+    assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(13, 7), (1, 9), (9, 1), (0, 5), (16, 16), (70, 33),
                                    (129, 300), (64, 513)])

@@ -7,14 +7,14 @@
     git worktree remove /tmp/fastbn-base
 
 Both trees are imported under their own names with Numba's cache off, so each
-compiles its own kernels. Inputs whose kernel view is not C-contiguous:
-small sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a
-C-ordered ``x``, small and large, and a channels-last ``dy`` for an NCHW
-``x``. For each case and operation, whole calls (forward training and
-backward) are timed in rounds that alternate which tree goes first; printed
-are each tree's median of round medians, the median speed-up (base time /
-this tree's time) and its range over the rounds. Each case first checks that
-both trees return the same bits.
+compiles its own kernels. Inputs whose kernel view is not C-contiguous: small
+sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a C-ordered
+``x``, small and large, and a channels-last ``dy`` or ``out=`` for an NCHW
+``x``. For each case and operation, whole calls (forward training and backward)
+are timed in rounds that alternate which tree goes first; printed are each
+tree's median of round medians, the median speed-up (base time / this tree's
+time) and its range over the rounds. Each case first checks that both trees
+return the same bits.
 """
 import argparse
 import importlib.util
@@ -47,7 +47,7 @@ def _strided(a):
 
 
 def cases(rng):
-    """``{label: (x, dy, axis)}``."""
+    """``{label: (x, dy, axis[, out])}``."""
     out = {}
     for shape, axis in (((64, 300), -1), ((128, 784), -1), ((8, 16, 256), 1)):
         x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
@@ -62,9 +62,14 @@ def cases(rng):
     shape = (32, 64, 56, 56)                # the issue's D, NCHW, with an NHWC-stored dy
     x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
-    out[f"{shape} float32, channels-last dy"] = (
-        x, np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2), 1)
+    out[f"{shape} float32, channels-last dy"] = (x, _channels_last(dy), 1)
+    out[f"{shape} float32, channels-last out="] = (x, dy, 1, _channels_last(np.empty_like(x)))
     return out
+
+
+def _channels_last(a):
+    """``a``'s values, NCHW-shaped, stored NHWC."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
 def main(argv=None):
@@ -77,19 +82,21 @@ def main(argv=None):
     trees = {"base": _load("fastbn_base", args.base),
              "this": _load("fastbn_this", os.path.dirname(os.path.dirname(HERE)))}
     fns = {}
-    for label, (x, dy, axis) in cases(np.random.default_rng(0)).items():
+    for label, (x, dy, axis, *out) in cases(np.random.default_rng(0)).items():
         if args.only not in label:
             continue
+        out = out[0] if out else None
         results = {}
         for tag, F in trees.items():
-            fwd = (lambda F=F, x=x, axis=axis: F.batch_norm_forward(x, None, None, axis=axis))
+            fwd = (lambda F=F, x=x, axis=axis, out=out:
+                   F.batch_norm_forward(x, None, None, axis=axis, out=out))
             _, m, s = fwd()
-            bwd = (lambda F=F, x=x, dy=dy, m=m, s=s, axis=axis:
-                   F.batch_norm_backward(dy, x, m, s, None, axis=axis))
+            bwd = (lambda F=F, x=x, dy=dy, m=m, s=s, axis=axis, out=out:
+                   F.batch_norm_backward(dy, x, m, s, None, axis=axis, out=out))
             if " dy" not in label:
                 fns[(label, "forward", tag)] = fwd
             fns[(label, "backward", tag)] = bwd
-            results[tag] = fwd() + bwd()
+            results[tag] = [np.array(a) for a in fwd() + bwd()]    # copies: out= is shared
         same = all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
                    for a, b in zip(results["base"], results["this"]))
         print(f"{label}: same bits: {same}")
