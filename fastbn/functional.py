@@ -903,12 +903,21 @@ def _output(out, xk, dtype, lay, fn):
                          f"must have x's shape {xk.shape} and dtype {np.dtype(dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
+    kv = _out_view(out, xk, lay)
+    if kv is not None and (kv.flags.c_contiguous or not (_serial(kv) or _tiled_planes(kv))):
+        return out, kv                        # a view the kernels take: write it directly
+    return lay.empty(xk.dtype)
+
+
+def _out_view(out, xk, lay):
+    """The kernel-layout view of a validated ``out``, when kernels can write
+    through it (``out`` in the kernels' dtype, ``xk``'s; a layout that does not
+    interleave; a view, not a copy), else None."""
     if out.dtype == xk.dtype and not lay.interleaved and out.size:
         kv = lay.view(out)
-        if np.may_share_memory(kv, out) and (kv.flags.c_contiguous or not (
-                _serial(kv) or _tiled_planes(kv))):
-            return out, kv                    # a view the kernels take: write it directly
-    return lay.empty(xk.dtype)
+        if np.may_share_memory(kv, out):
+            return kv
+    return None
 
 
 def _tiled_planes(kv):
@@ -928,11 +937,10 @@ def _finish(res, out, xk, dtype, lay):
     res = lay.restore(res, xk, dtype)
     if out is None:
         return res
-    if res.dtype == out.dtype and not lay.interleaved:
-        ok = lay.view(out)
-        if _tiled_planes(ok) and np.may_share_memory(ok, out):
-            K._copy_tiles.parallel(lay.view(res).transpose(0, 2, 1), ok.transpose(0, 2, 1))
-            return out
+    ok = _out_view(out, xk, lay)
+    if ok is not None and _tiled_planes(ok):
+        K._copy_tiles.parallel(lay.view(res).transpose(0, 2, 1), ok.transpose(0, 2, 1))
+        return out
     np.copyto(out, res)
     return out
 

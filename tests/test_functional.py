@@ -437,22 +437,24 @@ def test_channels_last_dy_is_copied_through_tiles(request):
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
-def test_channels_last_out_is_written_through_tiles(request):
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_channels_last_out_is_written_through_tiles(dtype, request):
     """A channels-last out= for an NCHW x: the kernels write a fresh C-contiguous
     array, copied into out through tiles; out holds the bits of a call without
-    out= and is what the call returns (forward, backward, inference)."""
+    out= and is what the call returns (forward, backward, inference). float16
+    is computed in float32 and cast: its out is filled by NumPy, not tiles."""
     rng = np.random.default_rng(24)
     shape = (4, 16, 24, 24)
-    x = (rng.standard_normal(shape) + 5).astype(np.float32)
-    dy = rng.standard_normal(shape).astype(np.float32)
-    mm, mv = np.zeros(16, np.float32), np.ones(16, np.float32)
+    x = (rng.standard_normal(shape) + 5).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    mm, mv = np.zeros(16, dtype), np.ones(16, dtype)
     y, m, s = fastbn.batch_norm_forward(x, None, None, axis=1)
     dx = fastbn.batch_norm_backward(dy, x, m, s, None, axis=1)[0]
     yi = fastbn.batch_norm_forward(x, None, None, axis=1, training=False, moving_mean=mm,
                                    moving_variance=mv)[0]
 
     def channels_last():
-        return np.full((4, 24, 24, 16), np.nan, np.float32).transpose(0, 3, 1, 2)
+        return np.full((4, 24, 24, 16), np.nan, dtype).transpose(0, 3, 1, 2)
 
     seen = request.getfixturevalue("kernel_arrays")     # from here on
     for want, call in ((y, lambda o: fastbn.batch_norm_forward(x, None, None, axis=1, out=o)[0]),
