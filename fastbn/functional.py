@@ -820,9 +820,8 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
     invstd_k = lay.to_kernel(invstd)
     gamma_k = _gamma_vector(lay, gamma, _param_dtype(x.dtype, gamma))
     dgamma, dbeta = grads = np.empty((2, lay.channels), x.dtype)
-    dyk = lay.view(dy) if dy.strides == x.strides else _kernel_view(lay, dy)
-    plan.backward(dyk, lay.view(x), lay.to_kernel(mean), invstd_k, gamma_k, dxk, grads,
-                  K.ROWS_PER_CHUNK, plan.backward_cols)
+    plan.backward(_kernel_view(lay, dy), lay.view(x), lay.to_kernel(mean), invstd_k, gamma_k,
+                  dxk, grads, K.ROWS_PER_CHUNK, plan.backward_cols)
     return dx, lay.from_kernel(dgamma, x.dtype), lay.from_kernel(dbeta, x.dtype)
 
 

@@ -420,6 +420,11 @@ def test_fortran_dy_is_copied_and_planned(shape, request, monkeypatch):
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
+def _channels_last(a):
+    """``a``'s values, NCHW-shaped, stored NHWC."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 def test_channels_last_dy_is_copied_through_tiles(request):
     """A channels-last dy for an NCHW x (planes layout: each sample's (C, HW)
     matrix Fortran-ordered) reaches the backward C-contiguous, with the bits of
@@ -427,7 +432,7 @@ def test_channels_last_dy_is_copied_through_tiles(request):
     rng = np.random.default_rng(23)
     x = (rng.standard_normal((4, 16, 24, 24)) + 5).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
-    dy_cl = np.ascontiguousarray(dy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    dy_cl = _channels_last(dy)
     _, m, s = fastbn.batch_norm_forward(x, None, None, axis=1)
     want = fastbn.batch_norm_backward(dy, x, m, s, None, axis=1)
     seen = request.getfixturevalue("kernel_arrays")     # from here on
@@ -453,9 +458,6 @@ def test_channels_last_out_is_written_through_tiles(dtype, request):
     yi = fastbn.batch_norm_forward(x, None, None, axis=1, training=False, moving_mean=mm,
                                    moving_variance=mv)[0]
 
-    def channels_last():
-        return np.full((4, 24, 24, 16), np.nan, dtype).transpose(0, 3, 1, 2)
-
     seen = request.getfixturevalue("kernel_arrays")     # from here on
     for want, call in ((y, lambda o: fastbn.batch_norm_forward(x, None, None, axis=1, out=o)[0]),
                        (dx, lambda o: fastbn.batch_norm_backward(dy, x, m, s, None, axis=1,
@@ -463,7 +465,7 @@ def test_channels_last_out_is_written_through_tiles(dtype, request):
                        (yi, lambda o: fastbn.batch_norm_forward(
                            x, None, None, axis=1, training=False, moving_mean=mm,
                            moving_variance=mv, out=o)[0])):
-        out = channels_last()
+        out = _channels_last(np.full(shape, np.nan, dtype))
         assert call(out) is out
         assert np.ascontiguousarray(out).tobytes() == want.tobytes()
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
