@@ -839,6 +839,32 @@ def _parser():
     return p
 
 
+def _thread_counts(text, usable):
+    """The thread counts of ``--threads`` (``usable``, the CPUs this process may
+    run on, when None), refusing counts this machine cannot run side by side.
+
+    >>> _thread_counts("1,2", 4), _thread_counts(None, 4)
+    ([1, 2], [4])
+    """
+    if text is None:
+        return [usable]
+    try:
+        counts = [int(t) for t in str(text).split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"fastbn.bench: --threads takes a thread count or a comma-separated "
+                         f"list of them, each at least 1, e.g. --threads 1,2,4; got {text!r}")
+    if max(counts) > usable:
+        fit = ",".join(str(1 << k) for k in range(usable.bit_length())
+                       if 1 << k <= usable)
+        raise SystemExit(f"fastbn.bench: --threads {text} asks for {max(counts)} threads, but "
+                         f"this process may run on {usable} CPUs; with more threads than CPUs "
+                         f"the timings measure the scheduler, not the kernels. Give counts "
+                         f"up to {usable} (a scaling run here: --threads {fit}).")
+    return counts
+
+
 def run(args):
     """Run the comparison described by parsed ``args``; return the report dict.
 
@@ -896,8 +922,7 @@ def run(args):
             skipped[p] = why
             peers.remove(p)
     info = machine_info()
-    threads = ([int(t) for t in str(args.threads).split(",")] if args.threads
-               else [info["usable_cpus"]])
+    threads = _thread_counts(args.threads, info["usable_cpus"])
     report = dict(machine=info, command=" ".join(["python -m fastbn.bench"] + sys.argv[1:]),
                   config=dict(cases=cases, ops=ops, peers=peers, threads=threads,
                               repeat=args.repeat, min_time=args.min_time,

@@ -116,6 +116,19 @@ def test_command_rejects_unknown_case():
         bench.main(["--cases", "Z"])
 
 
+@pytest.mark.parametrize("text, says", [("x", "comma-separated"), ("0,2", "at least 1"),
+                                        ("", "comma-separated")])
+def test_command_rejects_bad_thread_counts(text, says):
+    with pytest.raises(SystemExit, match=says):
+        bench.main(["--threads", text, "--cases", "A"])
+
+
+def test_command_refuses_more_threads_than_cpus():
+    usable = len(os.sched_getaffinity(0))
+    with pytest.raises(SystemExit, match=f"may run on {usable} CPUs.*--threads 1"):
+        bench.main(["--threads", f"1,{usable + 1}", "--cases", "A"])
+
+
 # ------------------------------------------------------------------ asv suite
 @pytest.fixture(scope="module")
 def asv_benchmarks():
