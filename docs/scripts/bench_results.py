@@ -6,10 +6,18 @@
     ``docs/results/bench/``. Run it on a quiet machine (check ``uptime``) and
     commit ``docs/results/bench/``: the commands' own JSON and PNG files.
 
+``python docs/scripts/bench_results.py scaling [--threads 1,2,4,8,16] [--rounds 3]``
+    the performance issue's scaling run, on a machine with that many CPUs:
+    cases C and D, forward and backward, fastbn and PyTorch side by side at
+    each thread count, the triad at each, into ``docs/results/bench/scaling/``
+    (with ``scaling.png``, GB/s against threads). ``fastbn.bench`` refuses
+    more threads than the machine has CPUs. On a machine without internet,
+    run it from the source tree: ``PYTHONPATH=$PWD python docs/scripts/...``.
+
 ``python docs/scripts/bench_results.py render``
-    reads ``docs/results/bench/`` and writes ``docs/_generated/bench.md``;
-    the Sphinx build runs this step. Missing files give a "not yet measured"
-    note, never invented numbers.
+    reads ``docs/results/bench/`` and writes ``docs/_generated/bench.md`` and
+    ``docs/_generated/scaling.md``; the Sphinx build runs this step. Missing
+    files give a "not yet measured" note, never invented numbers.
 """
 import argparse
 import json
@@ -35,6 +43,12 @@ TARGETS = {
 }
 RUNS = {"bench-2t": ["--peers", "fastbn,fastbn-out,numpy,torch"],
         "bench-2t-reuse": ["--malloc-reuse"]}
+#: The scaling run: the issue's cases and operations, the thread counts it names.
+SCALING = os.path.join(RESULTS, "scaling")
+SCALING_ARGS = ["--cases", "C,D", "--ops", "forward,backward",
+                "--peers", "fastbn,fastbn-out,torch"]
+#: Target at the largest thread count: % of that machine's triad (issue 5).
+SCALING_TARGET_PCT = 75
 
 
 def run(args):
@@ -143,13 +157,19 @@ def bench_table(d):
                     f"| {_met(f, tor, t)} |" + (_out_cells(by.get((c["name"], op, "fastbn-out")),
                                                            tor) if has_out else ""))
         lines.append("")
-    v = m.get("versions", {})
-    lines += [f"Machine: {m.get('cpu')}, {m.get('usable_cpus')} usable CPUs, caches "
-              f"{m.get('caches')}, {m.get('memory')}; {m.get('date')}. Python "
-              f"{m.get('python')}, NumPy {m.get('numpy')}, Numba {m.get('numba')}, fastbn "
-              f"{v.get('fastbn')}, PyTorch {v.get('torch', 'not installed')}. Command: "
-              f"`{d['command']}`.", ""]
+    lines += [_machine_line(d), ""]
     return "\n".join(lines)
+
+
+def _machine_line(d):
+    """The machine, versions and command of a ``bench.json``, as one sentence."""
+    m = d["machine"]
+    v = m.get("versions", {})
+    return (f"Machine: {m.get('cpu')}, {m.get('usable_cpus')} usable CPUs, caches "
+            f"{m.get('caches')}, {m.get('memory')}; {m.get('date')}. Python "
+            f"{m.get('python')}, NumPy {m.get('numpy')}, Numba {m.get('numba')}, fastbn "
+            f"{v.get('fastbn')}, PyTorch {v.get('torch', 'not installed')}. Command: "
+            f"`{d['command']}`.")
 
 
 def train_table(d):
@@ -198,7 +218,113 @@ def render(args):
         out.append(train_table(d))
     with open(os.path.join(GENERATED, "bench.md"), "w") as f:
         f.write("\n".join(out))
+    with open(os.path.join(GENERATED, "scaling.md"), "w") as f:
+        f.write(scaling_page())
     print("bench_results: rendered", file=sys.stderr)
+
+
+def scaling(args):
+    """Run the scaling comparison into ``SCALING`` (unless ``--replot``) and draw
+    ``scaling.png`` from its ``bench.json`` (where matplotlib is installed)."""
+    if not args.replot:
+        cmd = [sys.executable, "-m", "fastbn.bench", "--threads", args.threads,
+               "--repeat", str(args.repeat), "--rounds", str(args.rounds), "--no-plot",
+               "--out", SCALING, *SCALING_ARGS]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+    d = _load(os.path.join(SCALING, "bench.json"))
+    if d is None:
+        raise SystemExit(f"bench_results: no {SCALING}/bench.json to plot; run the "
+                         f"scaling step without --replot first")
+    try:
+        scaling_plot(d, os.path.join(SCALING, "scaling.png"))
+    except ImportError:
+        print("bench_results: matplotlib is not installed here, so no scaling.png; "
+              "install it and run `bench_results.py scaling --replot`", file=sys.stderr)
+
+
+def _scaling_rows(d):
+    """``{(case, op): [(threads, triad GB/s, fastbn, fastbn-out, torch), ...]}``, each
+    peer's row or None."""
+    rows = {}
+    for threads, tri in sorted(d["triad"].items(), key=lambda kv: int(kv[0])):
+        by = {(r["case"], r["op"], r["peer"]): r for r in d["results"]
+              if str(r["threads"]) == str(threads)}
+        for c in d["config"]["cases"]:
+            for op in d["config"]["ops"]:
+                f = by.get((c["name"], op, "fastbn"))
+                if f is not None:
+                    rows.setdefault((c["name"], op), []).append(
+                        (int(threads), tri.get("gbps"), f,
+                         by.get((c["name"], op, "fastbn-out")), by.get((c["name"], op, "torch"))))
+    return rows
+
+
+def scaling_table(d):
+    """Markdown for the scaling run's ``bench.json``: a row per case, op and thread
+    count; "met" (at least ``SCALING_TARGET_PCT`` % of the triad) on the largest,
+    for fastbn's fresh outputs and for ``out=``."""
+    top = max(int(t) for t in d["triad"])
+    lines = ["| case | op | threads | triad GB/s | fastbn ms | % triad | `out=` ms "
+             "| `out=` % triad | PyTorch ms | % triad | × PyTorch | met (fresh / `out=`) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+
+    def met(row):
+        if row is None:
+            return "–"
+        return "yes" if (row["pct_triad"] or 0) >= SCALING_TARGET_PCT else "**no**"
+
+    for (case, op), rows in _scaling_rows(d).items():
+        for threads, tri, f, o, tor in rows:
+            lines.append(
+                f"| {case} | {op} | {threads} | {_fmt(tri, '.1f')} | {f['median_ms']:.3f} "
+                f"| {_fmt(f['pct_triad'], '.0f')} | {_fmt(o and o['median_ms'], '.3f')} "
+                f"| {_fmt(o and o['pct_triad'], '.0f')} | {_fmt(tor and tor['median_ms'], '.3f')} "
+                f"| {_fmt(tor and tor['pct_triad'], '.0f')} | {_ratio(f, 'torch')} "
+                f"| {met(f) + ' / ' + met(o) if threads == top else ''} |")
+    lines += ["", f"{_machine_line(d)} \"met\": at least {SCALING_TARGET_PCT} % of the "
+              f"triad at {top} threads.", ""]
+    return "\n".join(lines)
+
+
+def scaling_plot(d, path):
+    """GB/s against threads, one panel per case and op: fastbn, PyTorch, the triad."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = _scaling_rows(d)
+    fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 3.2), squeeze=False)
+    for ax, ((case, op), rs) in zip(axes[0], rows.items()):
+        t = [r[0] for r in rs]
+        ax.plot(t, [r[1] for r in rs], "k--", label="triad")
+        ax.plot(t, [r[2]["gbps"] for r in rs], "o-", label="fastbn")
+        for k, style, label in ((3, "^-", "fastbn out="), (4, "s-", "PyTorch")):
+            if all(r[k] for r in rs):
+                ax.plot(t, [r[k]["gbps"] for r in rs], style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(t, [str(v) for v in t])
+        ax.set_title(f"{case} {op}")
+        ax.set_xlabel("threads")
+    axes[0][0].set_ylabel("GB/s (minimal traffic)")
+    axes[0][0].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def scaling_page():
+    d = _load(os.path.join(SCALING, "bench.json"))
+    if d is None:
+        return ("Not yet measured: `docs/results/bench/scaling/bench.json` is missing "
+                "(`python docs/scripts/bench_results.py scaling` on a 16-core machine).\n")
+    out = [scaling_table(d)]
+    png = os.path.join(SCALING, "scaling.png")
+    if os.path.exists(png):
+        shutil.copy(png, os.path.join(GENERATED, "scaling.png"))
+        out += ["```{figure} _generated/scaling.png", ":alt: Scaling with threads", "",
+                "GB/s under the minimal-traffic model against threads; dashed: the triad.",
+                "```", ""]
+    return "\n".join(out)
 
 
 def main(argv=None):
@@ -210,10 +336,18 @@ def main(argv=None):
     r.add_argument("--rounds", type=int, default=5)
     r.add_argument("--only", help="comma-separated subset of: " + ", ".join(RUNS)
                    + ", train_speed")
-    sub.add_parser("render", help="write docs/_generated/bench.md")
+    sc = sub.add_parser("scaling", help="the scaling run on C and D (a 16-core machine)")
+    sc.add_argument("--threads", default="1,2,4,8,16")
+    sc.add_argument("--repeat", type=int, default=20)
+    sc.add_argument("--rounds", type=int, default=3)
+    sc.add_argument("--replot", action="store_true",
+                    help="only draw scaling.png from the bench.json already there")
+    sub.add_parser("render", help="write docs/_generated/bench.md and scaling.md")
     args = p.parse_args(argv)
     if args.step == "run":
         run(args)
+    elif args.step == "scaling":
+        scaling(args)
     render(args)
 
 
