@@ -761,29 +761,42 @@ def test_planned_inference_gives_the_bits_of_checked_inference(shape, axis, dtyp
         fastbn.batch_norm_forward(x, g, b, **{**kw, "moving_variance": -mv})
 
 
-@pytest.mark.parametrize("shape,axis,planned", [((256, 300), -1, True), ((9, 4, 5), (1, 2), False)])
-@pytest.mark.parametrize("in_place", [False, True])
-def test_planned_calls_write_into_out(shape, axis, planned, in_place, monkeypatch):
-    """out= runs the plan when the kernels write it as it is (plain (N, C)), else the
-    checked path; the same bits either way, in place too."""
+@pytest.mark.parametrize("shape,axis,order,in_place,planned", [
+    ((256, 300), -1, "C", False, True), ((256, 300), -1, "C", True, True),
+    ((9, 4, 5), (1, 2), "C", False, True), ((9, 4, 5), (1, 2), "C", True, True),
+    ((9, 4, 5), (1, 2), "F", False, False), ((9, 4, 5), (0, 2), "C", False, False)])
+def test_planned_calls_write_into_out(shape, axis, order, in_place, planned, monkeypatch):
+    """out= runs the plan when the kernels write it as it is (its kernel view is
+    C-contiguous: plain (N, C), or (9, 4, 5) axis (1, 2) viewed as (9, 20)), else
+    the checked path; the same bits either way, in place too."""
     from fastbn import functional
     rng = np.random.default_rng(15)
     x = (rng.standard_normal(shape) * 3 + 1e3).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     y, m, s = fastbn.batch_norm_forward(x, None, None, axis=axis)
     dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, None, axis=axis)
-    assert len(functional._PLANS) == 1
+    checked = []
     if planned:
+        assert len(functional._PLANS) == 1
         monkeypatch.setattr(functional, "_batch_norm_forward", None)
         monkeypatch.setattr(functional, "_batch_norm_backward", None)
-    out = x.copy() if in_place else np.full_like(x, np.nan)
+    else:                                   # the checked path must run: count its calls
+        for name in ("_batch_norm_forward", "_batch_norm_backward"):
+            def spy(*a, _f=getattr(functional, name), **k):
+                checked.append(_f)
+                return _f(*a, **k)
+            monkeypatch.setattr(functional, name, spy)
+    out = np.asarray(x.copy(), order=order) if in_place else np.full(shape, np.nan, order=order,
+                                                                      dtype=x.dtype)
     res = fastbn.batch_norm_forward(out if in_place else x, None, None, axis=axis, out=out)
-    assert res[0] is out and out.tobytes() == y.tobytes()
+    assert res[0] is out and out.tobytes() == y.tobytes()      # C order, whatever out's
     assert res[1].tobytes() == m.tobytes() and res[2].tobytes() == s.tobytes()
-    out = dy.copy() if in_place else np.full_like(x, np.nan)
+    out = np.asarray(dy.copy(), order=order) if in_place else np.full(shape, np.nan, order=order,
+                                                                       dtype=x.dtype)
     res = fastbn.batch_norm_backward(out if in_place else dy, x, m, s, None, axis=axis, out=out)
     assert res[0] is out and out.tobytes() == dx.tobytes()
     assert res[1].tobytes() == dg.tobytes() and res[2].tobytes() == db.tobytes()
+    assert len(checked) == (0 if planned else 2)
 
 
 def test_plans_follow_the_thread_count_and_stay_few(monkeypatch):

@@ -10,8 +10,8 @@ Both trees are imported under their own names with Numba's cache off, so each
 compiles its own kernels. Inputs whose kernel view is not C-contiguous: small
 sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a C-ordered
 ``x``, small and large, and a channels-last ``dy`` or ``out=`` for an NCHW
-``x``. For each case and operation, whole calls (forward training and backward)
-are timed in rounds that alternate which tree goes first; printed are each
+``x``; and F's ``(256, 28, 28)``, axis ``(1, 2)``, with ``out=``. For each case and
+operation, whole calls (forward training, inference and backward) are timed in rounds that alternate which tree goes first; printed are each
 tree's median of round medians, the median speed-up (base time / this tree's
 time) and its range over the rounds. Each case first checks that both trees
 return the same bits.
@@ -64,6 +64,10 @@ def cases(rng):
     dy = rng.standard_normal(shape).astype(np.float32)
     out[f"{shape} float32, channels-last dy"] = (x, _channels_last(dy), 1)
     out[f"{shape} float32, channels-last out="] = (x, dy, 1, _channels_last(np.empty_like(x)))
+    shape = (256, 28, 28)                   # the F, axis (1, 2): rows of 784
+    x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    out[f"{shape} float32, out="] = (x, dy, (1, 2), np.empty_like(x))
     return out
 
 
@@ -93,10 +97,15 @@ def main(argv=None):
             _, m, s = fwd()
             bwd = (lambda F=F, x=x, dy=dy, m=m, s=s, axis=axis, out=out:
                    F.batch_norm_backward(dy, x, m, s, None, axis=axis, out=out))
+            ones = np.ones_like(m)
+            inf = (lambda F=F, x=x, m=m, ones=ones, axis=axis, out=out:
+                   F.batch_norm_forward(x, None, None, axis=axis, training=False,
+                                        moving_mean=m, moving_variance=ones, out=out))
             if " dy" not in label:
                 fns[(label, "forward", tag)] = fwd
+                fns[(label, "inference", tag)] = inf
             fns[(label, "backward", tag)] = bwd
-            results[tag] = [np.array(a) for a in fwd() + bwd()]    # copies: out= is shared
+            results[tag] = [np.array(a) for a in fwd() + inf() + bwd()]  # copies: out= is shared
         same = all(np.asarray(a).tobytes() == np.asarray(b).tobytes()
                    for a, b in zip(results["base"], results["this"]))
         print(f"{label}: same bits: {same}")
