@@ -10,11 +10,12 @@ Both trees are imported under their own names with Numba's cache off, so each
 compiles its own kernels. Inputs whose kernel view is not C-contiguous: small
 sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a C-ordered
 ``x``, small and large, and a channels-last ``dy`` or ``out=`` for an NCHW
-``x``; and F's ``(256, 28, 28)``, axis ``(1, 2)``, with ``out=``. For each case and
-operation, whole calls (forward training, inference and backward) are timed in rounds that alternate which tree goes first; printed are each
-tree's median of round medians, the median speed-up (base time / this tree's
-time) and its range over the rounds. Each case first checks that both trees
-return the same bits.
+``x``; and F's ``(256, 28, 28)``, axis ``(1, 2)``, with ``out=``. For each case
+and operation, whole calls (forward training, inference and backward) are
+timed in rounds that alternate which tree goes first; printed are each tree's
+median of round medians, the median speed-up (base time / this tree's time)
+and its range over the rounds. Each case first checks that both trees return
+the same bits.
 """
 import argparse
 import importlib.util
