@@ -764,11 +764,13 @@ def test_planned_inference_gives_the_bits_of_checked_inference(shape, axis, dtyp
 @pytest.mark.parametrize("shape,axis,order,in_place,planned", [
     ((256, 300), -1, "C", False, True), ((256, 300), -1, "C", True, True),
     ((9, 4, 5), (1, 2), "C", False, True), ((9, 4, 5), (1, 2), "C", True, True),
+    ((50, 4, 16), -1, "C", False, True), ((50, 4, 16), -1, "C", True, True),
     ((9, 4, 5), (1, 2), "F", False, False), ((9, 4, 5), (0, 2), "C", False, False)])
 def test_planned_calls_write_into_out(shape, axis, order, in_place, planned, monkeypatch):
     """out= runs the plan when the kernels write it as it is (its kernel view is
-    C-contiguous: plain (N, C), or (9, 4, 5) axis (1, 2) viewed as (9, 20)), else
-    the checked path; the same bits either way, in place too."""
+    C-contiguous: plain (N, C), (9, 4, 5) axis (1, 2) viewed as (9, 20), narrow
+    rows folded, (50, 4, 16) as (25, 128)), else the checked path; the same bits
+    either way, in place too."""
     from fastbn import functional
     rng = np.random.default_rng(15)
     x = (rng.standard_normal(shape) * 3 + 1e3).astype(np.float32)
