@@ -748,12 +748,11 @@ def _planned(x, axis, out):
     """``(plan, output, its kernel view)`` for a call on ``x`` with ``axis``, or None.
 
     The output is a fresh array, or ``out`` itself when the kernels write it as
-    it is: a plain ``(N, C)`` input, or another layout whose kernel view of
-    ``out`` is C-contiguous, as a fresh output's is (F's ``(256, 28, 28)``,
-    axis ``(1, 2)``, viewed as ``(256, 784)``: whole calls with ``out=`` against
-    the checked path of 01a9dbc, ``docs/scripts/ab_layouts.py --rounds 15
-    --calls 40``, 2026-12-02 20:01 UTC, forward 1.27x, inference 1.42x,
-    backward 1.22x). Any other ``out`` takes the checked path, which decides.
+    it is (:func:`_direct_view`, the checked path's rule: F's ``(256, 28, 28)``,
+    axis ``(1, 2)``, with ``out=``, planned instead of checked, against 01a9dbc,
+    ``docs/scripts/ab_layouts.py --rounds 15 --calls 40``, 2026-12-02 20:01 UTC:
+    forward 1.27x, inference 1.42x, backward 1.22x). Any other ``out`` takes the
+    checked path, which decides.
     """
     key = _plan_key(x, axis)
     plan = _PLANS.get(key) if key is not None else None
@@ -764,16 +763,8 @@ def _planned(x, axis, out):
     if not (type(out) is np.ndarray and out.shape == x.shape and out.dtype == x.dtype
             and out.flags.writeable):
         return None
-    lay = plan.lay
-    if lay.plain:
-        if out.flags.c_contiguous or not plan.dense:
-            return plan, out, out
-        return None
-    if out.flags.c_contiguous:
-        kv = lay.view(out)
-        if kv.flags.c_contiguous and np.may_share_memory(kv, out):
-            return plan, out, kv
-    return None
+    kv = _direct_view(out, x, plan.lay)
+    return None if kv is None else (plan, out, kv)
 
 
 def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance,
@@ -915,10 +906,21 @@ def _output(out, xk, dtype, lay, fn):
                          f"must have x's shape {xk.shape} and dtype {np.dtype(dtype)}")
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
-    kv = _out_view(out, xk, lay)
-    if kv is not None and (kv.flags.c_contiguous or not (_serial(kv) or _tiled_planes(kv))):
+    kv = _direct_view(out, xk, lay)
+    if kv is not None:
         return out, kv                        # a view the kernels take: write it directly
     return lay.empty(xk.dtype)
+
+
+def _direct_view(out, xk, lay):
+    """The kernel view of a validated ``out`` when the kernels write it directly,
+    else None: C-contiguous, or strided for the parallel kernels except a
+    channels-last one (:func:`_tiled_planes`). Checked and planned calls (whose
+    layouts never interleave) share this rule."""
+    kv = _out_view(out, xk, lay)
+    if kv is not None and (kv.flags.c_contiguous or not (_serial(kv) or _tiled_planes(kv))):
+        return kv
+    return None
 
 
 def _out_view(out, xk, lay):
@@ -927,7 +929,7 @@ def _out_view(out, xk, lay):
     interleave; a view, not a copy), else None."""
     if out.dtype == xk.dtype and not lay.interleaved and out.size:
         kv = lay.view(out)
-        if np.may_share_memory(kv, out):
+        if kv is out or np.may_share_memory(kv, out):     # (out itself: a plain layout)
             return kv
     return None
 
