@@ -20,19 +20,22 @@ CACHE = os.environ.get("FASTBN_NO_CACHE", "0") != "1"
 
 #: Inputs with fewer elements than this run on the serial twin.
 SERIAL_BELOW = 1 << 15
-#: ... and, in the rows layout ``(N, C)``, fewer than this while N fits in one row
-#: chunk (two threads then split each row), half as many when N spans several
-#: chunks (each thread takes whole chunks) or the pass reads two arrays (the
-#: fused backward). Whole training calls (the fused rows kernels), parallel
-#: speed-up over serial, interleaved in one process, 2 threads, fp32,
-#: 2026-12-02, forward / backward: (128, 784) 0.55x / 0.66x, then 0.94x / 0.96x,
-#: then 0.96x / 1.07x, and with planned calls (less Python between kernels)
-#: 1.07x / 1.22x, 1.02x / 1.14x, 0.99x / 1.01x; (128, 512) 0.98x / 1.00x;
-#: (256, 300) 0.90x / 1.06x, then 1.14x / 1.16x, 1.11x / 1.19x and 1.19x / 1.25x;
-#: (192, 400) 1.06x / 1.06x; (256, 200) 1.00x / 1.07x, then 1.02x / 1.04x;
-#: (256, 128) 0.91x / 1.01x, then 0.89x / 0.88x; (256, 784) 1.08x / 1.24x;
-#: (1024, 256) 1.23x / 1.48x. Here each vCPU is now and then 1.5x slower for
-#: seconds at a time, hence the spread between runs.
+#: ... but rows ``(N, C)`` that are one row chunk (fewer than 64 rows, see
+#: :func:`fastbn.kernels.rows_per_chunk`; threads would split each row into
+#: column blocks) run serially below this many elements, half as many when the
+#: pass reads two arrays (the fused backward). Rows in several chunks, where
+#: each thread takes whole rows, go parallel from ``SERIAL_BELOW``. The fused
+#: kernels alone, parallel on the chunks of ``rows_per_chunk`` against serial
+#: (on one chunk where the rows fit one), interleaved in one process, 2
+#: threads, fp32, 2026-12-03, forward / backward: (128, 256) 1.14x / 1.19x,
+#: (160, 300) 1.34x / 1.32x, (128, 784) 1.39x / 1.51x, and below 2^15 elements
+#: (128, 200) 1.18x / 1.18x, (100, 300) 1.10x / 1.17x; in a slow spell of the
+#: second vCPU minutes before (each vCPU is now and then 1.5x slower for
+#: seconds at a time): (128, 200) 0.69x / 0.70x, (256, 128) 0.87x / 0.94x,
+#: (200, 200) 0.95x / 0.95x, (160, 300) 0.91x / 0.89x, (256, 200) 1.02x /
+#: 1.08x, (384, 128) 1.13x / 1.12x, (256, 64) 0.80x / 0.82x. Hence 2^15, where
+#: the spells cost little. (Before 2026-12-03 a chunk held 128 rows, and rows
+#: under 2^16 elements ran serially.)
 ROWS_SERIAL_BELOW = 1 << 17
 
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")

@@ -79,15 +79,15 @@ FUSE_MIN_FEATURES = 16
 def _serial(xk, arrays=1):
     """Whether the kernel-layout array ``xk`` is too small to share between threads.
 
-    Rows layout: below ``ROWS_SERIAL_BELOW`` elements while the rows fit one
-    row chunk (two threads then split each row), below half that over several
-    row chunks or when the pass reads ``arrays`` = 2 (the fused backward).
-    Else ``SERIAL_BELOW``.
+    Below ``SERIAL_BELOW`` elements; but rows of fewer than 64 rows, one row
+    chunk that threads would split into column blocks, below
+    ``ROWS_SERIAL_BELOW`` elements, half that when the pass reads ``arrays`` =
+    2 (the fused backward). (Rows of 64 to 128 are one chunk only below
+    ``SERIAL_BELOW`` elements: :func:`fastbn.kernels.rows_per_chunk`.)
     """
-    if xk.ndim != 2:
-        return xk.size < _config.SERIAL_BELOW
-    below = _config.ROWS_SERIAL_BELOW
-    return xk.size < (below if xk.shape[0] <= K.ROWS_PER_CHUNK and arrays == 1 else below // 2)
+    if xk.ndim == 2 and xk.shape[0] < K.SHARE_MIN_ROWS:
+        return xk.size < _config.ROWS_SERIAL_BELOW // arrays
+    return xk.size < _config.SERIAL_BELOW
 
 
 def _kernel_view(lay, a):
@@ -158,11 +158,20 @@ def _cols(xk, arrays=1):
     never blocks under 256 columns: (128, 784) fp32 forward, serial, took
     66 us with 64-column blocks and 22 us with whole rows.
     """
+    return _split(xk, arrays)[1]
+
+
+def _split(xk, arrays=1):
+    """The rows kernels' last two arguments for ``xk``: its rows per chunk
+    (:func:`fastbn.kernels.rows_per_chunk`, which decides the order of the
+    sums) and :func:`_cols` (which only splits the work)."""
     n, c = xk.shape
+    chunk = K.rows_per_chunk(n, c)
+    chunks = -(-n // chunk)
     if _serial(xk, arrays):
-        return K.COLS_PER_BLOCK if n > K.ROWS_PER_CHUNK else max(c, K.COLS_PER_BLOCK)
-    want = -(-_num_threads() // -(-n // K.ROWS_PER_CHUNK))
-    return min(K.COLS_PER_BLOCK, max(256, _line_multiple(-(-c // want))))
+        return chunk, (K.COLS_PER_BLOCK if chunks > 1 else max(c, K.COLS_PER_BLOCK))
+    want = -(-_num_threads() // chunks)
+    return chunk, min(K.COLS_PER_BLOCK, max(256, _line_multiple(-(-c // want))))
 
 
 try:                                       # Numba's private thread-pool module
@@ -234,7 +243,7 @@ def _stats(xk, lay):
     shift = _shift(xk, lay)
     if lay.kind == "planes":
         return _run(K._moments_planes, xk)(xk, shift, K.PLANE_CHUNK)
-    mean, m2 = _run(K._moments_rows, xk)(xk, shift, K.ROWS_PER_CHUNK, _cols(xk))
+    mean, m2 = _run(K._moments_rows, xk)(xk, shift, *_split(xk))
     if lay.group > 1 or lay.fold > 1:
         return K._merge_columns(mean, m2, float(xk.shape[0]), lay.channels, *lay.column_steps,
                                 shift)
@@ -256,14 +265,14 @@ def _affine(xk, mean, scale, shift, yk, lay):
         _run(K._affine_planes, xk)(xk, mean, scale, shift, yk, K.PLANE_CHUNK)
     else:
         mean, scale, shift = _per_column(lay, mean, scale, shift)
-        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, K.ROWS_PER_CHUNK, _cols(xk))
+        _run(K._affine_rows, xk)(xk, mean, scale, shift, yk, *_split(xk))
 
 
 def _grad_sums(dyk, xk, mean, lay):
     if lay.kind == "planes":
         return _run(K._grad_sums_planes, xk)(dyk, xk, mean, K.PLANE_CHUNK)
     (mean,) = _per_column(lay, mean)
-    sum_g, sum_gx = _run(K._grad_sums_rows, xk)(dyk, xk, mean, K.ROWS_PER_CHUNK, _cols(xk))
+    sum_g, sum_gx = _run(K._grad_sums_rows, xk)(dyk, xk, mean, *_split(xk))
     if lay.group > 1 or lay.fold > 1:
         steps = lay.column_steps
         return (K._sum_columns(sum_g, lay.channels, *steps),
@@ -276,7 +285,7 @@ def _grad_x(dyk, xk, mean, p, q, r, dxk, lay):
         _run(K._grad_x_planes, xk)(dyk, xk, mean, p, q, r, dxk, K.PLANE_CHUNK)
     else:
         mean, p, q, r = _per_column(lay, mean, p, q, r)
-        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, K.ROWS_PER_CHUNK, _cols(xk))
+        _run(K._grad_x_rows, xk)(dyk, xk, mean, p, q, r, dxk, *_split(xk))
 
 
 # ---------------------------------------------------------------- public API
@@ -514,7 +523,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
                                               float(epsilon), yk, stats, K.PLANE_CHUNK)
         else:
             _run(K._forward_rows_fused, xk)(xk, gamma_k, shift, float(epsilon), yk, stats,
-                                            K.ROWS_PER_CHUNK, _cols(xk))
+                                            *_split(xk))
             if training is True and xk_in is x:
                 _remember_plan(x, axis, lay, xk)
     elif training:
@@ -651,7 +660,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
                                                K.PLANE_CHUNK)
         else:
             _run(K._backward_rows_fused, xk, 2)(dyk, xk, mean_k, invstd_k, gamma_k, dxk, grads,
-                                                K.ROWS_PER_CHUNK, _cols(xk, 2))
+                                                *_split(xk, 2))
             if training is True and xk_in is x:
                 _remember_plan(x, axis, lay, xk)
     else:
@@ -691,14 +700,15 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
 # 1.22-1.29x on A, 1.35-1.40x on B, 1.27-1.42x on F.
 
 class _Plan:
-    __slots__ = ("lay", "fshape", "dense", "forward", "forward_cols", "affine", "backward",
-                 "backward_cols", "moving")
+    __slots__ = ("lay", "fshape", "dense", "chunk", "forward", "forward_cols", "affine",
+                 "backward", "backward_cols", "moving")
 
     def __init__(self, lay, xk):
         self.lay = lay
         self.fshape = lay.feature_shape
         self.dense = _serial(xk)            # arrays must be C-contiguous (_kernel_view)
-        self.forward, self.forward_cols = _run(K._forward_rows_fused, xk), _cols(xk)
+        self.chunk, self.forward_cols = _split(xk)
+        self.forward = _run(K._forward_rows_fused, xk)
         self.affine = _run(K._affine_rows, xk)    # inference: the same split as forward
         self.backward, self.backward_cols = _run(K._backward_rows_fused, xk, 2), _cols(xk, 2)
         self.moving = lay._fident           # moving statistics update in kernel order
@@ -793,7 +803,7 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
     gamma_k, shift = _affine_vectors(lay, gamma, beta, x.dtype)
     if training:
         mean_k, var_k, invstd_k = stats = np.empty((3, lay.channels))
-        plan.forward(lay.view(x), gamma_k, shift, epsilon, yk, stats, K.ROWS_PER_CHUNK,
+        plan.forward(lay.view(x), gamma_k, shift, epsilon, yk, stats, plan.chunk,
                      plan.forward_cols)
         if moving_mean is not None:
             K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
@@ -805,7 +815,7 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
                                     stats):
             return None                     # negative variances: the checked path says so
         plan.affine(lay.view(x), *_per_column(lay, mean_k, scale_k, shift), yk,
-                    K.ROWS_PER_CHUNK, plan.forward_cols)
+                    plan.chunk, plan.forward_cols)
     return y, lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
 
 
@@ -825,7 +835,7 @@ def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
     gamma_k = _gamma_vector(lay, gamma, _param_dtype(x.dtype, gamma))
     dgamma, dbeta = grads = np.empty((2, lay.channels), x.dtype)
     plan.backward(_kernel_view(lay, dy), lay.view(x), lay.to_kernel(mean), invstd_k, gamma_k,
-                  dxk, grads, K.ROWS_PER_CHUNK, plan.backward_cols)
+                  dxk, grads, plan.chunk, plan.backward_cols)
     return dx, lay.from_kernel(dgamma, x.dtype), lay.from_kernel(dbeta, x.dtype)
 
 

@@ -177,8 +177,9 @@ def test_one_pass_chunks_hold_on_jumps_and_outliers(layout):
     chunk's variance), one starts each chunk with a 1e6-sigma outlier (the bound's
     worst case)."""
     rng = np.random.default_rng(5)
-    chunk = 128 if layout == "rows" else 8192        # ROWS_PER_CHUNK, PLANE_CHUNK
-    n = 3 * chunk
+    n = 3 * 128 if layout == "rows" else 3 * 8192
+    chunk = fastbn.kernels.rows_per_chunk(n, 2) if layout == "rows" else 8192   # 96 rows
+    assert n % chunk == 0
     cols = rng.standard_normal((n, 2))
     cols[chunk:, 0] += 1e7
     cols[::chunk, 1] = 1e6
@@ -538,27 +539,43 @@ def test_serial_and_parallel_twins_agree_bitwise(shape, axis, monkeypatch):
         assert u.tobytes() == v.tobytes()
 
 
+@pytest.mark.parametrize("shape,chunk", [
+    ((128, 784), 64), ((100, 784), 50), ((64, 512), 32), ((128, 200), 128), ((63, 4096), 128),
+    ((1, 9), 128), ((129, 10), 65), ((160, 300), 80), ((256, 300), 128), ((300, 300), 75),
+    ((301, 8), 76), ((8192, 1024), 128), ((1000, 784), 125)])
+def test_rows_per_chunk(shape, chunk):
+    """An even number of equal chunks of at most 128 rows; one chunk for arrays of at
+    most 128 rows too small to share (under 64 rows or 2^15 elements)."""
+    assert fastbn.kernels.rows_per_chunk(*shape) == chunk
+
+
 @pytest.mark.parametrize("shape,serial,serial_backward", [
-    ((128, 784), True, False), ((128, 1025), False, False), ((128, 500), True, True),
-    ((256, 300), False, False), ((256, 200), True, True), ((200, 40), True, True)])
-def test_rows_go_parallel_sooner_over_several_row_chunks(shape, serial, serial_backward):
-    """Rows run serially below ROWS_SERIAL_BELOW elements while they fit one row chunk
-    (threads would split every row), below half that over several chunks or in the
-    fused backward (two arrays read); the plans keep the same choice."""
+    ((128, 784), False, False), ((128, 256), False, False), ((128, 200), True, True),
+    ((32, 2048), True, False), ((32, 4096), False, False), ((256, 200), False, False),
+    ((256, 120), True, True), ((200, 40), True, True)])
+def test_rows_go_parallel_over_several_row_chunks(shape, serial, serial_backward):
+    """Rows in several chunks (each thread takes whole rows) run in parallel from
+    SERIAL_BELOW elements; rows of one chunk (threads would split every row) from
+    ROWS_SERIAL_BELOW, half that in the fused backward (two arrays read); the plans
+    keep the same choice, and a parallel plan on one chunk splits it by columns."""
     from fastbn import functional
+    assert fastbn._config.SERIAL_BELOW == 1 << 15
     assert fastbn._config.ROWS_SERIAL_BELOW == 1 << 17
     x = np.ones(shape, np.float32)
-    assert functional._serial(x) is serial
-    assert functional._serial(x, 2) is serial_backward
+    xk = _axes.layout(x, (1,)).view(x)           # (256, 200): folded, read as (64, 800)
+    assert functional._serial(xk) is serial
+    assert functional._serial(xk, 2) is serial_backward
     y, m, s = fastbn.batch_norm_forward(x, None, None)
     fastbn.batch_norm_backward(x, x, m, s, None)
     (plan,) = functional._PLANS.values()
     kernels = fastbn.kernels
+    assert plan.chunk == kernels.rows_per_chunk(*xk.shape)
     assert plan.forward is getattr(kernels._forward_rows_fused,
                                    "serial" if serial else "parallel")
     assert plan.backward is getattr(kernels._backward_rows_fused,
                                     "serial" if serial_backward else "parallel")
-    assert (plan.backward_cols < shape[1]) is (not serial_backward and shape[0] <= 128)
+    one_chunk = plan.chunk >= xk.shape[0]
+    assert (plan.backward_cols < xk.shape[1]) is (not serial_backward and one_chunk)
 
 
 def test_serial_calls_on_one_row_chunk_take_whole_rows():
@@ -566,7 +583,7 @@ def test_serial_calls_on_one_row_chunk_take_whole_rows():
     one task loop per pass (their one-task-per-block path pays only in parallel);
     over several chunks, blocks of up to 1024 columns."""
     from fastbn import functional
-    one_chunk, chunks = np.ones((30, 2100), np.float32), np.ones((200, 300), np.float32)
+    one_chunk, chunks = np.ones((30, 2100), np.float32), np.ones((200, 150), np.float32)
     assert functional._serial(one_chunk, 2) and functional._serial(chunks, 2)
     assert functional._cols(one_chunk) == functional._cols(one_chunk, 2) == 2100
     assert functional._cols(np.ones((60, 500), np.float32)) == fastbn.kernels.COLS_PER_BLOCK
@@ -615,8 +632,9 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
 def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dtype, monkeypatch):
     """Whether a fused path runs depends on the shape; its bits must not."""
     from fastbn import functional
-    if serial is False:                             # the parallel fused rows kernels
-        monkeypatch.setattr(fastbn._config, "ROWS_SERIAL_BELOW", 0)
+    if serial is not None:                          # the rows kernels' twin named
+        for name in ("SERIAL_BELOW", "ROWS_SERIAL_BELOW"):
+            monkeypatch.setattr(fastbn._config, name, 10**12 if serial else 0)
     rng = np.random.default_rng(13)
     x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
     x.flat[0] = np.nan                  # feature 0's first value, which is its shift

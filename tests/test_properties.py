@@ -29,11 +29,11 @@ SETTINGS = dict(max_examples=60, deadline=None,
                 derandomize=not os.environ.get("FASTBN_HYPOTHESIS_RANDOM"),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-# sizes: mostly tiny (incl. 1), sometimes across ROWS_PER_CHUNK=128 / GROUP_BELOW=128
-# and other odd boundaries
+# sizes: mostly tiny (incl. 1), sometimes across the row-chunk boundaries (64 and 128
+# rows, fastbn.kernels.rows_per_chunk) / GROUP_BELOW=128 and other odd boundaries
 SIZES = st.one_of(st.integers(1, 6), st.sampled_from([7, 16, 17, 63, 64, 65, 127, 128, 129, 257]))
 MAX_ELEMENTS = 70_000          # above SERIAL_BELOW (32768): some draws take the parallel kernels
-                               # (planes, grouped and copied rows; plain rows fuse serially)
+                               # (planes, grouped and copied rows, rows of 64 or more)
 LAYOUTS = ["C", "F", "transposed", "strided", "broadcast", "readonly"]
 
 

@@ -10,7 +10,8 @@ Both trees are imported under their own names with Numba's cache off, so each
 compiles its own kernels. Inputs whose kernel view is not C-contiguous: small
 sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a C-ordered
 ``x``, small and large, and a channels-last ``dy`` or ``out=`` for an NCHW
-``x``; and F's ``(256, 28, 28)``, axis ``(1, 2)``, with ``out=``. For each case
+``x``; and F's ``(256, 28, 28)``, axis ``(1, 2)``, with ``out=``; or, with
+``--issue-shapes``, plain arrays of the issue's shapes but D. For each case
 and operation, whole calls (forward training, inference and backward) are
 timed in rounds that alternate which tree goes first; printed are each tree's
 median of round medians, the median speed-up (base time / this tree's time)
@@ -72,6 +73,22 @@ def cases(rng):
     return out
 
 
+#: the issue's shapes (fresh outputs), for ``--issue-shapes``; D (NCHW planes) left out
+ISSUE_SHAPES = {"A": ((128, 784), -1, np.float32), "B": ((256, 300), -1, np.float32),
+                "C": ((8192, 1024), -1, np.float32), "E": ((32, 56, 56, 64), -1, np.float32),
+                "F": ((256, 28, 28), (1, 2), np.float32), "G": ((8192, 1024), -1, np.float64)}
+
+
+def issue_cases(rng):
+    """``{label: (x, dy, axis)}`` for the issue's shapes, plain C-ordered arrays."""
+    out = {}
+    for name, (shape, axis, dtype) in ISSUE_SHAPES.items():
+        x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
+        dy = rng.standard_normal(shape).astype(dtype)
+        out[f"{name} {shape} {np.dtype(dtype).name}"] = (x, dy, axis)
+    return out
+
+
 def _channels_last(a):
     """``a``'s values, NCHW-shaped, stored NHWC."""
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
@@ -83,11 +100,14 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=20, help="timed calls per round")
     ap.add_argument("--only", default="", help="only the cases whose label contains this")
+    ap.add_argument("--issue-shapes", action="store_true",
+                    help="the issue's shapes A, B, C, E, F, G (plain arrays) instead")
     args = ap.parse_args(argv)
     trees = {"base": _load("fastbn_base", args.base),
              "this": _load("fastbn_this", os.path.dirname(os.path.dirname(HERE)))}
     fns = {}
-    for label, (x, dy, axis, *out) in cases(np.random.default_rng(0)).items():
+    make = issue_cases if args.issue_shapes else cases
+    for label, (x, dy, axis, *out) in make(np.random.default_rng(0)).items():
         if args.only not in label:
             continue
         out = out[0] if out else None

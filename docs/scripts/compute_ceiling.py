@@ -85,14 +85,14 @@ def main():
         for where, x in arrays.items():
             out = np.empty_like(x)
             shift = x[0].astype(np.float64)
-            cols = functional._cols(x)
+            cols, chunk = functional._cols(x), K.rows_per_chunk(*x.shape)
             calls = max(5, (1 << 24) // x.size)
             passes = {
-                "statistics": lambda: K._moments_rows.parallel(x, shift, K.ROWS_PER_CHUNK, cols),
+                "statistics": lambda: K._moments_rows.parallel(x, shift, chunk, cols),
                 "elementwise": lambda: K._affine_rows.parallel(x, mean, ones, zeros, out,
-                                                               K.ROWS_PER_CHUNK, cols),
-                "read": lambda: _read(x, K.ROWS_PER_CHUNK),
-                "copy": lambda: _copy(x, out, K.ROWS_PER_CHUNK)}
+                                                               chunk, cols),
+                "read": lambda: _read(x, chunk),
+                "copy": lambda: _copy(x, out, chunk)}
             for name, fn in passes.items():
                 rates.setdefault((name, where), []).append(rate(fn, x.size, calls))
     tri = bench.triad()

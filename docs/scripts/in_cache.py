@@ -79,7 +79,7 @@ def main(argv=None):
     mean = x.mean(axis=0, dtype=np.float64)
     p, q, r, zeros = np.ones(c), np.full(c, 0.1), np.full(c, 0.01), np.zeros(c)
     out = np.empty_like(x)
-    rows, cols = K.ROWS_PER_CHUNK, K.COLS_PER_BLOCK
+    rows, cols = K.rows_per_chunk(*x.shape), K.COLS_PER_BLOCK     # A: two chunks of 64 rows
     passes = {
         "statistics": lambda: K._moments_rows.serial(x, mean, rows, cols),
         "forward elementwise": lambda: K._affine_rows.serial(x, mean, p, zeros, out, rows, cols),

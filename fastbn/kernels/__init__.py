@@ -4,7 +4,8 @@ Private by design: no kernel validates its input or knows about ``axis``;
 :mod:`fastbn.functional` is the public front door.
 """
 from .._config import drop_stale_cache
-from ._chunks import COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK
+from ._chunks import (COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK, SHARE_MIN_ROWS,
+                      rows_per_chunk)
 from .activations import _elu_backward, _elu_forward
 from .backward import (_grad_coeffs, _grad_sums_planes, _grad_sums_rows, _grad_x_planes,
                        _grad_x_rows, _sum_columns)
@@ -15,7 +16,7 @@ from .moments import _merge_columns, _moments_planes, _moments_rows
 from .normalize import (_affine_planes, _affine_rows, _finite_shift, _inference_vectors,
                         _invstd_scale, _update_moving, _update_moving_pair)
 
-__all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK",
+__all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK", "SHARE_MIN_ROWS", "rows_per_chunk",
            "_moments_rows", "_moments_planes", "_affine_rows", "_affine_planes",
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
            "_merge_columns", "_sum_columns", "_forward_planes_fused", "_backward_planes_fused",
