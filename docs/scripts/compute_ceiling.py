@@ -85,7 +85,7 @@ def main():
         for where, x in arrays.items():
             out = np.empty_like(x)
             shift = x[0].astype(np.float64)
-            cols, chunk = functional._cols(x), K.rows_per_chunk(*x.shape)
+            chunk, cols = functional._split(x)
             calls = max(5, (1 << 24) // x.size)
             passes = {
                 "statistics": lambda: K._moments_rows.parallel(x, shift, chunk, cols),

@@ -6,7 +6,7 @@ so results are bitwise identical with 1, 2 or 16 threads.
 """
 import numpy as np
 
-from .._config import helper
+from .._config import SERIAL_BELOW, helper
 from ._intrinsics import fma
 
 #: rows layout: most rows per statistics chunk (see :func:`rows_per_chunk`). A
@@ -17,9 +17,11 @@ from ._intrinsics import fma
 #: rows defeat the prefetcher).
 ROWS_PER_CHUNK = 128
 #: rows layout: an array of at most ``ROWS_PER_CHUNK`` rows is cut in two chunks
-#: when it has at least this many rows and ``SHARE_MIN_SIZE`` elements.
+#: when it has at least this many rows and ``SHARE_MIN_SIZE`` elements: the size
+#: from which ``functional._serial`` shares work between threads, read once here
+#: (a test that patches ``_config.SERIAL_BELOW`` picks a kernel, not the chunks).
 SHARE_MIN_ROWS = 64
-SHARE_MIN_SIZE = 1 << 15           # = _config.SERIAL_BELOW, which functional._serial relies on
+SHARE_MIN_SIZE = SERIAL_BELOW
 #: rows layout: at most this many columns per task. Column blocks only split
 #: the work (each column is reduced on its own), so they never change a result.
 COLS_PER_BLOCK = 1024
