@@ -88,3 +88,30 @@ def test_bad_flags_exit_with_usage(capsys):
 def test_build_model_counts_match_keras():
     # the notebook's model: "Total params: 271,346" in Keras' summary()
     assert job.build_model("textbook").count_params() == 271_346
+
+
+def test_metrics_json_survives_two_writers(tmp_path):
+    """Two runs into one --out (two ranks without --distributed) write
+    metrics.json at once: each rename is of a complete file of its own (a
+    fixed temporary name made one writer's rename fail or mix the files)."""
+    import threading
+
+    path = tmp_path / "metrics.json"
+    docs = [{"rank": k, "pad": "x" * 2_000_000} for k in range(2)]
+    errors = []
+
+    def write(k):
+        try:
+            for _ in range(30):
+                job._atomic_json(docs[k], path)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert json.loads(path.read_text()) in docs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]

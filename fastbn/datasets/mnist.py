@@ -52,6 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fastbn._files import atomic_write
+
 __all__ = ["load_data", "data_dir", "DatasetUnavailableError"]
 
 #: SHA-256 of Keras' ``mnist.npz`` (``keras.datasets.mnist``'s ``file_hash``).
@@ -317,17 +319,8 @@ def _load_cache(path):
 def _atomic_write(path, write):
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a shared $FASTBN_DATA must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        write(f)
 
 
 def _record_sha256(path, sha256):

@@ -349,9 +349,10 @@ def _plot(history, path, title):
 
 
 def _atomic_json(obj, path):
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    from fastbn._files import atomic_write
+
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
 
 
 # ----------------------------------------------------------------------- job

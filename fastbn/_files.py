@@ -1,0 +1,155 @@
+"""Atomic file writes: a reader, or a crash, never sees half a file.
+
+Every file fastbn writes for the user (weights, metrics, plots, the dataset
+cache) goes through :func:`atomic_write` or :func:`atomic_path`: the bytes go
+to a temporary file with a unique name in the destination's directory, are
+flushed and ``fsync``-ed, and ``os.replace`` renames it over the destination
+in one step (POSIX ``rename``: atomic within a file system). If anything fails
+before the rename -- a full disk, an exception in the writer, Ctrl-C -- the
+temporary file is removed and the destination keeps its old bytes. Writers
+racing into one path each rename a complete file of their own; the last
+rename wins.
+"""
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write", "atomic_path"]
+
+
+def _new_file_mode():
+    """The mode ``open(path, "w")`` would give a new file: 0o666 less the umask.
+
+    mkstemp makes 0o600 files; a shared cache or a run directory must stay
+    readable as an ordinary write would leave it.
+    """
+    try:  # Linux >= 4.7 reports the umask without changing it
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and restore at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(directory):
+    """Make the rename itself durable (best effort: not every OS or FS allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    For writers that want a file name rather than a file object (h5py, a
+    library that opens the file itself). The caller writes the whole file at
+    the yielded name; when the ``with`` block ends without an exception the
+    file is ``fsync``-ed and renamed onto ``path``. On any exception,
+    ``KeyboardInterrupt`` included, the temporary file is removed, ``path`` is
+    left as it was, and the exception propagates.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The destination. Its directory must exist.
+
+    Yields
+    ------
+    str
+        The temporary file's path (created empty, in ``path``'s directory).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fastbn._files import atomic_path
+    >>> target = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> with atomic_path(target) as tmp:
+    ...     with open(tmp, "w") as f:
+    ...         _ = f.write("kept")
+    >>> open(target).read()
+    'kept'
+    """
+    path = Path(path)
+    directory = path.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:  # the writer may not have synced what it wrote
+            os.fsync(f.fileno())
+        try:
+            mode = os.stat(path).st_mode & 0o7777  # a replaced file keeps its mode
+        except FileNotFoundError:
+            mode = _new_file_mode()
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", encoding=None):
+    """Open a temporary file beside ``path`` for writing; on success rename it onto ``path``.
+
+    The file object is flushed and ``fsync``-ed before the rename, so after
+    the ``with`` block ``path`` holds either its old bytes or all of the new
+    ones, whatever happens (an exception, ``KeyboardInterrupt``, a killed
+    process, a second writer). On an exception the temporary file is removed
+    and the exception propagates; a killed process can leave a hidden
+    ``.NAME.*.part`` file beside ``path``, never a damaged ``path``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The destination. Its directory must exist.
+    mode : {"wb", "w"}, default "wb"
+        Binary or text.
+    encoding : str, optional
+        For text mode (default UTF-8).
+
+    Yields
+    ------
+    file object
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fastbn._files import atomic_write
+    >>> target = os.path.join(tempfile.mkdtemp(), "metrics.json")
+    >>> with atomic_write(target, "w") as f:
+    ...     _ = f.write('{"accuracy": 0.98}')
+    >>> try:
+    ...     with atomic_write(target, "w") as f:
+    ...         _ = f.write('{"accur')
+    ...         raise OSError("disk full")
+    ... except OSError:
+    ...     pass
+    >>> open(target).read()                      # the old file, untouched
+    '{"accuracy": 0.98}'
+    >>> os.listdir(os.path.dirname(target))      # and no temporary left
+    ['metrics.json']
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_write: mode must be 'wb' or 'w', not {mode!r}")
+    if mode == "w" and encoding is None:
+        encoding = "utf-8"
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()

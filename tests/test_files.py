@@ -1,0 +1,142 @@
+"""fastbn._files: atomic writes keep the old file on any failure and never
+leave a temporary behind; racing writers never produce a mixed file."""
+import os
+import stat
+import threading
+
+import pytest
+
+from fastbn._files import atomic_path, atomic_write
+
+OLD = b"old checkpoint " * 1000
+
+
+def _write_in_chunks(f, data, fail_after=None, exc=OSError("File too large")):
+    for i in range(0, len(data), 4096):
+        if fail_after is not None and i >= fail_after:
+            raise exc
+        f.write(data[i:i + 4096])
+
+
+def test_writes_and_replaces(tmp_path):
+    target = tmp_path / "w.bin"
+    target.write_bytes(OLD)
+    with atomic_write(target) as f:
+        f.write(b"new")
+    assert target.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["w.bin"]
+    with atomic_write(tmp_path / "t.json", "w") as f:
+        f.write("{}\n")
+    assert (tmp_path / "t.json").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("exc", [OSError("File too large"), KeyboardInterrupt(),
+                                 ValueError("bad array")], ids=type)
+def test_failing_writer_keeps_old_file_and_leaves_no_temporary(tmp_path, exc):
+    target = tmp_path / "weights.npz"
+    target.write_bytes(OLD)
+    with pytest.raises(type(exc)):
+        with atomic_write(target) as f:
+            _write_in_chunks(f, b"x" * 100_000, fail_after=50_000, exc=exc)
+    assert target.read_bytes() == OLD
+    assert os.listdir(tmp_path) == ["weights.npz"]
+
+
+def test_failing_rename_keeps_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "weights.npz"
+    target.write_bytes(OLD)
+
+    def refuse(src, dst):
+        raise PermissionError("rename refused")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(PermissionError):
+        with atomic_write(target) as f:
+            f.write(b"new")
+    assert target.read_bytes() == OLD
+    assert os.listdir(tmp_path) == ["weights.npz"]
+
+
+def test_new_file_when_none_existed_and_failure_leaves_nothing(tmp_path):
+    target = tmp_path / "metrics.json"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as f:
+            f.write("{")
+            raise RuntimeError("writer bug")
+    assert os.listdir(tmp_path) == []
+
+
+def test_atomic_path_for_writers_that_open_by_name(tmp_path):
+    target = tmp_path / "m.h5"
+    target.write_bytes(OLD)
+    with pytest.raises(OSError):
+        with atomic_path(target) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise OSError("No space left on device")
+    assert target.read_bytes() == OLD
+    assert os.listdir(tmp_path) == ["m.h5"]
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"whole")
+    assert target.read_bytes() == b"whole"
+
+
+def test_modes_new_file_follows_umask_replaced_file_keeps_its_mode(tmp_path):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "new") as f:
+            f.write(b"1")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o640
+    kept = tmp_path / "kept"
+    kept.write_bytes(b"0")
+    kept.chmod(0o604)
+    with atomic_write(kept) as f:
+        f.write(b"1")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o604
+
+
+def test_mode_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="mode"):
+        with atomic_write(tmp_path / "x", "a"):
+            pass
+
+
+def test_concurrent_writers_never_produce_a_mixed_file(tmp_path):
+    """Two writers racing into one path (two ranks sharing --out): every read
+    and the final file are one writer's complete bytes. A fixed temporary name
+    shared by both writers fails this."""
+    target = tmp_path / "metrics.json"
+    payloads = [bytes([65 + k]) * 300_000 for k in range(2)]
+    target.write_bytes(payloads[0])
+    stop = threading.Event()
+    errors, seen = [], []
+
+    def writer(k):
+        try:
+            for _ in range(40):
+                with atomic_write(target) as f:
+                    _write_in_chunks(f, payloads[k])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def reader():
+        while not stop.is_set():
+            data = target.read_bytes()
+            seen.append(data in payloads)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    r = threading.Thread(target=reader)
+    r.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    r.join()
+    assert not errors
+    assert all(seen) and seen
+    assert target.read_bytes() in payloads
+    assert os.listdir(tmp_path) == ["metrics.json"]
