@@ -1,5 +1,6 @@
 """fastbn._files: atomic writes keep the old file on any failure and never
 leave a temporary behind; racing writers never produce a mixed file."""
+import contextlib
 import os
 import stat
 import threading
@@ -140,3 +141,55 @@ def test_concurrent_writers_never_produce_a_mixed_file(tmp_path):
     assert all(seen) and seen
     assert target.read_bytes() in payloads
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+# ----------------------------------------------------------- Sequential files
+def _model(seed, units=64):
+    from fastbn import nn
+
+    nn.set_random_seed(seed)
+    model = nn.Sequential([nn.Dense(units, input_shape=(32,)), nn.BatchNormalization(),
+                           nn.Dense(4)])
+    return model
+
+
+@pytest.fixture
+def file_size_limit():
+    """``limit(n)``: writes past n bytes fail with OSError "File too large", as
+    on a full disk (RLIMIT_FSIZE, with SIGXFSZ ignored so the write returns
+    EFBIG instead of killing the process). Restored after the test."""
+    import resource
+    import signal
+
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    old_limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    @contextlib.contextmanager
+    def limit(n):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (n, old_limits[1]))
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old_limits)
+
+    yield limit
+    resource.setrlimit(resource.RLIMIT_FSIZE, old_limits)
+    signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_save_weights_that_fails_keeps_the_previous_file(tmp_path, file_size_limit):
+    import numpy as np
+
+    path = tmp_path / "model.weights.npz"
+    first = _model(0)
+    first.save_weights(path)
+    size = path.stat().st_size
+    second = _model(1)
+    with file_size_limit(size // 2):
+        with pytest.raises(OSError, match="File too large"):
+            second.save_weights(path)
+    assert os.listdir(tmp_path) == [path.name]
+    loaded = _model(2)
+    loaded.load_weights(path)               # a truncated file: BadZipFile
+    for a, b in zip(first.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)

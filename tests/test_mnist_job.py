@@ -115,3 +115,56 @@ def test_metrics_json_survives_two_writers(tmp_path):
     assert not errors
     assert json.loads(path.read_text()) in docs
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_failed_second_run_keeps_the_first_runs_files(fake_data, tmp_path, monkeypatch):
+    """A run whose writes fail (disk full) leaves the previous run's
+    weights.npz, metrics.json and learning_curve.png whole."""
+    out = tmp_path / "run"
+    run_job(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["learning_curve.png", "metrics.json", "weights.npz"]
+
+    real_savez = np.savez
+
+    def failing_savez(file, **arrays):          # half a zip, then the disk is full
+        file.write(b"PK\x03\x04" + b"\0" * 100)
+        raise OSError(27, "File too large")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(OSError, match="File too large"):
+        run_job(out, "--seed", "8")
+    monkeypatch.setattr(np, "savez", real_savez)
+    import matplotlib.figure
+
+    def failing_savefig(self, f, **k):
+        f.write(b"\x89PNG")
+        raise OSError(27, "File too large")
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", failing_savefig)
+    with pytest.raises(OSError, match="File too large"):
+        run_job(out, "--seed", "8")
+    monkeypatch.undo()
+    # the second attempt replaced weights.npz (its save worked), nothing is half-written
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(after) == sorted(before)
+    assert after["metrics.json"] == before["metrics.json"]
+    assert after["learning_curve.png"] == before["learning_curve.png"]
+    job.build_model().load_weights(str(out / "weights.npz"))
+
+
+@pytest.mark.parametrize("env, warned", [
+    ({"PMI_SIZE": "2", "PMI_RANK": "0"}, True),               # mpiexec (MPICH, Slurm PMI)
+    ({"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "0"}, True),   # Open MPI
+    ({"PMI_SIZE": "2", "PMI_RANK": "1"}, False),              # only rank 0 says it
+    ({"PMI_SIZE": "1", "PMI_RANK": "0"}, False),
+    ({}, False),
+])
+def test_several_ranks_without_distributed_warn(fake_data, tmp_path, capsys, monkeypatch,
+                                                env, warned):
+    for var in job._MPI_SIZE_VARS + job._MPI_RANK_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    run_job(tmp_path / "run", "--no-plot")
+    err = capsys.readouterr().err
+    assert ("MPI processes are running without --distributed" in err) == warned

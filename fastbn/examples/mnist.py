@@ -15,6 +15,9 @@ samples/s per epoch and the final test accuracy, and writes to ``--out``
 ``weights.npz``
     ``model.save_weights`` (load with ``model.load_weights``).
 
+Each file is written to a temporary name and renamed into place, so a run
+that fails or is killed leaves the previous run's files whole.
+
 Models (``--model``), all ``Flatten -> ... -> Dense(10, softmax)``; hidden
 layers 300 and 100 units, ``--activation`` (ELU) and ``--init``
 (``glorot_uniform``, Keras' default) for the first three:
@@ -49,7 +52,8 @@ The same ``--seed`` gives the same numbers run after run (the timings aside).
 batch, split across the ranks, and batch norm is synchronized, so the run
 follows the single-process one with the same seed (up to rounding); only rank
 0 prints and writes ``--out``. Without ``--threads`` each rank takes its share
-of the machine's cores.
+of the machine's cores. Several ranks started without ``--distributed`` each
+train alone; rank 0 warns so.
 """
 import argparse
 import functools
@@ -344,8 +348,13 @@ def _plot(history, path, title):
         ax.legend()
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    from fastbn._files import atomic_write
+
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def _atomic_json(obj, path):
@@ -353,6 +362,47 @@ def _atomic_json(obj, path):
 
     with atomic_write(path, "w") as f:
         f.write(json.dumps(obj, indent=2) + "\n")
+
+
+#: Environment variables in which MPI launchers give the number of processes
+#: (MPICH/Hydra, Intel MPI and Slurm's PMI; Open MPI; MVAPICH2).
+_MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_MPI_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
+
+
+def _mpi_ranks(environ=None):
+    """(rank, size) of this process under an MPI launcher, or (0, 1).
+
+    Read from the launcher's environment, or from mpi4py if something already
+    imported it: importing mpi4py just to ask would initialise MPI.
+    """
+    env = os.environ if environ is None else environ
+    for size_var, rank_var in zip(_MPI_SIZE_VARS, _MPI_RANK_VARS):
+        try:
+            size = int(env[size_var])
+        except (KeyError, ValueError):
+            continue
+        try:
+            rank = int(env.get(rank_var, 0))
+        except ValueError:
+            rank = 0
+        return rank, size
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank(), mpi.COMM_WORLD.Get_size()
+    return 0, 1
+
+
+def _warn_undistributed(args):
+    """Several ranks without --distributed each train alone and all write --out."""
+    if args.distributed:
+        return
+    rank, size = _mpi_ranks()
+    if size > 1 and rank == 0:
+        print(f"fastbn-mnist: warning: {size} MPI processes are running without "
+              f"--distributed, so each trains its own model on all the data and every "
+              f"one writes {args.out}/ (the last to finish wins); add --distributed for "
+              f"data-parallel training", file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------- job
@@ -468,6 +518,7 @@ def main(argv=None):
     p = _parser()
     args = p.parse_args(argv)
     _check_args(p, args)
+    _warn_undistributed(args)
     run(args)
     return 0
 

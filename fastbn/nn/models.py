@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from .. import autograd as ag
+from .._files import atomic_write
 from . import layers as L, losses as losses_mod, optimizers, utils
 
 __all__ = ["Sequential", "History"]
@@ -757,7 +758,9 @@ class Sequential:
         """Write every variable to a ``.npz`` file, keyed by name (NumPy's format, no pickle).
 
         The file is written exactly at ``filepath`` (NumPy would append
-        ``.npz`` to other names).
+        ``.npz`` to other names), atomically: to a temporary file beside it,
+        then renamed, so a save that fails or is interrupted (a full disk,
+        Ctrl-C, a killed process) leaves the previous file as it was.
 
         Parameters
         ----------
@@ -787,7 +790,7 @@ class Sequential:
         if len(arrays) != len(vs):
             raise ValueError("save_weights: two variables share a name; give layers "
                              "distinct names")
-        with open(filepath, "wb") as f:
+        with atomic_write(filepath) as f:  # a failed save leaves the old file whole
             np.savez(f, **arrays)
 
     def load_weights(self, filepath):
