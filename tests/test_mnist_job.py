@@ -39,6 +39,7 @@ def test_job_writes_metrics_plot_and_weights(fake_data, tmp_path, capsys):
     assert fake_data                                     # the monkeypatched loader was used
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "samples/s" in out and "test accuracy" in out
+    assert "1 epoch;" in out and "over 1 epoch;" in out and "1 epochs" not in out
     assert set(m["history"]) == {"loss", "accuracy", "val_loss", "val_accuracy"}
     assert all(len(v) == 1 for v in m["history"].values())
     assert m["data"] == {"train": 192, "validation": 192, "test": 96}

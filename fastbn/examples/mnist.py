@@ -283,6 +283,10 @@ def _load(args):
     return (x_train, y_train), (x_valid, y_valid), (x_test, y_test)
 
 
+def _plural(n, word):
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _seed(nn, seed):
     """Seed everything the model draws from (initializers, shuffling, dropout) and
     restart layer names, so one seed gives the same model and the same file keys."""
@@ -447,8 +451,8 @@ def _run(args, nn, threads, dp=None):
     if verbose:
         ranks = f"; {dp.size} ranks" if dp is not None else ""
         print(f"fastbn-mnist: model {args.model}, {model.count_params():,} parameters; "
-              f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, {args.epochs} "
-              f"epochs; {len(x_train)} training / {len(x_valid)} validation / "
+              f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, "
+              f"{_plural(args.epochs, 'epoch')}; {len(x_train)} training / {len(x_valid)} validation / "
               f"{len(x_test)} test images; seed {args.seed}; threads {threads['numba']}{ranks}")
 
     log = _EpochLog(len(x_train), args.epochs, verbose)
@@ -489,7 +493,7 @@ def _run(args, nn, threads, dp=None):
               f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
     _atomic_json(metrics, out / "metrics.json")
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); "
-          f"{metrics['samples_per_s']:,.0f} samples/s over {len(epochs)} epochs; "
+          f"{metrics['samples_per_s']:,.0f} samples/s over {_plural(len(epochs), 'epoch')}; "
           f"wrote {out}/")
     return metrics
 

@@ -8,7 +8,6 @@ Keras' cross-entropy into one stable op (same value, gradient
 ``softmax - onehot``); and the optimizer updates the weights in place.
 """
 import math
-import sys
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from .. import autograd as ag
 from .._files import atomic_write
 from . import layers as L, losses as losses_mod, optimizers, utils
+from ._progress import Progbar, mark_warm
 
 __all__ = ["Sequential", "History"]
 
@@ -518,8 +518,10 @@ class Sequential:
         batch_size : int, default 32
         epochs : int, default 1
         verbose : {"auto", 0, 1, 2}, default "auto" (= 1)
-            1: a progress bar per epoch with loss and accuracy; 2: one line
-            per epoch; 0: silent.
+            1: a live progress line per epoch, then (as Keras) one line with
+            every metric, time and ms/step (the first step, which compiles
+            the kernels, is kept out of the rate and ETA); 2: one line per
+            epoch; 0: silent.
         validation_split : float, default 0.0
             Hold out this fraction of the **last** samples (before
             shuffling), as Keras does.
@@ -590,7 +592,8 @@ class Sequential:
                 order = rng.permutation(n) if shuffle else None
                 if dist is not None and order is not None:
                     order = dist.broadcast(order)       # one order, whatever each rng drew
-                bar = self._progress(verbose, steps, f"Epoch {epoch + 1}/{epochs}")
+                bar = self._progress(verbose, steps, f"Epoch {epoch + 1}/{epochs}",
+                                     compiling=True)
                 t0 = time.perf_counter()
                 loss_sum = 0.0
                 correct = 0
@@ -607,11 +610,10 @@ class Sequential:
                     loss_sum += loss * m
                     seen += m
                     correct += right
+                    if i == 0:
+                        mark_warm()
                     if bar is not None:
-                        bar.update(1)
-                        if i % 16 == 15 or i == steps - 1:
-                            bar.set_description_str(
-                                self._fmt_logs(loss_sum / seen, correct / seen), refresh=False)
+                        bar.update(1, self._running_logs(loss_sum / seen, correct / seen))
                 logs = {"loss": loss_sum / seen}
                 if with_acc:
                     logs["accuracy"] = correct / seen
@@ -621,11 +623,10 @@ class Sequential:
                     logs["val_loss"] = vals[0]
                     if with_acc:
                         logs["val_accuracy"] = vals[1]
-                text = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 if bar is not None:
-                    bar.set_description_str(text, refresh=True)
-                    bar.close()
+                    bar.finish(logs)
                 elif verbose == 2:
+                    text = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                     print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.0f}s - "
                           + text, flush=True)
                 history._append(epoch, logs)
@@ -634,22 +635,18 @@ class Sequential:
         self.history = history
         return history
 
-    def _fmt_logs(self, loss, acc):
+    def _running_logs(self, loss, acc):
         if len(self.metrics_names) > 1:
-            return f"loss: {loss:.4f} - accuracy: {acc:.4f}"
-        return f"loss: {loss:.4f}"
+            return {"loss": loss, "accuracy": acc}
+        return {"loss": loss}
 
     @staticmethod
-    def _progress(verbose, steps, title):
+    def _progress(verbose, steps, title, compiling=False):
         if verbose != 1:
             return None
-        from tqdm.auto import tqdm          # imported here: import fastbn.nn stays light
         if title:
             print(title, flush=True)
-        # the logs go in desc: tqdm would put ", " before a postfix
-        return tqdm(total=steps, file=sys.stdout, unit="step", leave=True, ascii=" =",
-                    bar_format="{n_fmt}/{total_fmt} [{bar:30}] {elapsed}<{remaining} "
-                               "{rate_fmt}  {desc}", mininterval=0.2)
+        return Progbar(steps, compiling=compiling)
 
     # ---------------------------------------------------------- inference
     def _evaluate(self, x, y, batch_size, bar=None):
@@ -704,8 +701,7 @@ class Sequential:
         with utils.training_threads(batch_size):
             loss, acc = self._evaluate(x, y, batch_size, bar)
         if bar is not None:
-            bar.set_description_str(self._fmt_logs(loss, acc), refresh=True)
-            bar.close()
+            bar.finish(self._running_logs(loss, acc))
         return [loss, acc] if len(self.metrics_names) > 1 else loss
 
     def predict(self, x, batch_size=None, verbose="auto"):
@@ -748,7 +744,7 @@ class Sequential:
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
-            bar.close()
+            bar.finish()
         if not outs:
             return np.zeros((0,) + tuple(self.output_shape[1:]), np.float32)
         return np.concatenate(outs)
