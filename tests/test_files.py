@@ -5,6 +5,7 @@ import os
 import stat
 import threading
 
+import numpy as np
 import pytest
 
 from fastbn._files import atomic_path, atomic_write
@@ -193,3 +194,106 @@ def test_save_weights_that_fails_keeps_the_previous_file(tmp_path, file_size_lim
     loaded.load_weights(path)               # a truncated file: BadZipFile
     for a, b in zip(first.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------- load_weights
+def _entries(model):
+    return {v.name: v.value.copy() for v in model.variables}
+
+
+def _assert_unchanged(model, before):
+    for v in model.variables:
+        np.testing.assert_array_equal(v.value, before[v.name])
+
+
+def test_load_weights_checks_every_entry_before_assigning_any(tmp_path):
+    """A bad fourth entry (after three good ones) leaves the model as it was."""
+    saved = _entries(_model(0))
+    bad = dict(saved)
+    last = list(bad)[3]
+    bad[last] = np.full(bad[last].shape, "x")             # a str array of the right shape
+    path = tmp_path / "w.npz"
+    np.savez(path, **bad)
+    model = _model(1)
+    before = _entries(model)
+    with pytest.raises(ValueError) as e:
+        model.load_weights(path)
+    _assert_unchanged(model, before)
+    assert "not a save_weights file" in str(e.value) and "real floating" in str(e.value)
+
+
+@pytest.mark.parametrize("value, match", [
+    (1e40, "holds 1e\\+40, beyond the range.*float32"),
+    (-np.finfo(np.float64).max, "beyond the range"),
+    (1 + 2j, "complex128; weights are real floating point"),
+    (3, "int64; weights are real floating point"),
+    (True, "bool; weights are real floating point"),
+])
+def test_load_weights_refuses_values_it_would_change(tmp_path, value, match):
+    entries = _entries(_model(0))
+    name = list(entries)[-1]                                # assigned last
+    entries[name] = np.full(entries[name].shape, value)
+    path = tmp_path / "w.npz"
+    np.savez(path, **entries)
+    model = _model(1)
+    before = _entries(model)
+    with pytest.raises(ValueError, match=match):
+        model.load_weights(path)
+    _assert_unchanged(model, before)
+
+
+def test_load_weights_casts_float64_and_keeps_stored_nan_and_inf(tmp_path):
+    entries = {k: v.astype(np.float64) for k, v in _entries(_model(0)).items()}
+    name = list(entries)[0]
+    entries[name].flat[:3] = [np.nan, np.inf, 3.4028235e38]   # the last rounds to float32 max
+    path = tmp_path / "w.npz"
+    np.savez(path, **entries)
+    model = _model(1)
+    model.load_weights(path)
+    for v, a in zip(model.variables, entries.values()):       # matched by order
+        assert v.dtype == np.float32
+        np.testing.assert_array_equal(v.value, a.astype(np.float32))
+
+
+def _blob(path):
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+
+
+def _npy(path):
+    with open(path, "wb") as f:
+        np.save(f, np.zeros(3))
+
+
+def _other_npz(path):
+    np.savez(path, x_train=np.zeros((2, 28, 28), np.uint8), y_train=np.zeros(2, np.uint8))
+
+
+def _text(path):
+    path.write_text("dense/kernel: 1 2 3\n")
+
+
+def _truncated(path):
+    _model(0).save_weights(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("make", [_blob, _npy, _other_npz, _text, _truncated, _empty])
+def test_load_weights_of_a_foreign_file_is_one_short_error(tmp_path, make):
+    path = tmp_path / "w.npz"
+    make(path)
+    model = _model(1)
+    before = _entries(model)
+    with pytest.raises(ValueError, match="^load_weights: not a save_weights file: ") as e:
+        model.load_weights(path)
+    assert len(str(e.value)) < 300
+    _assert_unchanged(model, before)
+
+
+def test_load_weights_of_a_missing_file_is_an_oserror(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        _model(0).load_weights(tmp_path / "nothing.npz")

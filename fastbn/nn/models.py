@@ -9,6 +9,7 @@ Keras' cross-entropy into one stable op (same value, gradient
 """
 import math
 import time
+import zipfile
 
 import numpy as np
 
@@ -58,6 +59,33 @@ def _wrap(text, width):
     """Split ``text`` into lines of at most ``width`` characters, at spaces where possible."""
     import textwrap
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
+
+
+def _read_weights_file(filepath):
+    """The arrays of a :meth:`Sequential.save_weights` file, in file order.
+
+    Anything else (another array file, a truncated or foreign file) is one
+    ``ValueError`` starting "not a save_weights file"; a missing file stays an
+    ``OSError``.
+    """
+    def reject(why):
+        return ValueError(f"load_weights: not a save_weights file: {filepath}: {why}")
+
+    with open(filepath, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            raise reject("it is not an .npz (zip) archive")
+        fh.seek(0)
+        try:
+            with np.load(fh, allow_pickle=False) as f:
+                stored = {k: f[k] for k in f.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            raise reject(f"it cannot be read as an .npz ({e})") from None
+    for k, a in stored.items():
+        if "/" not in k:
+            raise reject(f"entry {k!r} is not named '<layer>/<weight>'")
+        if a.dtype.kind != "f":
+            raise reject(f"entry {k!r} is {a.dtype}; weights are real floating point")
+    return stored
 
 
 class Sequential:
@@ -794,7 +822,8 @@ class Sequential:
 
         Variables are matched by name; if the names differ (a model built in
         another session is numbered differently) but the count is the same,
-        by order. Every shape must match.
+        by order. Every entry is checked before any is assigned, so a file
+        that fails a check leaves the model as it was.
 
         Parameters
         ----------
@@ -804,13 +833,29 @@ class Sequential:
         Raises
         ------
         ValueError
-            On a different number of weights, or a shape mismatch (naming
-            the variable and both shapes).
+            If the file is not a :meth:`save_weights` file (not an ``.npz``,
+            truncated, entries not named ``"<layer>/<weight>"`` or not real
+            floating point); on a different number of weights or a shape
+            mismatch (naming the variable and both shapes); or if a finite
+            value overflows the variable's dtype (1e40 into float32). NaN
+            and infinity stored in the file load as they are.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fastbn import nn
+        >>> path = os.path.join(tempfile.mkdtemp(), "not-weights.npz")
+        >>> np.savez(path, x_train=np.zeros((2, 28, 28), np.uint8))
+        >>> model = nn.Sequential([nn.Dense(2, input_shape=(3,))])
+        >>> model.load_weights(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: load_weights: not a save_weights file: ...not-weights.npz: entry 'x_train' is not named '<layer>/<weight>'
         """
         self._require_built("its weights")
         vs = self.variables
-        with np.load(filepath, allow_pickle=False) as f:
-            stored = {k: f[k] for k in f.files}
+        stored = _read_weights_file(filepath)
         names = [v.name for v in vs]
         if set(stored) == set(names):
             pairs = [(v, v.name, stored[v.name]) for v in vs]
@@ -820,10 +865,21 @@ class Sequential:
             raise ValueError(f"load_weights: {filepath} holds {len(stored)} weights, the "
                              f"model {self.name!r} has {len(vs)}; it was saved from a "
                              f"different architecture")
+        values = []
         for v, k, a in pairs:
             if a.shape != v.shape:
                 raise ValueError(f"load_weights: weight {k!r} in {filepath} has shape "
                                  f"{a.shape}, but variable {v.name!r} has shape {v.shape}; "
                                  f"the file comes from a different architecture")
-        for v, _, a in pairs:
-            v.assign(a)
+            with np.errstate(over="ignore"):
+                cast = a.astype(v.dtype)
+            overflow = np.isfinite(a) & ~np.isfinite(cast)
+            if overflow.any():
+                big = a[overflow].flat[0]
+                raise ValueError(f"load_weights: weight {k!r} in {filepath} holds {big:.6g}, "
+                                 f"beyond the range of variable {v.name!r}'s dtype {v.dtype} "
+                                 f"(largest {np.finfo(v.dtype).max:.6g}); it would load as "
+                                 f"inf")
+            values.append(cast)
+        for (v, _, _), cast in zip(pairs, values):  # nothing is assigned until all passed
+            v.assign(cast)
