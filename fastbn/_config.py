@@ -38,6 +38,39 @@ SERIAL_BELOW = 1 << 15
 #: under 2^16 elements ran serially.)
 ROWS_SERIAL_BELOW = 1 << 17
 
+#: True in a process forked from one that had started Numba's threading layer:
+#: there every kernel runs its serial twin (same arithmetic, same bits) and
+#: nothing asks the threading layer anything. Numba's OpenMP layer records the
+#: pid of the process that started it (``numba.get_num_threads()`` starts it,
+#: as does the first parallel kernel) and kills, with SIGTERM, a child of that
+#: process that enters a parallel region ("fork() called from a process already
+#: using GNU OpenMP"); GNU OpenMP would otherwise wait forever for the parent's
+#: threads, which the child does not have. A multiprocessing fork pool then
+#: never returns. A child of a process that never started the layer keeps the
+#: parallel kernels: it becomes the layer's owner itself.
+FORKED = False
+
+
+def _numba_threads_started():
+    try:
+        from numba.np.ufunc import parallel
+    except ImportError:                 # pragma: no cover - another Numba layout
+        return True
+    return bool(getattr(parallel, "_is_initialized", True))
+
+
+def _after_fork_in_child():
+    global FORKED
+    if FORKED or _numba_threads_started():
+        FORKED = True
+        for k in _KERNELS:              # direct ``.parallel`` calls too
+            k.parallel = k.serial
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 _OPTIONS = dict(cache=CACHE, fastmath=FASTMATH, nogil=True, error_model="numpy")
 
 
@@ -56,15 +89,25 @@ def _renamed(func, suffix):
     return twin
 
 
+#: every Kernel, so a forked child can point their ``.parallel`` at ``.serial``
+_KERNELS = []
+
+
 class Kernel:
-    """A parallel kernel (``.parallel``) and its serial twin (``.serial``)."""
+    """A parallel kernel (``.parallel``) and its serial twin (``.serial``).
+
+    In a forked child (:data:`FORKED`) ``.parallel`` is the serial twin.
+    """
 
     def __init__(self, func):
         self.py_func = func
         self.parallel = numba.njit(parallel=True, **_OPTIONS)(func)
         self.serial = numba.njit(parallel=False, **_OPTIONS)(_renamed(func, "_serial"))
+        if FORKED:
+            self.parallel = self.serial
         self.__doc__ = func.__doc__
         self.__name__ = func.__name__
+        _KERNELS.append(self)
 
 
 def kernel(func):

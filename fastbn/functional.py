@@ -7,6 +7,7 @@ fixed-size chunks merged with Chan's formula: stable on offset data and
 bitwise independent of the number of threads.
 """
 import math
+import os
 import warnings
 
 import numba
@@ -83,8 +84,12 @@ def _serial(xk, arrays=1):
     chunk that threads would split into column blocks, below
     ``ROWS_SERIAL_BELOW`` elements, half that when the pass reads ``arrays`` =
     2 (the fused backward). (Rows of 64 to 128 are one chunk only below
-    ``SERIAL_BELOW`` elements: :func:`fastbn.kernels.rows_per_chunk`.)
+    ``SERIAL_BELOW`` elements: :func:`fastbn.kernels.rows_per_chunk`.) Every
+    array, in a forked child of a process whose thread pool had started
+    (:data:`fastbn._config.FORKED`).
     """
+    if _config.FORKED:
+        return True
     if xk.ndim == 2 and xk.shape[0] < K.SHARE_MIN_ROWS:
         return xk.size < _config.ROWS_SERIAL_BELOW // arrays
     return xk.size < _config.SERIAL_BELOW
@@ -184,7 +189,10 @@ def _num_threads():
     """``numba.get_num_threads()``, without the two locks it takes on every call
     (2.4 us against 0.3 us) once Numba's thread pool is running: the same C
     getter, read directly, or the public function where that getter is not
-    there. A test holds the two to the same answer."""
+    there. A test holds the two to the same answer. 1, without asking Numba,
+    in a forked child (:data:`fastbn._config.FORKED`)."""
+    if _config.FORKED:
+        return 1
     if getattr(_numba_parallel, "_is_initialized", False):
         get = getattr(_numba_parallel, "_get_num_threads", None)
         if get is not None:
@@ -714,9 +722,12 @@ class _Plan:
         self.moving = lay._fident           # moving statistics update in kernel order
 
 
-#: plans by (shape, strides, dtype, axis, threads); emptied when full
+#: plans by (shape, strides, dtype, axis, threads); emptied when full, and in a
+#: forked child (a plan holds the parent's choice of parallel kernels)
 _PLANS = {}
 _PLANS_MAX = 256
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_PLANS.clear)
 
 
 def _plan_key(x, axis):

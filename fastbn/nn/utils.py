@@ -161,8 +161,12 @@ def training_threads(batch_size):
     """
     import numba
 
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    from .. import _config
+
+    forked = _config.FORKED             # serial kernels; Numba is not asked (see FORKED)
+    if not forked:
+        before = numba.get_num_threads()
+        numba.set_num_threads(1)
     try:
         controller = _blas_controller() if batch_size <= SINGLE_THREAD_BLAS_MAX_BATCH else None
         if controller is None:
@@ -171,7 +175,8 @@ def training_threads(batch_size):
             with controller.limit(limits=1, user_api="blas"):
                 yield
     finally:
-        numba.set_num_threads(before)
+        if not forked:
+            numba.set_num_threads(before)
 
 
 def _blas_controller():
