@@ -1035,3 +1035,41 @@ def _elu_backward(x, grad, alpha):
     _run(K._elu_backward, xc)(xc.reshape(-1), gc.reshape(-1), float(alpha), dx.reshape(-1))
     return dx
 
+
+
+# ------------------------------------------------------- convolution, pooling
+# Not batch norm, but on a CNN's training step (fastbn.autograd's conv2d and
+# pooling ops). x is an (N, H, W, C) view, channels-last or an NCHW array
+# transposed; pt, pl: padding before the first row / column.
+def _im2col(x, kh, kw, sh, sw, pt, pl, ho, wo):
+    """The windows of ``x`` as a C-contiguous ``(N, ho, wo, kh, kw, C)`` array."""
+    cols = np.empty((x.shape[0], ho, wo, kh, kw, x.shape[3]), x.dtype)
+    _run(K._im2col, cols)(x, sh, sw, pt, pl, cols)
+    return cols
+
+
+def _col2im(dcols, shape, sh, sw, pt, pl, out=None):
+    """The adjoint of :func:`_im2col`: window gradients summed into an
+    ``(N, H, W, C)`` array (``out``, a view, or a new array)."""
+    dx = np.empty(shape, dcols.dtype) if out is None else out
+    _run(K._col2im, dcols)(dcols, sh, sw, pt, pl, dx)
+    return dx
+
+
+def _max_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
+    """Window maxima into the ``(N, ho, wo, C)`` view ``y``; returns where they were."""
+    arg = np.empty(y.shape, np.int32)
+    _run(K._max_pool_forward, x)(x, kh, kw, sh, sw, pt, pl, y, arg)
+    return arg
+
+
+def _max_pool_backward(dy, arg, dx):
+    _run(K._max_pool_backward, dx)(dy, arg, dx)
+
+
+def _avg_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
+    _run(K._avg_pool_forward, x)(x, kh, kw, sh, sw, pt, pl, y)
+
+
+def _avg_pool_backward(dy, kh, kw, sh, sw, pt, pl, dx):
+    _run(K._avg_pool_backward, dx)(dy, kh, kw, sh, sw, pt, pl, dx)

@@ -85,3 +85,50 @@ def batch_norm_backward(dy, x, mean, invstd, gamma=None, axis=-1, training=True)
         dx = g * s * dy
     fshape = tuple(x.shape[a] for a in feats)
     return dx, dgamma.reshape(fshape), dbeta.reshape(fshape)
+
+
+# ------------------------------------------------------ convolution, pooling
+def _same(size, k, s):
+    """Keras' 'same' padding: (output length, padding before, padding after)."""
+    out = -(-size // s)
+    total = max((out - 1) * s + k - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def conv2d(x, kernel, bias=None, strides=(1, 1), padding="valid"):
+    """Textbook NHWC cross-correlation in float64: a loop over output pixels."""
+    x = np.asarray(x, np.float64)
+    kh, kw, _, f = kernel.shape
+    sh, sw = strides
+    if padding == "same":
+        _, t, b = _same(x.shape[1], kh, sh)
+        _, l, r = _same(x.shape[2], kw, sw)
+        x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+    ho = (x.shape[1] - kh) // sh + 1
+    wo = (x.shape[2] - kw) // sw + 1
+    y = np.zeros((x.shape[0], ho, wo, f))
+    for i in range(ho):
+        for j in range(wo):
+            win = x[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :]
+            y[:, i, j, :] = np.tensordot(win, kernel, axes=([1, 2, 3], [0, 1, 2]))
+    return y if bias is None else y + bias
+
+
+def pool2d(x, pool, strides, padding, reduce):
+    """Textbook NHWC max (``reduce=np.max``) or mean pooling in float64; padded
+    places are NaN and ignored (never a maximum, not counted in a mean)."""
+    x = np.asarray(x, np.float64)
+    kh, kw = pool
+    sh, sw = strides
+    if padding == "same":
+        _, t, b = _same(x.shape[1], kh, sh)
+        _, l, r = _same(x.shape[2], kw, sw)
+        x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)), constant_values=np.nan)
+    ho = (x.shape[1] - kh) // sh + 1
+    wo = (x.shape[2] - kw) // sw + 1
+    y = np.zeros((x.shape[0], ho, wo, x.shape[3]))
+    nan = {np.max: np.nanmax, np.mean: np.nanmean}[reduce]
+    for i in range(ho):
+        for j in range(wo):
+            y[:, i, j, :] = nan(x[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :], axis=(1, 2))
+    return y

@@ -17,6 +17,8 @@ Examples
 array([[1.5],
        [0.5]])
 """
+from .ops import (AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, avg_pool2d, conv2d,
+                  global_average_pool2d, max_pool2d)
 from .ops import (BatchNorm, Dense, Dropout, ELU, LeakyReLU, LogSoftmax, MatMul, Mean, Mul,
                   Neg, ReLU, Reshape, Sigmoid, Softmax, SoftmaxSparseCategoricalCrossentropy,
                   SparseCategoricalCrossentropy, Sub, Sum, Tanh, Transpose, Add, Div,
@@ -24,9 +26,9 @@ from .ops import (BatchNorm, Dense, Dropout, ELU, LeakyReLU, LogSoftmax, MatMul,
                   mean, mul, neg, relu, reshape, sigmoid, softmax,
                   softmax_sparse_categorical_crossentropy, sparse_categorical_crossentropy, sub,
                   sum, tanh, transpose)
-from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, unbroadcast
+from .tensor import Function, Tensor, primitive, enable_grad, is_grad_enabled, no_grad, unbroadcast
 
-__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
+__all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
            "add", "sub", "mul", "div", "neg", "matmul", "dense", "sum", "mean", "reshape",
            "transpose", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax",
            "log_softmax", "sparse_categorical_crossentropy",
@@ -34,4 +36,5 @@ __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "u
            "Add", "Sub", "Mul", "Div", "Neg", "MatMul", "Dense", "Sum", "Mean", "Reshape",
            "Transpose", "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
            "SparseCategoricalCrossentropy", "SoftmaxSparseCategoricalCrossentropy", "Dropout",
-           "BatchNorm"]
+           "BatchNorm", "conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d",
+           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]

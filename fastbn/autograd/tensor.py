@@ -14,7 +14,8 @@ nobody needs (``ctx.needs_input_grad``).
 """
 import numpy as np
 
-__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast"]
+__all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad_enabled",
+           "unbroadcast"]
 
 _GRAD_ENABLED = [True]      # a list so that no_grad can flip it without `global`
 
@@ -202,6 +203,23 @@ class Function:
             f"no_grad() / on tensors that do not require gradients")
 
     @classmethod
+    def defvjp(cls, backward):
+        """Decorator: make ``backward(ctx, grad)`` this op's backward (see :func:`primitive`).
+
+        Parameters
+        ----------
+        backward : callable
+            ``backward(ctx, grad)``, as :meth:`Function.backward` describes.
+
+        Returns
+        -------
+        callable
+            ``backward`` itself.
+        """
+        cls.backward = staticmethod(backward)
+        return backward
+
+    @classmethod
     def apply(cls, *inputs, **options):
         """Run ``forward`` on ``inputs`` and record the op when a gradient is needed.
 
@@ -231,6 +249,46 @@ class Function:
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t.requires_grad, t._ctx = out, None, False, None
         return t
+
+
+def primitive(forward):
+    """Decorator: the :class:`Function` whose ``forward`` is the decorated function.
+
+    An op is then its maths and its docstring only (HIPS autograd's
+    ``primitive`` / ``defvjp``): the class takes the function's name and
+    docstring, and ``@Op.defvjp`` attaches the backward pass.
+
+    Parameters
+    ----------
+    forward : callable
+        ``forward(ctx, *inputs, **options)``, as :meth:`Function.forward` describes.
+
+    Returns
+    -------
+    type
+        A :class:`Function` subclass named ``forward.__name__``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, primitive
+    >>> @primitive
+    ... def Square(ctx, x):
+    ...     "``x * x``."
+    ...     ctx.save_for_backward(x)
+    ...     return x * x
+    >>> @Square.defvjp
+    ... def _(ctx, grad):
+    ...     (x,) = ctx.saved_tensors
+    ...     return 2.0 * x * grad
+    >>> x = Tensor(np.array([1.0, 3.0]), requires_grad=True)
+    >>> Square.apply(x).sum().backward()
+    >>> x.grad
+    array([2., 6.])
+    """
+    return type(forward.__name__, (Function,), {
+        "__doc__": forward.__doc__, "__module__": forward.__module__,
+        "__qualname__": forward.__qualname__, "forward": staticmethod(forward)})
 
 
 class Tensor:

@@ -1,0 +1,137 @@
+"""Window kernels of convolution and pooling, on channels-last ``(N, H, W, C)`` views.
+
+``x`` may be any strided view (an NCHW array transposed to NHWC is read in
+place); outputs are written through the views they are given. ``pt`` and
+``pl`` are the zero (convolution) or empty (pooling) rows and columns before
+the first input row and column ("same" padding); reads outside the input are
+skipped. Every loop over the batch is ``prange``: each sample writes its own
+outputs in a fixed order, so the results do not depend on the thread count.
+"""
+import numpy as np
+from numba import prange
+
+from .._config import kernel
+
+
+@kernel
+def _im2col(x, sh, sw, pt, pl, cols):
+    """``cols[n, i, j, p, q, c] = x[n, i*sh + p - pt, j*sw + q - pl, c]`` (0 outside ``x``)."""
+    n_, h_, w_, c_ = x.shape
+    _, ho, wo, kh, kw, _ = cols.shape
+    for n in prange(n_):
+        for i in range(ho):
+            for p in range(kh):
+                r = i * sh + p - pt
+                for j in range(wo):
+                    for q in range(kw):
+                        s = j * sw + q - pl
+                        if 0 <= r < h_ and 0 <= s < w_:
+                            for c in range(c_):
+                                cols[n, i, j, p, q, c] = x[n, r, s, c]
+                        else:
+                            for c in range(c_):
+                                cols[n, i, j, p, q, c] = 0
+
+
+@kernel
+def _col2im(dcols, sh, sw, pt, pl, dx):
+    """The adjoint of :func:`_im2col`: ``dx`` zeroed, then each window's gradient added."""
+    n_, h_, w_, c_ = dx.shape
+    _, ho, wo, kh, kw, _ = dcols.shape
+    for n in prange(n_):
+        dx[n] = 0
+        for i in range(ho):
+            for p in range(kh):
+                r = i * sh + p - pt
+                if r < 0 or r >= h_:
+                    continue
+                for j in range(wo):
+                    for q in range(kw):
+                        s = j * sw + q - pl
+                        if 0 <= s < w_:
+                            for c in range(c_):
+                                dx[n, r, s, c] += dcols[n, i, j, p, q, c]
+
+
+@kernel
+def _max_pool_forward(x, kh, kw, sh, sw, pt, pl, y, arg):
+    """Window maxima into ``y`` and, into ``arg``, the flat ``r * W + s`` of the
+    first maximum of each window (what the backward pass routes to)."""
+    n_, h_, w_, c_ = x.shape
+    _, ho, wo, _ = y.shape
+    for n in prange(n_):
+        for i in range(ho):
+            r0 = max(i * sh - pt, 0)
+            r1 = min(i * sh - pt + kh, h_)
+            for j in range(wo):
+                s0 = max(j * sw - pl, 0)
+                s1 = min(j * sw - pl + kw, w_)
+                for c in range(c_):
+                    best = x[n, r0, s0, c]
+                    at = r0 * w_ + s0
+                    for r in range(r0, r1):
+                        for s in range(s0, s1):
+                            v = x[n, r, s, c]
+                            if v > best:
+                                best = v
+                                at = r * w_ + s
+                    y[n, i, j, c] = best
+                    arg[n, i, j, c] = at
+
+
+@kernel
+def _max_pool_backward(dy, arg, dx):
+    """``dx`` zeroed, then each ``dy`` added at its window's maximum."""
+    n_, h_, w_, c_ = dx.shape
+    _, ho, wo, _ = dy.shape
+    for n in prange(n_):
+        dx[n] = 0
+        for i in range(ho):
+            for j in range(wo):
+                for c in range(c_):
+                    at = arg[n, i, j, c]
+                    dx[n, at // w_, at % w_, c] += dy[n, i, j, c]
+
+
+@kernel
+def _avg_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
+    """Window means over the input elements each window covers (padding not
+    counted, as in Keras)."""
+    n_, h_, w_, c_ = x.shape
+    _, ho, wo, _ = y.shape
+    for n in prange(n_):
+        acc = np.zeros(c_, np.float64)
+        for i in range(ho):
+            r0 = max(i * sh - pt, 0)
+            r1 = min(i * sh - pt + kh, h_)
+            for j in range(wo):
+                s0 = max(j * sw - pl, 0)
+                s1 = min(j * sw - pl + kw, w_)
+                acc[:] = 0
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        for c in range(c_):
+                            acc[c] += x[n, r, s, c]
+                inv = 1.0 / ((r1 - r0) * (s1 - s0))
+                for c in range(c_):
+                    y[n, i, j, c] = acc[c] * inv
+
+
+@kernel
+def _avg_pool_backward(dy, kh, kw, sh, sw, pt, pl, dx):
+    """``dx`` zeroed, then each ``dy`` spread evenly over its window's inputs."""
+    n_, h_, w_, c_ = dx.shape
+    _, ho, wo, _ = dy.shape
+    for n in prange(n_):
+        dx[n] = 0
+        for i in range(ho):
+            r0 = max(i * sh - pt, 0)
+            r1 = min(i * sh - pt + kh, h_)
+            for j in range(wo):
+                s0 = max(j * sw - pl, 0)
+                s1 = min(j * sw - pl + kw, w_)
+                inv = 1.0 / ((r1 - r0) * (s1 - s0))
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        for c in range(c_):
+                            dx[n, r, s, c] += dy[n, i, j, c] * inv
