@@ -1073,3 +1073,20 @@ def _avg_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
 
 def _avg_pool_backward(dy, kh, kw, sh, sw, pt, pl, dx):
     _run(K._avg_pool_backward, dx)(dy, kh, kw, sh, sw, pt, pl, dx)
+
+
+def _gelu_forward(x):
+    """Exact ``gelu(x) = x * Phi(x)`` (NumPy has no ``erf``); returns a new array."""
+    xc = np.ascontiguousarray(x)
+    y = np.empty_like(xc)
+    _run(K._gelu_forward, xc)(xc.reshape(-1), y.reshape(-1))
+    return y
+
+
+def _gelu_backward(x, grad):
+    """The exact GELU gradient ``grad * (Phi(x) + x phi(x))``."""
+    xc = np.ascontiguousarray(x)
+    gc = np.ascontiguousarray(grad, dtype=xc.dtype)
+    dx = np.empty_like(xc)
+    _run(K._gelu_backward, xc)(xc.reshape(-1), gc.reshape(-1), dx.reshape(-1))
+    return dx

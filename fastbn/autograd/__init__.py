@@ -26,6 +26,9 @@ from .ops import (BatchNorm, Dense, Dropout, ELU, LeakyReLU, LogSoftmax, MatMul,
                   mean, mul, neg, relu, reshape, sigmoid, softmax,
                   softmax_sparse_categorical_crossentropy, sparse_categorical_crossentropy, sub,
                   sum, tanh, transpose)
+from .ops import (GELU, SELU, Abs, BinaryCrossentropy, CategoricalCrossentropy, SiLU,
+                  Softplus, abs, binary_crossentropy, categorical_crossentropy, gelu, selu,
+                  silu, softplus, swish)
 from .tensor import Function, Tensor, primitive, enable_grad, is_grad_enabled, no_grad, unbroadcast
 
 __all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
@@ -37,4 +40,7 @@ __all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad
            "Transpose", "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
            "SparseCategoricalCrossentropy", "SoftmaxSparseCategoricalCrossentropy", "Dropout",
            "BatchNorm", "conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d",
-           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
+           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
+           "abs", "selu", "gelu", "silu", "swish", "softplus",
+           "categorical_crossentropy", "binary_crossentropy", "Abs", "SELU", "GELU", "SiLU",
+           "Softplus", "CategoricalCrossentropy", "BinaryCrossentropy"]

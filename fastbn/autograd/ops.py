@@ -21,11 +21,13 @@ __all__ = [
     "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax", "log_softmax",
     "sparse_categorical_crossentropy", "softmax_sparse_categorical_crossentropy",
     "dropout", "batch_norm", "dense", "conv2d", "max_pool2d", "avg_pool2d",
-    "global_average_pool2d",
+    "global_average_pool2d", "abs", "selu", "gelu", "silu", "swish", "softplus",
+    "categorical_crossentropy", "binary_crossentropy",
     "Add", "Sub", "Mul", "Div", "Neg", "MatMul", "Sum", "Mean", "Reshape", "Transpose",
     "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
     "SparseCategoricalCrossentropy", "SoftmaxSparseCategoricalCrossentropy",
     "Dropout", "BatchNorm", "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
+    "Abs", "SELU", "GELU", "SiLU", "Softplus", "CategoricalCrossentropy", "BinaryCrossentropy",
 ]
 
 _py_sum = sum
@@ -976,6 +978,262 @@ def log_softmax(x, axis=-1):
     return LogSoftmax.apply(x, axis=axis)
 
 
+@primitive
+def Abs(ctx, x):
+    """``|x|``; the gradient at 0 is 0 (NumPy's ``sign``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Abs, Tensor
+    >>> Abs.apply(Tensor(np.array([-1.0, 2.0])))
+    Tensor([1., 2.])
+    """
+    ctx.save_for_backward(x)
+    return np.abs(x)
+
+
+@Abs.defvjp
+def _(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return grad * np.sign(x)
+
+
+#: Keras' (and Klambauer et al.'s) SELU constants.
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+@primitive
+def SELU(ctx, x):
+    r"""Scaled ELU: :math:`\lambda x` for :math:`x > 0`, :math:`\lambda\alpha(e^x - 1)` elsewhere.
+
+    :math:`\alpha \approx 1.6733`, :math:`\lambda \approx 1.0507` (Keras' constants).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import SELU, Tensor
+    >>> SELU.apply(Tensor(np.array([0.0, 1.0])))
+    Tensor([0.        , 1.05070099])
+    """
+    e = np.expm1(np.minimum(x, 0))          # no overflow warnings for large positive x
+    y = np.where(x > 0, x, e * np.asarray(SELU_ALPHA, x.dtype)) * np.asarray(SELU_SCALE,
+                                                                             x.dtype)
+    ctx.save_for_backward(x, e)
+    return y
+
+
+@SELU.defvjp
+def _(ctx, grad):
+    x, e = ctx.saved_tensors
+    d = np.where(x > 0, np.asarray(SELU_SCALE, x.dtype),
+                 (e + 1) * np.asarray(SELU_SCALE * SELU_ALPHA, x.dtype))
+    return grad * d
+
+
+@primitive
+def GELU(ctx, x, approximate=False):
+    r"""Gaussian error linear unit, :math:`x\,\Phi(x)` (``approximate=False``, Keras' default).
+
+    ``approximate=True`` is the tanh form
+    :math:`\tfrac12 x (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import GELU, Tensor
+    >>> GELU.apply(Tensor(np.array([0.0, 1.0])))
+    Tensor([0.        , 0.84134475])
+    """
+    ctx.approximate = approximate
+    ctx.save_for_backward(x)
+    if not approximate:
+        return functional._gelu_forward(x)
+    c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
+    t = np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x ** 3))
+    ctx.t = t
+    return 0.5 * x * (1 + t)
+
+
+@GELU.defvjp
+def _(ctx, grad):
+    (x,) = ctx.saved_tensors
+    if not ctx.approximate:
+        return functional._gelu_backward(x, grad)
+    t = ctx.t
+    c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
+    du = c * (1 + np.asarray(3 * 0.044715, x.dtype) * x * x)
+    return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+
+
+def _sigmoid(x):
+    e = np.exp(-np.abs(x))                       # exp of a non-positive number only
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@primitive
+def SiLU(ctx, x):
+    """Swish / SiLU, ``x * sigmoid(x)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import SiLU, Tensor
+    >>> SiLU.apply(Tensor(np.array([0.0, 1.0])))
+    Tensor([0.        , 0.73105858])
+    """
+    s = _sigmoid(x)
+    ctx.save_for_backward(x, s)
+    return x * s
+
+
+@SiLU.defvjp
+def _(ctx, grad):
+    x, s = ctx.saved_tensors
+    return grad * (s * (1 + x * (1 - s)))
+
+
+@primitive
+def Softplus(ctx, x):
+    """``log(1 + exp(x))``, computed as ``max(x, 0) + log1p(exp(-|x|))`` (no overflow).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Softplus, Tensor
+    >>> Softplus.apply(Tensor(np.array([0.0, 1000.0])))
+    Tensor([6.93147181e-01, 1.00000000e+03])
+    """
+    ctx.save_for_backward(x)
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
+@Softplus.defvjp
+def _(ctx, grad):
+    (x,) = ctx.saved_tensors
+    return grad * _sigmoid(x)
+
+
+def abs(x):  # noqa: A001  (NumPy's name)
+    """Absolute value, ``|x|``.
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, abs
+    >>> abs(Tensor(np.array([-1.0, 2.0])))
+    Tensor([1., 2.])
+    """
+    return Abs.apply(x)
+
+
+def selu(x):
+    r"""Scaled exponential linear unit (Keras' ``selu``).
+
+    .. math:: \mathrm{selu}(x) = \lambda x \ (x > 0), \qquad \lambda \alpha (e^x - 1) \ (x \le 0)
+
+    with :math:`\alpha = 1.67326324` and :math:`\lambda = 1.05070098`.
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, selu
+    >>> selu(Tensor(np.array([-1.0, 1.0])))
+    Tensor([-1.11133074,  1.05070099])
+    """
+    return SELU.apply(x)
+
+
+def gelu(x, approximate=False):
+    r"""Gaussian error linear unit, :math:`x\,\Phi(x)` (Keras' ``gelu``).
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+    approximate : bool, default False
+        Use the tanh approximation instead of the exact ``erf`` form.
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, gelu
+    >>> gelu(Tensor(np.array([-1.0, 1.0])))
+    Tensor([-0.15865525,  0.84134475])
+    """
+    return GELU.apply(x, approximate=bool(approximate))
+
+
+def silu(x):
+    """Swish / SiLU, ``x * sigmoid(x)`` (Keras' ``silu``, also named ``swish``).
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, silu
+    >>> silu(Tensor(np.array([-1.0, 1.0])))
+    Tensor([-0.26894142,  0.73105858])
+    """
+    return SiLU.apply(x)
+
+
+swish = silu
+
+
+def softplus(x):
+    """``log(1 + exp(x))``, without overflow (Keras' ``softplus``).
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, softplus
+    >>> softplus(Tensor(np.array([0.0])))
+    Tensor([0.69314718])
+    """
+    return Softplus.apply(x)
+
+
 # ------------------------------------------------------------------- losses
 def _labels(labels, output_shape, fn):
     """Integer class indices shaped like ``output_shape[:-1]`` (a trailing 1 dropped)."""
@@ -1193,6 +1451,178 @@ def softmax_sparse_categorical_crossentropy(logits, labels, epsilon=1e-7):
     True
     """
     return SoftmaxSparseCategoricalCrossentropy.apply(logits, labels, epsilon=epsilon)
+
+
+
+def _target(target, output_shape, fn):
+    """``target`` as an array of the prediction's shape (a trailing axis of 1 added or dropped)."""
+    t = np.asarray(target)
+    if t.ndim == len(output_shape) - 1 and output_shape[-1:] == (1,):
+        t = t[..., None]
+    elif t.ndim == len(output_shape) + 1 and t.shape[-1:] == (1,):
+        t = t[..., 0]
+    if t.shape != tuple(output_shape):
+        raise ValueError(f"{fn}: targets have shape {t.shape}, but the predictions "
+                         f"{tuple(output_shape)}; pass one target per prediction"
+                         + (" (one-hot rows; for class indices use "
+                            "sparse_categorical_crossentropy)"
+                            if fn == "categorical_crossentropy" else ""))
+    if t.dtype.kind not in "fiub":
+        raise TypeError(f"{fn}: targets must hold numbers, got dtype {t.dtype}")
+    return t
+
+
+@primitive
+def CategoricalCrossentropy(ctx, output, target, from_logits=False, epsilon=1e-7):
+    r"""Per-sample :math:`-\sum_j t_j \log q_j` over the last axis, Keras' way.
+
+    From probabilities, ``q = p / sum(p)`` clipped to ``[epsilon, 1 - epsilon]``
+    (the gradient is zero where the clip is active); from logits,
+    ``q = softmax(z)`` as a stable log-softmax. Targets get no gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import CategoricalCrossentropy, Tensor
+    >>> p = Tensor(np.array([[0.5, 0.5], [0.25, 0.75]]))
+    >>> CategoricalCrossentropy.apply(p, np.array([[1.0, 0.0], [0.0, 1.0]])).data.round(4)
+    array([0.6931, 0.2877])
+    """
+    t = _target(target, output.shape, "categorical_crossentropy").astype(output.dtype)
+    ctx.from_logits = from_logits
+    if from_logits:
+        z = output - output.max(axis=-1, keepdims=True)
+        z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        ctx.save_for_backward(z, t)
+        return -(t * z).sum(axis=-1)
+    s = output.sum(axis=-1, keepdims=True)
+    q = output / s
+    qc = np.clip(q, np.asarray(epsilon, q.dtype), np.asarray(1 - epsilon, q.dtype))
+    inside = (q >= epsilon) & (q <= 1 - epsilon)
+    ctx.save_for_backward(s, q, qc, inside, t)
+    return -(t * np.log(qc)).sum(axis=-1)
+
+
+@CategoricalCrossentropy.defvjp
+def _(ctx, grad):
+    g = np.asarray(grad)[..., None]
+    if ctx.from_logits:
+        z, t = ctx.saved_tensors
+        # d/dz_j: softmax_j * sum(t) - t_j
+        return g * (np.exp(z) * t.sum(axis=-1, keepdims=True) - t), None
+    s, q, qc, inside, t = ctx.saved_tensors
+    # L = -sum_k t_k log qc_k, q = p / s: dL/dp_j = (u_j - sum_k u_k q_k) / s,
+    # u_k = dL/dq_k = -t_k / qc_k (0 where the clip holds q_k)
+    u = np.where(inside, -t / qc, 0).astype(q.dtype)
+    d = (u - (u * q).sum(axis=-1, keepdims=True)) / s
+    return g * d, None
+
+
+@primitive
+def BinaryCrossentropy(ctx, output, target, from_logits=False, epsilon=1e-7):
+    r"""Element-wise :math:`-(t \log p + (1 - t)\log(1 - p))`, Keras' way.
+
+    From probabilities, ``p`` clipped to ``[epsilon, 1 - epsilon]`` (zero
+    gradient where the clip is active); from logits, ``p = sigmoid(z)`` in a
+    stable form (``t softplus(-z) + (1 - t) softplus(z)``, gradient
+    ``sigmoid(z) - t``). Targets get no gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import BinaryCrossentropy, Tensor
+    >>> BinaryCrossentropy.apply(Tensor(np.array([0.5, 0.9])), np.array([1.0, 1.0])).data.round(4)
+    array([0.6931, 0.1054])
+    """
+    t = _target(target, output.shape, "binary_crossentropy").astype(output.dtype)
+    ctx.from_logits = from_logits
+    if from_logits:
+        sp = np.log1p(np.exp(-np.abs(output)))           # softplus(-|z|)
+        ctx.save_for_backward(output, t)
+        # softplus(z) = max(z, 0) + sp, softplus(-z) = max(-z, 0) + sp
+        return t * (np.maximum(-output, 0) + sp) + (1 - t) * (np.maximum(output, 0) + sp)
+    pc = np.clip(output, np.asarray(epsilon, output.dtype),
+                 np.asarray(1 - epsilon, output.dtype))
+    inside = (output >= epsilon) & (output <= 1 - epsilon)
+    ctx.save_for_backward(pc, inside, t)
+    return -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
+
+
+@BinaryCrossentropy.defvjp
+def _(ctx, grad):
+    if ctx.from_logits:
+        z, t = ctx.saved_tensors
+        return grad * (_sigmoid(z) - t), None
+    pc, inside, t = ctx.saved_tensors
+    d = np.where(inside, (pc - t) / (pc * (1 - pc)), 0).astype(pc.dtype)
+    return grad * d, None
+
+
+def categorical_crossentropy(output, target, from_logits=False, epsilon=1e-7):
+    r"""Per-sample categorical cross-entropy of one-hot (or soft) targets, as Keras computes it.
+
+    .. math::
+
+        L_i = -\sum_j t_{ij} \log \mathrm{clip}\Big(\frac{p_{ij}}{\sum_k p_{ik}},
+            \epsilon, 1 - \epsilon\Big)
+        \qquad\text{or, from logits,}\qquad
+        L_i = -\sum_j t_{ij}\, \mathrm{log\_softmax}(z_i)_j
+
+    Parameters
+    ----------
+    output : Tensor
+        ``(..., classes)`` probabilities or logits.
+    target : array_like
+        Same shape: one-hot or soft labels.
+    from_logits : bool, default False
+    epsilon : float, default 1e-7
+        Keras' ``backend.epsilon()``.
+
+    Returns
+    -------
+    Tensor
+        ``output.shape[:-1]``: one loss per sample.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, categorical_crossentropy
+    >>> categorical_crossentropy(Tensor(np.array([[0.25, 0.75]])), [[0, 1]]).data.round(4)
+    array([0.2877])
+    """
+    return CategoricalCrossentropy.apply(output, target, from_logits=bool(from_logits),
+                                         epsilon=epsilon)
+
+
+def binary_crossentropy(output, target, from_logits=False, epsilon=1e-7):
+    r"""Element-wise binary cross-entropy, as Keras' ``ops.binary_crossentropy`` computes it.
+
+    .. math:: L = -\big(t \log \mathrm{clip}(p, \epsilon, 1 - \epsilon)
+              + (1 - t) \log(1 - \mathrm{clip}(p, \epsilon, 1 - \epsilon))\big)
+
+    Parameters
+    ----------
+    output : Tensor
+        Probabilities, or logits with ``from_logits=True``.
+    target : array_like
+        Same shape, values in ``[0, 1]``.
+    from_logits : bool, default False
+    epsilon : float, default 1e-7
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``output`` (not reduced).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, binary_crossentropy
+    >>> binary_crossentropy(Tensor(np.array([0.0])), [1.0], from_logits=True).data.round(4)
+    array([0.6931])
+    """
+    return BinaryCrossentropy.apply(output, target, from_logits=bool(from_logits),
+                                    epsilon=epsilon)
 
 
 # ------------------------------------------------------------ regularization

@@ -6,7 +6,7 @@ Private by design: no kernel validates its input or knows about ``axis``;
 from .._config import drop_stale_cache
 from ._chunks import (COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK, SHARE_MIN_ROWS,
                       rows_per_chunk)
-from .activations import _elu_backward, _elu_forward
+from .activations import _elu_backward, _elu_forward, _gelu_backward, _gelu_forward
 from .backward import (_grad_coeffs, _grad_sums_planes, _grad_sums_rows, _grad_x_planes,
                        _grad_x_rows, _sum_columns)
 from .conv import (_avg_pool_backward, _avg_pool_forward, _col2im, _im2col,
@@ -23,7 +23,8 @@ __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK", "SHARE_MIN_ROWS", 
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
            "_merge_columns", "_sum_columns", "_forward_planes_fused", "_backward_planes_fused",
            "_forward_rows_fused", "_backward_rows_fused",
-           "_elu_forward", "_elu_backward", "_im2col", "_col2im", "_max_pool_forward",
+           "_elu_forward", "_elu_backward", "_gelu_forward", "_gelu_backward",
+           "_im2col", "_col2im", "_max_pool_forward",
            "_max_pool_backward", "_avg_pool_forward", "_avg_pool_backward",
            "_copy_tiles", "_finite_shift", "_grad_coeffs",
            "_inference_vectors", "_invstd_scale", "_update_moving", "_update_moving_pair"]

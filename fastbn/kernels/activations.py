@@ -55,3 +55,24 @@ def _elu_backward(x, g, alpha, dx):
         v = np.float64(x[i])
         t, p = _exp_parts(v)
         dx[i] = g[i] if v > 0 else g[i] * (alpha * (t + t * p))
+
+
+INV_SQRT2 = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+@kernel
+def _gelu_forward(x, y):
+    """``y = x * Phi(x)``, ``Phi`` the unit normal CDF (exact GELU, via ``erf``)."""
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        y[i] = 0.5 * v * (1.0 + math.erf(v * INV_SQRT2))
+
+
+@kernel
+def _gelu_backward(x, g, dx):
+    """``dx = g * (Phi(x) + x * phi(x))``, ``phi`` the unit normal density."""
+    for i in prange(x.size):
+        v = np.float64(x[i])
+        d = 0.5 * (1.0 + math.erf(v * INV_SQRT2)) + v * INV_SQRT_2PI * math.exp(-0.5 * v * v)
+        dx[i] = g[i] * d

@@ -32,11 +32,11 @@ from .layers import (Activation, BatchNormalization, Dense, Dropout, Flatten, In
                      LeakyReLU, Variable)
 from .losses import SparseCategoricalCrossentropy
 from .models import History, Sequential
-from .optimizers import SGD, Adam, Optimizer
+from .optimizers import SGD, Adam, Optimizer, RMSprop
 from .utils import clear_session, set_random_seed
 
 __all__ = ["Sequential", "History", "Layer", "Variable", "Input", "Dense",
            "BatchNormalization", "Activation", "LeakyReLU", "Flatten", "Dropout",
-           "Optimizer", "SGD", "Adam", "SparseCategoricalCrossentropy",
+           "Optimizer", "SGD", "Adam", "RMSprop", "SparseCategoricalCrossentropy",
            "set_random_seed", "clear_session",
            "activations", "callbacks", "initializers", "losses", "optimizers", "utils"]

@@ -30,7 +30,8 @@ def linear(x):
 _BY_NAME = {
     "linear": linear, "relu": ag.relu, "elu": ag.elu, "tanh": ag.tanh,
     "sigmoid": ag.sigmoid, "softmax": ag.softmax, "log_softmax": ag.log_softmax,
-    "leaky_relu": ag.leaky_relu,
+    "leaky_relu": ag.leaky_relu, "selu": ag.selu, "gelu": ag.gelu, "silu": ag.silu,
+    "swish": ag.silu, "softplus": ag.softplus,
 }
 
 
@@ -40,9 +41,10 @@ def get(identifier):
     Parameters
     ----------
     identifier : str, callable or None
-        ``"linear"``, ``"relu"``, ``"elu"``, ``"tanh"``, ``"sigmoid"``,
-        ``"softmax"``, ``"log_softmax"``, ``"leaky_relu"``; a callable is
-        returned as it is.
+        ``"linear"``, ``"relu"``, ``"elu"``, ``"selu"``, ``"gelu"`` (exact, as
+        Keras' default ``approximate=False``), ``"silu"``/``"swish"``,
+        ``"softplus"``, ``"tanh"``, ``"sigmoid"``, ``"softmax"``,
+        ``"log_softmax"``, ``"leaky_relu"``; a callable is returned as it is.
 
     Returns
     -------

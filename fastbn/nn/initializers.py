@@ -9,7 +9,9 @@ import numpy as np
 
 from . import utils
 
-__all__ = ["Initializer", "Zeros", "Ones", "GlorotUniform", "HeNormal", "get"]
+__all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
+           "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
+           "HeUniform", "LecunNormal", "LecunUniform", "get", "serialize", "deserialize"]
 
 #: Standard deviation of a unit normal truncated at +-2 (Keras divides by it
 #: so that the truncated draw keeps the intended stddev).
@@ -60,8 +62,33 @@ class Initializer:
     def __call__(self, shape, dtype=np.float32):
         raise NotImplementedError
 
+    def get_config(self):
+        """The constructor's arguments, as Keras' ``get_config`` (``{"seed": None}``).
+
+        Returns
+        -------
+        dict
+        """
+        return {"seed": self.seed}
+
+    @classmethod
+    def from_config(cls, config):
+        """A new initializer from :meth:`get_config`'s dict.
+
+        Parameters
+        ----------
+        config : dict
+
+        Returns
+        -------
+        Initializer
+        """
+        return cls(**config)
+
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
+                         if k != "seed" or v is not None)
+        return f"{type(self).__name__}({args})"
 
 
 class Zeros(Initializer):
@@ -102,10 +129,213 @@ class Ones(Initializer):
         return np.ones(shape, dtype)
 
 
-class GlorotUniform(Initializer):
-    r"""Glorot (Xavier) uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
+class Constant(Initializer):
+    """Every entry equal to ``value`` (Keras' ``Constant``).
 
-    Keras' default kernel initializer.
+    Parameters
+    ----------
+    value : float, default 0.0
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import Constant
+    >>> Constant(4.0)((2,))
+    array([4., 4.], dtype=float32)
+    """
+
+    def __init__(self, value=0.0):
+        super().__init__()
+        if np.ndim(value) != 0:
+            raise ValueError(f"Constant: value must be a scalar, got {value!r}")
+        self.value = float(value)
+
+    def __call__(self, shape, dtype=np.float32):
+        return np.full(shape, self.value, dtype)
+
+    def get_config(self):
+        return {"value": self.value}
+
+
+class RandomNormal(Initializer):
+    r"""Normal draws, :math:`N(\mathrm{mean}, \mathrm{stddev}^2)` (Keras' defaults; ``"normal"``).
+
+    Parameters
+    ----------
+    mean : float, default 0.0
+    stddev : float, default 0.05
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import RandomNormal
+    >>> round(float(RandomNormal(seed=0)((100000,)).std()), 2)
+    0.05
+    """
+
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        super().__init__(seed)
+        self.mean, self.stddev = float(mean), float(stddev)
+
+    def __call__(self, shape, dtype=np.float32):
+        return self.rng().normal(self.mean, self.stddev, shape).astype(dtype)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class RandomUniform(Initializer):
+    """Uniform draws in ``[minval, maxval)`` (Keras' defaults; ``"uniform"``).
+
+    Parameters
+    ----------
+    minval : float, default -0.05
+    maxval : float, default 0.05
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import RandomUniform
+    >>> w = RandomUniform(seed=0)((1000,))
+    >>> bool(w.min() >= -0.05 and w.max() < 0.05)
+    True
+    """
+
+    def __init__(self, minval=-0.05, maxval=0.05, seed=None):
+        super().__init__(seed)
+        self.minval, self.maxval = float(minval), float(maxval)
+
+    def __call__(self, shape, dtype=np.float32):
+        return self.rng().uniform(self.minval, self.maxval, shape).astype(dtype)
+
+    def get_config(self):
+        return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+
+
+def _truncated(rng, shape):
+    """Unit normal draws, those beyond +-2 redrawn (Keras' ``truncated_normal``)."""
+    z = rng.standard_normal(shape)
+    bad = np.abs(z) > 2.0
+    while bad.any():
+        z[bad] = rng.standard_normal(int(bad.sum()))
+        bad = np.abs(z) > 2.0
+    return z
+
+
+class TruncatedNormal(Initializer):
+    r"""Normal draws :math:`N(\mathrm{mean}, \mathrm{stddev}^2)`, redrawn beyond two stddevs.
+
+    As Keras' ``TruncatedNormal``, ``stddev`` is that of the normal before
+    truncation (the draws' own stddev is 0.88 times it).
+
+    Parameters
+    ----------
+    mean : float, default 0.0
+    stddev : float, default 0.05
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import TruncatedNormal
+    >>> w = TruncatedNormal(seed=0)((1000,))
+    >>> bool(abs(w).max() <= 0.1)
+    True
+    """
+
+    def __init__(self, mean=0.0, stddev=0.05, seed=None):
+        super().__init__(seed)
+        self.mean, self.stddev = float(mean), float(stddev)
+
+    def __call__(self, shape, dtype=np.float32):
+        return (_truncated(self.rng(), shape) * self.stddev + self.mean).astype(dtype)
+
+    def get_config(self):
+        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class VarianceScaling(Initializer):
+    r"""Keras' ``VarianceScaling``: draws whose variance is ``scale / fan``.
+
+    ``fan`` is ``fan_in``, ``fan_out`` or their mean (``mode``). With
+    ``distribution="truncated_normal"`` (or ``"normal"``) the draws are a
+    normal truncated at two stddevs with stddev :math:`\sqrt{s}/0.8796`
+    before truncation (so :math:`\sqrt{s}` after), ``"untruncated_normal"``
+    a plain normal with stddev :math:`\sqrt{s}`, ``"uniform"`` uniform in
+    :math:`\pm\sqrt{3 s}`, where :math:`s = \mathrm{scale} / \max(1, \mathrm{fan})`.
+
+    Parameters
+    ----------
+    scale : float, default 1.0
+        Positive.
+    mode : {"fan_in", "fan_out", "fan_avg"}, default "fan_in"
+    distribution : {"truncated_normal", "untruncated_normal", "uniform"}, default "truncated_normal"
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Raises
+    ------
+    ValueError
+        For a non-positive scale, an unknown mode or distribution.
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import VarianceScaling
+    >>> w = VarianceScaling(2.0, "fan_in", "uniform", seed=0)((300, 100))
+    >>> bool(abs(w).max() <= (6 / 300) ** 0.5)
+    True
+    """
+
+    _defaults = {}
+
+    def __init__(self, scale=1.0, mode="fan_in", distribution="truncated_normal", seed=None):
+        super().__init__(seed)
+        if not scale > 0.0:
+            raise ValueError(f"VarianceScaling: scale must be a positive float, got {scale!r}")
+        if mode not in ("fan_in", "fan_out", "fan_avg"):
+            raise ValueError(f"VarianceScaling: mode must be 'fan_in', 'fan_out' or "
+                             f"'fan_avg', got {mode!r}")
+        distribution = str(distribution).lower()
+        if distribution == "normal":
+            distribution = "truncated_normal"
+        if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
+            raise ValueError(f"VarianceScaling: distribution must be 'truncated_normal', "
+                             f"'untruncated_normal' or 'uniform', got {distribution!r}")
+        self.scale, self.mode, self.distribution = float(scale), mode, distribution
+
+    def __call__(self, shape, dtype=np.float32):
+        fan_in, fan_out = _fans(shape)
+        fan = {"fan_in": fan_in, "fan_out": fan_out,
+               "fan_avg": (fan_in + fan_out) / 2.0}[self.mode]
+        s = self.scale / max(1.0, fan)
+        rng = self.rng()
+        if self.distribution == "uniform":
+            limit = math.sqrt(3.0 * s)
+            return rng.uniform(-limit, limit, shape).astype(dtype)
+        if self.distribution == "untruncated_normal":
+            return (rng.standard_normal(shape) * math.sqrt(s)).astype(dtype)
+        return (_truncated(rng, shape) * (math.sqrt(s) / _TRUNC_STD)).astype(dtype)
+
+    def get_config(self):
+        if type(self) is not VarianceScaling:
+            return {"seed": self.seed}
+        return {"scale": self.scale, "mode": self.mode, "distribution": self.distribution,
+                "seed": self.seed}
+
+
+def _variance_scaling(name, scale, mode, distribution, doc):
+    def __init__(self, seed=None):
+        VarianceScaling.__init__(self, scale, mode, distribution, seed)
+    cls = type(name, (VarianceScaling,), {"__init__": __init__, "__doc__": doc,
+                                          "__module__": __name__})
+    return cls
+
+
+GlorotUniform = _variance_scaling("GlorotUniform", 1.0, "fan_avg", "uniform", r"""
+    Glorot (Xavier) uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
+
+    Keras' default kernel initializer (``VarianceScaling(1.0, "fan_avg", "uniform")``).
 
     Parameters
     ----------
@@ -118,16 +348,28 @@ class GlorotUniform(Initializer):
     >>> w = GlorotUniform(seed=0)((300, 100))
     >>> bool(abs(w).max() <= (6 / 400) ** 0.5)
     True
-    """
+    """)
 
-    def __call__(self, shape, dtype=np.float32):
-        fan_in, fan_out = _fans(shape)
-        limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
-        return self.rng().uniform(-limit, limit, shape).astype(dtype)
+GlorotNormal = _variance_scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal", r"""
+    Glorot normal: a truncated normal with stddev :math:`\sqrt{2 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
 
+    Keras' ``VarianceScaling(1.0, "fan_avg", "truncated_normal")``.
 
-class HeNormal(Initializer):
-    r"""He normal, Keras' way: a truncated normal with stddev :math:`\sqrt{2 / \mathrm{fan_{in}}}`.
+    Parameters
+    ----------
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import GlorotNormal
+    >>> w = GlorotNormal(seed=0)((300, 100))
+    >>> round(float(w.std()) / (2 / 400) ** 0.5, 1)
+    1.0
+    """)
+
+HeNormal = _variance_scaling("HeNormal", 2.0, "fan_in", "truncated_normal", r"""
+    He normal, Keras' way: a truncated normal with stddev :math:`\sqrt{2 / \mathrm{fan_{in}}}`.
 
     Draws from :math:`N(0, \sigma^2)`, :math:`\sigma = \sqrt{2/\mathrm{fan_{in}}} / 0.8796`,
     redrawing values beyond :math:`2\sigma`; the division makes the truncated
@@ -145,22 +387,70 @@ class HeNormal(Initializer):
     >>> w = HeNormal(seed=0)((784, 300))
     >>> round(float(w.std()) / (2 / 784) ** 0.5, 2)
     1.0
-    """
+    """)
 
-    def __call__(self, shape, dtype=np.float32):
-        fan_in, _ = _fans(shape)
-        sigma = math.sqrt(2.0 / max(1.0, fan_in)) / _TRUNC_STD
-        rng = self.rng()
-        z = rng.standard_normal(shape)
-        bad = np.abs(z) > 2.0
-        while bad.any():                     # redraw outside +-2 sigma: truncated normal
-            z[bad] = rng.standard_normal(int(bad.sum()))
-            bad = np.abs(z) > 2.0
-        return (z * sigma).astype(dtype)
+HeUniform = _variance_scaling("HeUniform", 2.0, "fan_in", "uniform", r"""
+    He uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / \mathrm{fan_{in}}}`.
+
+    Keras' ``VarianceScaling(2.0, "fan_in", "uniform")``.
+
+    Parameters
+    ----------
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import HeUniform
+    >>> w = HeUniform(seed=0)((300, 100))
+    >>> bool(abs(w).max() <= (6 / 300) ** 0.5)
+    True
+    """)
+
+LecunNormal = _variance_scaling("LecunNormal", 1.0, "fan_in", "truncated_normal", r"""
+    LeCun normal: a truncated normal with stddev :math:`\sqrt{1 / \mathrm{fan_{in}}}`.
+
+    Keras' ``VarianceScaling(1.0, "fan_in", "truncated_normal")``, the
+    initializer ``selu`` is meant for.
+
+    Parameters
+    ----------
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import LecunNormal
+    >>> w = LecunNormal(seed=0)((400, 100))
+    >>> round(float(w.std()) / (1 / 400) ** 0.5, 1)
+    1.0
+    """)
+
+LecunUniform = _variance_scaling("LecunUniform", 1.0, "fan_in", "uniform", r"""
+    LeCun uniform: :math:`U(-l, l)`, :math:`l = \sqrt{3 / \mathrm{fan_{in}}}`.
+
+    Keras' ``VarianceScaling(1.0, "fan_in", "uniform")``.
+
+    Parameters
+    ----------
+    seed : int, optional
+        A private generator; by default the session's (:func:`fastbn.nn.set_random_seed`).
+
+    Examples
+    --------
+    >>> from fastbn.nn.initializers import LecunUniform
+    >>> w = LecunUniform(seed=0)((300, 100))
+    >>> bool(abs(w).max() <= (3 / 300) ** 0.5)
+    True
+    """)
 
 
-_BY_NAME = {"zeros": Zeros, "ones": Ones, "glorot_uniform": GlorotUniform,
-            "he_normal": HeNormal}
+_CLASSES = (Zeros, Ones, Constant, RandomNormal, RandomUniform, TruncatedNormal,
+            VarianceScaling, GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal,
+            LecunUniform)
+_BY_NAME = {utils.to_snake_case(c.__name__): c for c in _CLASSES}
+_BY_NAME.update({"normal": RandomNormal, "uniform": RandomUniform, "zero": Zeros,
+                 "one": Ones})               # Keras 3's aliases
 
 
 def get(identifier):
@@ -169,9 +459,12 @@ def get(identifier):
     Parameters
     ----------
     identifier : str or callable
-        ``"zeros"``, ``"ones"``, ``"glorot_uniform"``, ``"he_normal"`` (or their
-        CamelCase class names), an :class:`Initializer` or a function
-        ``(shape, dtype)``.
+        A Keras name (``"zeros"``, ``"ones"``, ``"constant"``,
+        ``"random_normal"``/``"normal"``, ``"random_uniform"``/``"uniform"``,
+        ``"truncated_normal"``, ``"variance_scaling"``, ``"glorot_uniform"``,
+        ``"glorot_normal"``, ``"he_normal"``, ``"he_uniform"``, ``"lecun_normal"``,
+        ``"lecun_uniform"``) or its CamelCase class name, a config dict
+        (:func:`serialize`), an :class:`Initializer` or a function ``(shape, dtype)``.
 
     Returns
     -------
@@ -191,6 +484,8 @@ def get(identifier):
     >>> initializers.get("he_normal")
     HeNormal()
     """
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
     if isinstance(identifier, str):
         key = identifier if identifier in _BY_NAME else _snake(identifier)
         if key not in _BY_NAME:
@@ -204,3 +499,56 @@ def get(identifier):
 
 def _snake(name):
     return utils.to_snake_case(name)
+
+
+def serialize(initializer):
+    """Keras' serialized form: ``{"class_name": ..., "config": ...}``.
+
+    Parameters
+    ----------
+    initializer : Initializer
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    TypeError
+        For a plain function (it has no config).
+
+    Examples
+    --------
+    >>> from fastbn.nn import initializers
+    >>> initializers.serialize(initializers.Constant(4.0))
+    {'class_name': 'Constant', 'config': {'value': 4.0}}
+    """
+    if not isinstance(initializer, Initializer):
+        raise TypeError(f"cannot serialize initializer {initializer!r}: only "
+                        f"fastbn.nn.initializers.Initializer objects have a config")
+    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+
+
+def deserialize(config):
+    """The initializer that :func:`serialize` described.
+
+    Parameters
+    ----------
+    config : dict
+        ``{"class_name": ..., "config": {...}}``.
+
+    Returns
+    -------
+    Initializer
+
+    Examples
+    --------
+    >>> from fastbn.nn import initializers
+    >>> initializers.deserialize({"class_name": "Constant", "config": {"value": 4.0}})
+    Constant(value=4.0)
+    """
+    name = config.get("class_name")
+    cls = {c.__name__: c for c in _CLASSES}.get(name)
+    if cls is None:
+        raise ValueError(f"unknown initializer class {name!r}")
+    return cls.from_config(dict(config.get("config") or {}))

@@ -132,6 +132,22 @@ def _marks_built(build):
     return wrapper
 
 
+#: Keras 1 keyword arguments that Keras 3 rejects, and what to write instead.
+_KERAS1_NAMES = {
+    "init": "use kernel_initializer= (e.g. kernel_initializer='uniform')",
+    "mode": "it has no equivalent (Keras 3 normalises each feature over the batch); "
+            "remove it",
+    "weights": "build the layer, then call layer.set_weights([...])",
+    "W_regularizer": "use kernel_regularizer=",
+    "b_regularizer": "use bias_regularizer=",
+    "W_constraint": "use kernel_constraint=",
+    "b_constraint": "use bias_constraint=",
+    "beta_init": "use beta_initializer=",
+    "gamma_init": "use gamma_initializer=",
+    "bias": "use use_bias=",
+}
+
+
 class Layer:
     """Base class of all layers.
 
@@ -149,7 +165,10 @@ class Layer:
     dtype : {None, "float32"}, optional
         Layers compute in float32; anything else raises ``ValueError``.
     **kwargs
-        Any other keyword raises ``TypeError``, naming it.
+        ``input_dim=n``: Keras' shorthand for ``input_shape=(n,)``. Any
+        other keyword raises ``TypeError``, naming it; Keras 1 names
+        (``init``, ``mode``, ``weights``, ...) raise it naming the Keras 3
+        spelling.
 
     Raises
     ------
@@ -184,6 +203,16 @@ class Layer:
     """
 
     def __init__(self, *, name=None, input_shape=None, trainable=True, dtype=None, **kwargs):
+        input_dim = kwargs.pop("input_dim", None)
+        if input_dim is not None:                  # Keras 3 takes it as input_shape=(input_dim,)
+            if input_shape is not None:
+                raise TypeError(f"{type(self).__name__}: pass input_shape or input_dim, "
+                                f"not both")
+            input_shape = (input_dim,)
+        for old_name in sorted(kwargs):
+            if old_name in _KERAS1_NAMES:
+                raise TypeError(f"{type(self).__name__}: {old_name}= is a Keras 1 argument "
+                                f"that Keras 3 removed; {_KERAS1_NAMES[old_name]}")
         if kwargs:
             raise TypeError(f"{type(self).__name__}: unexpected keyword argument(s) "
                             f"{', '.join(sorted(kwargs))}")
@@ -393,7 +422,8 @@ class Dense(Layer):
     bias_initializer : str or callable, default "zeros"
 
     **kwargs
-        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+        ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
+        :class:`Layer`.
 
     Examples
     --------
@@ -485,7 +515,8 @@ class BatchNormalization(Layer):
         ``DataParallel.distribute``, is the communicator used (None: none).
 
     **kwargs
-        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+        ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
+        :class:`Layer`.
 
     Examples
     --------
@@ -589,7 +620,8 @@ class Activation(Layer):
     activation : str or callable
         A name (see :func:`fastbn.nn.activations.get`) or a function of a Tensor.
     **kwargs
-        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+        ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
+        :class:`Layer`.
 
     Examples
     --------
@@ -615,7 +647,8 @@ class LeakyReLU(Layer):
     negative_slope : float, default 0.3
         The slope for negative inputs (Keras 2 called it ``alpha``, also accepted).
     **kwargs
-        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+        ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
+        :class:`Layer`.
 
     Examples
     --------
@@ -676,7 +709,8 @@ class Dropout(Layer):
         (:func:`fastbn.nn.set_random_seed`).
 
     **kwargs
-        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+        ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
+        :class:`Layer`.
 
     Examples
     --------

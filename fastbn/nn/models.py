@@ -342,20 +342,23 @@ class Sequential:
 
         Parameters
         ----------
-        optimizer : str or Optimizer
-            ``"sgd"``/``"SGD"``, ``"adam"``, or an instance.
+        optimizer : str or Optimizer, default "rmsprop"
+            ``"rmsprop"``, ``"sgd"``/``"SGD"``, ``"adam"``, or an instance.
         loss : str or callable
-            ``"sparse_categorical_crossentropy"`` or a loss object or function
-            ``(y_true, y_pred) -> scalar Tensor``.
+            A name (``"sparse_categorical_crossentropy"``,
+            ``"categorical_crossentropy"``, ``"binary_crossentropy"``,
+            ``"mse"``, ``"mae"``, ...; see :func:`fastbn.nn.losses.get`), a
+            loss object, or a function ``(y_true, y_pred)`` whose per-sample
+            values are averaged.
         metrics : list of str, optional
-            ``["accuracy"]`` (sparse categorical accuracy) or nothing.
+            ``["accuracy"]`` or nothing. As in Keras, "accuracy" is binary
+            accuracy (threshold 0.5) for one output, sparse categorical
+            accuracy for integer labels, categorical accuracy for one-hot
+            labels.
         """
         if loss is None:
             raise ValueError("compile(): pass a loss, e.g. "
                              "loss='sparse_categorical_crossentropy'")
-        if isinstance(optimizer, str) and optimizer.lower() == "rmsprop":
-            raise ValueError("compile(): RMSprop (Keras' default optimizer) is not "
-                             "implemented; pass optimizer='sgd' or 'adam'")
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses_mod.get(loss)
         names = []
@@ -447,6 +450,8 @@ class Sequential:
                 raise ValueError(f"labels must be in [0, {k}) for the model's {k} outputs, "
                                  f"got values from {y.min()} to {y.max()}")
             y = y.astype(np.intp, copy=False)
+        elif y.dtype.kind in "fiub":
+            y = np.ascontiguousarray(y, dtype=np.float32)    # once per call, not per batch
         return x, y
 
     @staticmethod
@@ -522,9 +527,15 @@ class Sequential:
         return self._result(loss, self._correct(out, y) / len(x))
 
     def _correct(self, out, y):
+        """Correct predictions in the batch, by Keras' choice of "accuracy"."""
         if len(self.metrics_names) < 2:
             return 0
-        return int(np.count_nonzero(out.argmax(axis=-1) == y))
+        if out.shape[-1] == 1:                              # binary accuracy
+            pred = out[..., 0] > 0.5
+            return int(np.count_nonzero(pred == (y.reshape(pred.shape) > 0.5)))
+        if y.ndim < out.ndim or y.shape[-1] == 1:           # sparse categorical
+            return int(np.count_nonzero(out.argmax(axis=-1) == y.reshape(out.shape[:-1])))
+        return int(np.count_nonzero(out.argmax(axis=-1) == y.argmax(axis=-1)))
 
     def _result(self, loss, acc):
         return [loss, acc] if len(self.metrics_names) > 1 else loss

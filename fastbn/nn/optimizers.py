@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import autograd as ag
 
-__all__ = ["Optimizer", "SGD", "Adam", "get"]
+__all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get"]
 
 
 def _array(v):
@@ -253,11 +253,90 @@ class Adam(Optimizer):
                 f"epsilon={self.epsilon})")
 
 
-_BY_NAME = {"sgd": SGD, "adam": Adam}
+class RMSprop(Optimizer):
+    r"""RMSprop with Keras 3's update rule (Keras' default optimizer, ``"rmsprop"``).
+
+    With the running mean square :math:`v` (starting at 0),
+
+    .. math::
+
+        v \leftarrow \rho v + (1 - \rho) g^2, \quad
+        \Delta = \frac{\eta\, g}{\sqrt{v + \epsilon}}, \quad
+        w \leftarrow w - \Delta
+
+    (:math:`\epsilon` inside the square root, as in Keras). ``centered``
+    also keeps the running mean :math:`a \leftarrow \rho a + (1 - \rho) g`
+    and divides by :math:`\sqrt{v - a^2 + \epsilon}`; ``momentum`` :math:`\mu > 0`
+    keeps :math:`m \leftarrow \mu m + \Delta` and steps :math:`w \leftarrow w - m`.
+
+    Parameters
+    ----------
+    learning_rate : float, default 0.001
+    rho : float, default 0.9
+    momentum : float, default 0.0
+    epsilon : float, default 1e-7
+    centered : bool, default False
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.nn import RMSprop
+    >>> w = np.array([1.0]); opt = RMSprop(learning_rate=0.1)
+    >>> opt.apply([np.array([2.0])], [w]); w.round(6)     # 1 - 0.1 * 2 / sqrt(0.4)
+    array([0.683772])
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+                 centered=False):
+        super().__init__(learning_rate)
+        if not 0.0 <= rho < 1.0:
+            raise ValueError(f"RMSprop: rho must be in [0, 1), got {rho!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"RMSprop: momentum must be in [0, 1], got {momentum!r}")
+        if not epsilon >= 0:
+            raise ValueError(f"RMSprop: epsilon must be >= 0, got {epsilon!r}")
+        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.centered = bool(centered)
+
+    def _update(self, p, g, v):
+        rho = self.rho
+        slots = self._slots(v, p, 2 + self.centered + (self.momentum > 0))
+        vel, buf = slots[:2]
+        avg = slots[2] if self.centered else None
+        mom = slots[-1] if self.momentum > 0 else None
+        vel *= rho
+        np.multiply(g, g, out=buf)
+        buf *= 1.0 - rho
+        vel += buf                                # v = rho v + (1 - rho) g^2
+        if self.centered:
+            avg *= rho
+            np.multiply(g, 1.0 - rho, out=buf)
+            avg += buf                            # a = rho a + (1 - rho) g
+            np.multiply(avg, avg, out=buf)
+            np.subtract(vel, buf, out=buf)
+            buf += self.epsilon
+        else:
+            np.add(vel, self.epsilon, out=buf)
+        np.sqrt(buf, out=buf)
+        np.divide(g, buf, out=buf)
+        buf *= self._lr                           # increment = lr g / sqrt(denominator)
+        if self.momentum > 0:
+            mom *= self.momentum
+            mom += buf
+            p -= mom
+        else:
+            p -= buf
+
+    def __repr__(self):
+        return (f"RMSprop(learning_rate={self._lr}, rho={self.rho}, momentum={self.momentum}, "
+                f"epsilon={self.epsilon}, centered={self.centered})")
+
+
+_BY_NAME = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
 
 
 def get(identifier):
-    """An optimizer from a Keras name (``"SGD"``, ``"sgd"``, ``"adam"``) or an instance.
+    """An optimizer from a Keras name (``"SGD"``, ``"adam"``, ``"rmsprop"``) or an instance.
 
     Parameters
     ----------
@@ -287,7 +366,8 @@ def get(identifier):
     if isinstance(identifier, str):
         key = identifier.lower()
         if key not in _BY_NAME:
-            raise ValueError(f"unknown optimizer {identifier!r}; use 'sgd' or 'adam' (any "
-                             f"case) or an optimizer object such as nn.SGD(learning_rate=0.1)")
+            raise ValueError(f"unknown optimizer {identifier!r}; use 'sgd', 'adam' or "
+                             f"'rmsprop' (any case) or an optimizer object such as "
+                             f"nn.SGD(learning_rate=0.1)")
         return _BY_NAME[key]()
     raise TypeError(f"optimizer must be a name or an Optimizer, got {identifier!r}")
