@@ -169,3 +169,59 @@ def test_several_ranks_without_distributed_warn(fake_data, tmp_path, capsys, mon
     run_job(tmp_path / "run", "--no-plot")
     err = capsys.readouterr().err
     assert ("MPI processes are running without --distributed" in err) == warned
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "--seed must be a non-negative integer"),
+    (["--activation", "foo"], "--activation: unknown activation 'foo'"),
+    (["--init", "foo"], "--init: unknown initializer 'foo'"),
+    (["--threads", "100000"], "--threads 100000 asks for more threads than the"),
+    (["--data", "."], "is a directory; name the MNIST file"),
+])
+def test_bad_values_are_usage_errors_before_any_data_is_loaded(fake_data, tmp_path, capsys,
+                                                               argv, message):
+    with pytest.raises(SystemExit) as e:
+        job.main(["--epochs", "1", "--limit", "64", "--out", str(tmp_path / "run"), *argv])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: fastbn-mnist" in err and message in err
+    assert fake_data == []                                   # MNIST was never loaded
+
+
+@pytest.mark.parametrize("where", ["existing file", "under a file"])
+def test_unusable_out_is_a_usage_error_before_training(fake_data, tmp_path, capsys, where):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    out = afile if where == "existing file" else afile / "run"
+    with pytest.raises(SystemExit) as e:
+        job.main(["--epochs", "1", "--limit", "64", "--out", str(out)])
+    assert e.value.code == 2
+    assert f"--out {out}" in capsys.readouterr().err
+    assert fake_data == [] and afile.read_text() == "keep me\n"
+
+
+def test_out_is_created_before_training(fake_data, tmp_path, monkeypatch):
+    out = tmp_path / "new" / "run"
+    seen = []
+    monkeypatch.setattr(job, "_load", lambda args: seen.append(out.is_dir()) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        job.main(["--out", str(out)])
+    assert seen == [True]
+
+
+def test_relative_data_is_relative_to_the_working_directory(fake_data, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_job(tmp_path / "run", "--data", "mine.npz", "--no-plot")
+    assert fake_data == [tmp_path / "mine.npz"]
+
+
+def test_data_that_is_not_mnist_exits_with_what_it_should_be(tmp_path, monkeypatch, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not MNIST\n")
+    monkeypatch.setattr(mnist_data, "_pip_download", lambda dest: 1 / 0)   # nothing fetched
+    with pytest.raises(SystemExit) as e:
+        job.main(["--out", str(tmp_path / "run"), "--data", str(notes)])
+    assert "fastbn-mnist: error: --data:" in str(e.value) and "it should be an .npz" in str(
+        e.value)
+    assert notes.read_text() == "not MNIST\n"

@@ -62,6 +62,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -174,8 +175,9 @@ def _parser():
                    help="use only the first N training, validation and test images "
                         "(smoke tests)")
     p.add_argument("--data", type=Path, default=None,
-                   help="MNIST cache file (default: mnist.npz in fastbn's data directory, "
-                        "$FASTBN_DATA)")
+                   help="MNIST file to read, relative to the working directory; it is "
+                        "never changed, and MNIST is fetched into it if it does not exist "
+                        "(default: mnist.npz in fastbn's data directory, $FASTBN_DATA)")
     p.add_argument("--no-plot", action="store_true", help="skip the learning-curve PNG")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar or per-epoch lines; print only the result")
@@ -200,8 +202,49 @@ def _check_args(p, args):
         args.lr = DEFAULT_LR if args.optimizer == "sgd" else ADAM_LR
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
+    usable = _usable_cpus()
+    if args.threads is not None and args.threads > usable:  # as fastbn.bench refuses them
+        p.error(f"--threads {args.threads} asks for more threads than the {usable} CPUs this "
+                f"process may run on; give at most {usable}")
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
+    if args.seed < 0:
+        p.error("--seed must be a non-negative integer, e.g. --seed 42")
+    from fastbn.nn import activations, initializers
+
+    for flag, get, value in (("--activation", activations.get, args.activation),
+                             ("--init", initializers.get, args.init)):
+        try:
+            get(value)
+        except ValueError as e:
+            p.error(f"{flag}: {e}")
+    if args.data is not None:
+        # a path on the command line is relative to the working directory, as
+        # every other tool reads it (load_data would take it as a cache name)
+        args.data = Path(os.path.abspath(args.data.expanduser()))
+        if args.data.is_dir():
+            p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz) "
+                    f"in it, or leave --data out to use fastbn's cache")
+    _check_out(p, args.out)
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on macOS and Windows
+        return os.cpu_count() or 1
+
+
+def _check_out(p, out):
+    """Create ``--out`` and make sure a file can be written there, before any training."""
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; name a directory (it is created if needed)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        p.error(f"--out {out} cannot be written: {e.strerror or e}")
 
 
 # ---------------------------------------------------------------------- parts
@@ -269,8 +312,13 @@ def _set_threads(n):
 def _load(args):
     from fastbn.datasets import mnist
 
-    (x_full, y_full), (x_test, y_test) = (mnist.load_data(args.data) if args.data
-                                          else mnist.load_data())
+    try:
+        (x_full, y_full), (x_test, y_test) = (mnist.load_data(args.data) if args.data
+                                              else mnist.load_data())
+    except ValueError as e:  # a --data file that is not MNIST (it is left as it was)
+        if args.data is None:
+            raise
+        raise SystemExit(f"fastbn-mnist: error: --data: {e}") from None
     # the notebook's scaling; float32 is what the layers compute in anyway
     x_full = (x_full / 255.0).astype(np.float32)
     x_test = (x_test / 255.0).astype(np.float32)
@@ -433,10 +481,13 @@ def run(args):
 
 
 def _run(args, nn, threads, dp=None):
-    if dp is not None and not dp.is_root:
-        dp.comm.Barrier()                   # rank 0 fetches and caches MNIST first
+    # rank 0 fetches and caches MNIST first; a --data file that exists is only
+    # read, so every rank reads it at once (and each exits if it is not MNIST)
+    fetch = dp is not None and not (args.data is not None and args.data.is_file())
+    if fetch and not dp.is_root:
+        dp.comm.Barrier()
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _load(args)
-    if dp is not None and dp.is_root:
+    if fetch and dp.is_root:
         dp.comm.Barrier()
     _seed(nn, args.seed)
     model = build_model(args.model, args.activation, args.init, synchronized=dp is not None)
