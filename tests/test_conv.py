@@ -127,3 +127,167 @@ def test_conv_and_pooling_match_pytorch(padding):
         y = ag.avg_pool2d(x, 3, 2, data_format="channels_first").data
         np.testing.assert_allclose(y, F.avg_pool2d(torch.from_numpy(x), 3, 2).numpy(),
                                    rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------------------------ layers
+def article_model(nn):
+    """The Keras batch-normalization article's CNN, written once for fastbn.nn and
+    for Keras (``nn`` is either; Keras' layers are in ``keras.layers``)."""
+    L = getattr(nn, "layers", nn)
+    return nn.Sequential([
+        L.Conv2D(32, kernel_size=(3, 3), activation="relu", input_shape=(28, 28, 1)),
+        L.BatchNormalization(), L.MaxPooling2D(pool_size=(2, 2)), L.BatchNormalization(),
+        L.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+        L.BatchNormalization(), L.MaxPooling2D(pool_size=(2, 2)), L.BatchNormalization(),
+        L.Flatten(), L.Dense(256, activation="relu"), L.BatchNormalization(),
+        L.Dense(10, activation="softmax")])
+
+
+# Keras 3 on JAX (KERAS_BACKEND=jax, 2026-12-06), article_model(keras): each layer's name,
+# output shape and count_params(); its summary's total, as fastbn's, is 433,034 (1.65 MB)
+KERAS_SUMMARY = [
+    ("conv2d", (None, 26, 26, 32), 320), ("batch_normalization", (None, 26, 26, 32), 128),
+    ("max_pooling2d", (None, 13, 13, 32), 0), ("batch_normalization_1", (None, 13, 13, 32), 128),
+    ("conv2d_1", (None, 11, 11, 64), 18496), ("batch_normalization_2", (None, 11, 11, 64), 256),
+    ("max_pooling2d_1", (None, 5, 5, 64), 0), ("batch_normalization_3", (None, 5, 5, 64), 256),
+    ("flatten", (None, 1600), 0), ("dense", (None, 256), 409856),
+    ("batch_normalization_4", (None, 256), 1024), ("dense_1", (None, 10), 2570),
+]
+
+
+def test_article_model_has_keras_shapes_and_parameter_counts():
+    from fastbn import nn
+    nn.clear_session()
+    model = article_model(nn)
+    got = [(layer.name, layer.output_shape, layer.count_params()) for layer in model.layers]
+    assert got == KERAS_SUMMARY
+    assert model.count_params() == 433034
+    lines = []
+    model.summary(print_fn=lines.append)
+    assert " Total params: 433,034 (1.65 MB)" in lines
+
+
+def test_conv_layer_kernel_is_glorot_with_keras_fans():
+    from fastbn import nn
+    nn.set_random_seed(0)
+    layer = nn.Conv2D(64, (3, 3))
+    layer.build((None, 13, 13, 32))
+    limit = np.sqrt(6.0 / (9 * 32 + 9 * 64))
+    k = layer.kernel.value
+    assert k.shape == (3, 3, 32, 64) and k.dtype == np.float32
+    assert np.abs(k).max() <= limit and np.abs(k).max() > 0.95 * limit
+
+
+@pytest.mark.parametrize("padding,strides", [("valid", (1, 1)), ("same", (2, 2))])
+def test_layers_channels_first_match_channels_last(padding, strides):
+    from fastbn import nn
+    x = _rng("cf").standard_normal((2, 9, 8, 3)).astype(np.float32)
+    a = nn.Conv2D(4, 3, strides=strides, padding=padding)
+    b = nn.Conv2D(4, 3, strides=strides, padding=padding, data_format="channels_first")
+    a.build((None, 9, 8, 3))
+    b.build((None, 3, 9, 8))
+    b.set_weights(a.get_weights())
+    ya, yb = a(x), b(x.transpose(0, 3, 1, 2))
+    assert a.output_shape[1:] == ya.shape[1:]
+    assert b.output_shape[1:] == yb.shape[1:]
+    np.testing.assert_allclose(yb.data, ya.data.transpose(0, 3, 1, 2), rtol=1e-5, atol=1e-6)
+    for cls in (nn.MaxPooling2D, nn.AveragePooling2D):
+        pa, pb = cls(3, 2, padding), cls(3, 2, padding, data_format="channels_first")
+        za, zb = pa(x), pb(x.transpose(0, 3, 1, 2))
+        assert pa.compute_output_shape((None,) + x.shape[1:])[1:] == za.shape[1:]
+        np.testing.assert_array_equal(zb.data, za.data.transpose(0, 3, 1, 2))
+    g = nn.GlobalAveragePooling2D(data_format="channels_first", keepdims=True)
+    assert g(x.transpose(0, 3, 1, 2)).shape == g.compute_output_shape((2, 3, 9, 8)) \
+        == (2, 3, 1, 1)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda nn: nn.Conv2D(0, 3), "filters"),
+    (lambda nn: nn.Conv2D(4, (3, 3, 3)), "kernel_size"),
+    (lambda nn: nn.Conv2D(4, 3, padding="full"), "padding"),
+    (lambda nn: nn.MaxPooling2D(data_format="NCHW"), "data_format"),
+])
+def test_layer_arguments_are_checked(make, match):
+    from fastbn import nn
+    with pytest.raises(ValueError, match=match):
+        make(nn)
+
+
+def test_conv_layer_on_images_without_a_channels_axis_says_what_to_do():
+    from fastbn import nn
+    with pytest.raises(ValueError, match=r"input_shape=\(28, 28, 1\)"):
+        nn.Sequential([nn.Conv2D(4, 3, input_shape=(28, 28))])
+
+
+def test_article_program_runs_by_changing_imports_only():
+    """The article's compile / fit / evaluate lines, verbatim, on a small slice."""
+    from fastbn import nn
+    from synthetic_data import synthetic_mnist
+    (x, y), (x_test, y_test) = synthetic_mnist(n_train=100, n_test=20)
+    x = x.reshape(-1, 28, 28, 1) / 255.0
+    x_test = x_test.reshape(-1, 28, 28, 1) / 255.0
+    nn.clear_session()
+    nn.set_random_seed(0)
+    model = article_model(nn)
+    model.compile(loss=nn.losses.sparse_categorical_crossentropy,
+                  optimizer=nn.optimizers.Adam(), metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=250, epochs=1, verbose=0, validation_split=0.2)
+    assert sorted(history.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    score = model.evaluate(x_test, y_test, verbose=0)
+    assert isinstance(score, list) and len(score) == 2 and np.isfinite(score).all()
+
+
+@pytest.mark.parametrize("data_format,axis", [("channels_last", -1), ("channels_first", 1)])
+def test_batch_norm_after_conv_reads_the_conv_output_in_place(data_format, axis, monkeypatch):
+    """BN after a conv normalises the conv's own array: channels-last on the rows
+    kernels ((N*H*W, C) read as rows), channels-first on the planes kernels."""
+    from fastbn import functional, nn
+    seen = []
+    run = functional._run
+
+    def spy(kern, xk, arrays=1):
+        fn = run(kern, xk, arrays)
+
+        def call(*args):
+            seen.append((kern.__name__, [a for a in args if isinstance(a, np.ndarray)]))
+            return fn(*args)
+        return call
+    monkeypatch.setattr(functional, "_run", spy)
+    x = _rng("bn").standard_normal((8, 3, 28, 28) if axis == 1 else (8, 28, 28, 3))
+    conv = nn.Conv2D(16, 3, data_format=data_format)
+    y = conv(x.astype(np.float32))
+    seen.clear()
+    bn = nn.BatchNormalization(axis=axis)
+    bn(y, training=True)
+    kind = "rows" if axis == -1 else "planes"
+    assert any(kind in name and any(np.shares_memory(a, y.data) for a in arrays)
+               for name, arrays in seen), [name for name, _ in seen]
+
+
+def test_cnn_training_step_is_bitwise_identical_with_1_and_2_threads():
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    from fastbn import nn
+    from synthetic_data import synthetic_mnist
+    (x, y), _ = synthetic_mnist(n_train=16, n_test=1)
+    x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            nn.clear_session()
+            nn.set_random_seed(0)
+            model = article_model(nn)
+            model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+            model.build((None, 28, 28, 1))
+            model._make_plan()
+            loss, out = model._backprop(x, y.astype(np.intp))
+            results.append([out.data.copy()] + [v.tensor.grad.copy()
+                                                for v in model.trainable_variables]
+                           + [v.numpy() for v in model.non_trainable_variables])
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -28,8 +28,9 @@ Examples
 ['accuracy', 'loss']
 """
 from . import activations, callbacks, initializers, losses, optimizers, utils
-from .layers import (Activation, BatchNormalization, Dense, Dropout, Flatten, Input, Layer,
-                     LeakyReLU, Variable)
+from .layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout,
+                     Flatten, GlobalAveragePooling2D, Input, Layer, LeakyReLU, MaxPooling2D,
+                     Variable)
 from .losses import SparseCategoricalCrossentropy
 from .models import History, Sequential
 from .optimizers import SGD, Adam, Optimizer, RMSprop
@@ -37,6 +38,7 @@ from .utils import clear_session, set_random_seed
 
 __all__ = ["Sequential", "History", "Layer", "Variable", "Input", "Dense",
            "BatchNormalization", "Activation", "LeakyReLU", "Flatten", "Dropout",
+           "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
            "Optimizer", "SGD", "Adam", "RMSprop", "SparseCategoricalCrossentropy",
            "set_random_seed", "clear_session",
            "activations", "callbacks", "initializers", "losses", "optimizers", "utils"]

@@ -15,7 +15,8 @@ from .. import autograd as ag
 from . import activations, initializers, utils
 
 __all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation",
-           "LeakyReLU", "Flatten", "Dropout"]
+           "LeakyReLU", "Flatten", "Dropout", "Conv2D", "MaxPooling2D", "AveragePooling2D",
+           "GlobalAveragePooling2D"]
 
 FLOATX = np.float32
 
@@ -736,3 +737,234 @@ class Dropout(Layer):
             return x
         return ag.dropout(x, self.rate, training=True,
                           rng=utils.get_rng() if self._rng is None else self._rng)
+
+
+# ------------------------------------------------------- convolution, pooling
+def _data_format(value, layer):
+    """Keras' ``data_format``: None means its default, ``"channels_last"``."""
+    value = "channels_last" if value is None else value
+    if value not in ("channels_last", "channels_first"):
+        raise ValueError(f"{layer}: data_format must be 'channels_last' or 'channels_first' "
+                         f"(or None), got {value!r}")
+    return value
+
+
+def _padding(value, layer):
+    value = str(value).lower()
+    if value not in ("valid", "same"):
+        raise ValueError(f"{layer}: padding must be 'valid' or 'same', got {value!r}")
+    return value
+
+
+def _spatial(input_shape, data_format, layer, name):
+    """``(rows, cols, channels)`` of a 4-D input shape, checked."""
+    if len(input_shape) != 4:
+        want = "(rows, cols, channels)" if data_format == "channels_last" \
+            else "(channels, rows, cols)"
+        raise ValueError(f"{layer} {name!r}: needs 4-D inputs, (batch,) + {want}, got shape "
+                         f"{_fmt(input_shape)}; for 28x28 images give input_shape=(28, 28, 1)")
+    if data_format == "channels_first":
+        return input_shape[2], input_shape[3], input_shape[1]
+    return input_shape[1], input_shape[2], input_shape[3]
+
+
+def _out_shape(n, rows, cols, channels, data_format):
+    return (n, channels, rows, cols) if data_format == "channels_first" \
+        else (n, rows, cols, channels)
+
+
+def _out_len(size, k, stride, padding):
+    if size is None:
+        return None
+    return ag.ops._window(size, k, stride, padding)[0]
+
+
+class Conv2D(Layer):
+    """2-D convolution layer: ``activation(conv2d(x, kernel) + bias)`` (Keras' ``Conv2D``).
+
+    The kernel is ``(kh, kw, in_channels, filters)``, as in Keras, and
+    ``glorot_uniform`` draws it with Keras' fans (receptive field x channels).
+    The convolution is :func:`fastbn.autograd.conv2d`.
+
+    Parameters
+    ----------
+    filters : int
+        Output channels.
+    kernel_size : int or pair of int
+    strides : int or pair of int, default (1, 1)
+    padding : {"valid", "same"}, default "valid"
+    data_format : {None, "channels_last", "channels_first"}, default None
+        None is Keras' default, ``"channels_last"``: inputs ``(batch, rows,
+        cols, channels)``; ``"channels_first"``: ``(batch, channels, rows, cols)``.
+    activation : str, callable or None, default None
+    use_bias : bool, default True
+    kernel_initializer : str or callable, default "glorot_uniform"
+    bias_initializer : str or callable, default "zeros"
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> layer = nn.Conv2D(4, (3, 3), activation="relu")
+    >>> layer(np.ones((2, 28, 28, 1))).shape
+    (2, 26, 26, 4)
+    >>> [v.shape for v in layer.variables]
+    [(3, 3, 1, 4), (4,)]
+    """
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
+                 activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) \
+                or filters < 1:
+            raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
+        self.filters = int(filters)
+        self.kernel_size = ag.ops._pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = ag.ops._pair(strides, "strides", "Conv2D")
+        self.padding = _padding(padding, "Conv2D")
+        self.data_format = _data_format(data_format, "Conv2D")
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel = self.bias = None
+
+    def build(self, input_shape):
+        channels = _spatial(input_shape, self.data_format, "Conv2D", self.name)[2]
+        if channels is None:
+            raise ValueError(f"Conv2D {self.name!r}: the channels axis of "
+                             f"{_fmt(input_shape)} must have a known size")
+        self.kernel = self.add_weight("kernel", self.kernel_size + (channels, self.filters),
+                                      self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer)
+
+    def _check_input(self, shape):
+        channels = _spatial(shape, self.data_format, "Conv2D", self.name)[2]
+        if channels != self.kernel.shape[2]:
+            raise ValueError(f"Conv2D {self.name!r} was built for {self.kernel.shape[2]} "
+                             f"input channels, got shape {_fmt(shape)} ({self.data_format})")
+
+    def compute_output_shape(self, input_shape):
+        rows, cols, _ = _spatial(input_shape, self.data_format, "Conv2D", self.name)
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        return _out_shape(input_shape[0], _out_len(rows, kh, sh, self.padding),
+                          _out_len(cols, kw, sw, self.padding), self.filters, self.data_format)
+
+    def call(self, x, training=False):
+        return self.activation(ag.conv2d(
+            x, self.kernel.tensor, None if self.bias is None else self.bias.tensor,
+            strides=self.strides, padding=self.padding, data_format=self.data_format))
+
+
+class _Pooling2D(Layer):
+    _op = None
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        kind = type(self).__name__
+        self.pool_size = ag.ops._pair(pool_size, "pool_size", kind)
+        self.strides = self.pool_size if strides is None \
+            else ag.ops._pair(strides, "strides", kind)
+        self.padding = _padding(padding, kind)
+        self.data_format = _data_format(data_format, kind)
+
+    def compute_output_shape(self, input_shape):
+        rows, cols, channels = _spatial(input_shape, self.data_format, type(self).__name__,
+                                        self.name)
+        (kh, kw), (sh, sw) = self.pool_size, self.strides
+        return _out_shape(input_shape[0], _out_len(rows, kh, sh, self.padding),
+                          _out_len(cols, kw, sw, self.padding), channels, self.data_format)
+
+    def call(self, x, training=False):
+        return type(self)._op(x, self.pool_size, self.strides, self.padding, self.data_format)
+
+
+class MaxPooling2D(_Pooling2D):
+    """The maximum of each window (Keras' ``MaxPooling2D``), :func:`fastbn.autograd.max_pool2d`.
+
+    Parameters
+    ----------
+    pool_size : int or pair of int, default (2, 2)
+    strides : int, pair of int or None, default None
+        None: ``pool_size``.
+    padding : {"valid", "same"}, default "valid"
+        ``"valid"`` drops a last row or column that does not fill a window
+        (26 -> 13, 11 -> 5).
+    data_format : {None, "channels_last", "channels_first"}, default None
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.MaxPooling2D()(np.ones((2, 11, 11, 3))).shape
+    (2, 5, 5, 3)
+    """
+
+    _op = staticmethod(ag.max_pool2d)
+
+
+class AveragePooling2D(_Pooling2D):
+    """The mean of each window (Keras' ``AveragePooling2D``), :func:`fastbn.autograd.avg_pool2d`.
+
+    Parameters
+    ----------
+    pool_size : int or pair of int, default (2, 2)
+    strides : int, pair of int or None, default None
+        None: ``pool_size``.
+    padding : {"valid", "same"}, default "valid"
+        With ``"same"`` a window's mean is over the inputs it covers.
+    data_format : {None, "channels_last", "channels_first"}, default None
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.AveragePooling2D(padding="same")(np.ones((2, 5, 5, 3))).shape
+    (2, 3, 3, 3)
+    """
+
+    _op = staticmethod(ag.avg_pool2d)
+
+
+class GlobalAveragePooling2D(Layer):
+    """The mean over rows and columns per channel (Keras' ``GlobalAveragePooling2D``).
+
+    Parameters
+    ----------
+    data_format : {None, "channels_last", "channels_first"}, default None
+    keepdims : bool, default False
+        Keep the rows and columns axes as length 1.
+    **kwargs
+        ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> nn.GlobalAveragePooling2D()(np.ones((2, 5, 5, 3))).shape
+    (2, 3)
+    """
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = _data_format(data_format, "GlobalAveragePooling2D")
+        self.keepdims = bool(keepdims)
+
+    def compute_output_shape(self, input_shape):
+        _, _, channels = _spatial(input_shape, self.data_format, "GlobalAveragePooling2D",
+                                  self.name)
+        if self.keepdims:
+            return _out_shape(input_shape[0], 1, 1, channels, self.data_format)
+        return (input_shape[0], channels)
+
+    def call(self, x, training=False):
+        return ag.global_average_pool2d(x, self.data_format, self.keepdims)
