@@ -417,7 +417,9 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         Keras' momentum, in [0, 1].
     out : ndarray, optional
         Where to write ``y``: shaped like ``x``, of ``x``'s dtype, writable;
-        it may be ``x`` itself (in place). Reusing one output across calls
+        it may be ``x`` itself (in place). An ``out`` that shares memory with
+        an input in any other way gets the result a fresh array would (as with
+        NumPy's ufuncs), through a temporary. Reusing one output across calls
         avoids page-faulting a fresh array each time, which on (8192, 1024)
         float32 costs about as much as the kernels (see the benchmarks).
 
@@ -515,7 +517,8 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     if c and n == 0 and merge is None:
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature "
                          f"(axis={axis!r}); batch statistics need at least one")
-    y, yk = _output(out, xk_in, out_dtype, lay, fn)
+    y, yk = _output(out, xk_in, out_dtype, lay, fn, (),
+                    (gamma, beta, moving_mean, moving_variance))
     xk = _kernel_view(lay, xk_in)
     if training and merge is None:
         if n == 1:
@@ -589,7 +592,9 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
         they are constants (frozen statistics, e.g. fine-tuning).
     out : ndarray, optional
         Where to write ``dx``: shaped like ``x``, of ``x``'s dtype, writable;
-        it may be ``dy`` itself (in place). In place saves an array but costs
+        it may be ``dy`` or ``x`` itself (in place); one that shares memory with
+        an input in any other way gets the result a fresh array would, through
+        a temporary. In place saves an array but costs
         time: the compiled loops check at run time that what they write does
         not overlap what they read, and when it does they run unvectorized.
 
@@ -657,7 +662,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
         raise ValueError(f"{fn}: x of shape {xk_in.shape} has no elements per feature")
     xk = _kernel_view(lay, xk_in)
     dyk = _kernel_view(lay, dy_in)
-    dx, dxk = _output(out, xk_in, out_dtype, lay, fn)
+    dx, dxk = _output(out, xk_in, out_dtype, lay, fn, (dy_in,), (mean, invstd, gamma))
     fused = _fuse(xk, lay, 2) if training and reduce is None else None
     if fused:
         # dgamma, dbeta in the dtype returned (float64 for float16 input, then rounded once)
@@ -765,7 +770,7 @@ def _moving_vector(v, fshape):
             and _kernel_vector(v))
 
 
-def _planned(x, axis, out):
+def _planned(x, axis, out, same=(), others=()):
     """``(plan, output, its kernel view)`` for a call on ``x`` with ``axis``, or None.
 
     The output is a fresh array, or ``out`` itself when the kernels write it as
@@ -773,7 +778,9 @@ def _planned(x, axis, out):
     axis ``(1, 2)``, with ``out=``, planned instead of checked, against 01a9dbc,
     ``docs/scripts/ab_layouts.py --rounds 15 --calls 40``, 2026-12-02 20:01 UTC:
     forward 1.27x, inference 1.42x, backward 1.22x). Any other ``out`` takes the
-    checked path, which decides.
+    checked path, which decides; so does an ``out`` that overlaps what the call
+    reads (:func:`_overlaps`: ``x`` and the ``same`` arrays, unless it is exactly
+    one of them, and the ``others``).
     """
     key = _plan_key(x, axis)
     plan = _PLANS.get(key) if key is not None else None
@@ -785,13 +792,15 @@ def _planned(x, axis, out):
             and out.flags.writeable):
         return None
     kv = _direct_view(out, x, plan.lay)
-    return None if kv is None else (plan, out, kv)
+    if kv is None or _overlaps(out, (x, *same), others):
+        return None
+    return plan, out, kv
 
 
 def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance,
                      momentum, out):
     """:func:`batch_norm_forward` by a plan, or None."""
-    planned = _planned(x, axis, out)
+    planned = _planned(x, axis, out, (), (gamma, beta, moving_mean, moving_variance))
     if planned is None:
         return None
     fn = "batch_norm_forward"
@@ -832,7 +841,7 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
 
 def _planned_backward(dy, x, mean, invstd, gamma, axis, out):
     """:func:`batch_norm_backward` (training) by a plan, or None."""
-    planned = _planned(x, axis, out)
+    planned = _planned(x, axis, out, (dy,), (mean, invstd, gamma))
     if (planned is None or type(dy) is not np.ndarray or dy.shape != x.shape
             or dy.dtype != x.dtype):
         return None
@@ -915,9 +924,11 @@ def _kernel_vector(arr):
     return arr.flags.c_contiguous and arr.dtype in _KERNEL_DTYPES
 
 
-def _output(out, xk, dtype, lay, fn):
+def _output(out, xk, dtype, lay, fn, same=(), others=()):
     """The output array and its kernel view: ``out`` itself when the kernels can
-    write it directly, else a fresh array (copied into ``out`` by :func:`_finish`)."""
+    write it directly and it does not overlap what they read (:func:`_overlaps`
+    with ``xk`` and ``same``, ``others``), else a fresh array (copied into
+    ``out`` by :func:`_finish`, after every read)."""
     if out is None:
         return lay.empty(xk.dtype)
     if not isinstance(out, np.ndarray):
@@ -928,9 +939,36 @@ def _output(out, xk, dtype, lay, fn):
     if not out.flags.writeable:
         raise ValueError(f"{fn}: out is read-only")
     kv = _direct_view(out, xk, lay)
-    if kv is not None:
+    if kv is not None and not _overlaps(out, (xk, *same), others):
         return out, kv                        # a view the kernels take: write it directly
     return lay.empty(xk.dtype)
+
+
+def _overlaps(out, same, others):
+    """Whether the kernels writing ``out`` could change an element they have yet
+    to read: ``out`` shares memory with one of ``others`` (feature vectors or
+    None) or with one of ``same`` (arrays shaped like ``out``, each element
+    read before the same element of ``out`` is written) without being exactly
+    it (the same first byte and strides). NumPy's ufuncs give the same answer
+    for such an ``out``; the caller then computes into a fresh array.
+
+    Arrays that own their data never overlap one another, which settles the
+    usual case (a preallocated ``out``, fresh inputs) without
+    ``np.may_share_memory`` (200 ns a call).
+    """
+    owns = out.flags.owndata
+    for a in same:
+        if a is out or not isinstance(a, np.ndarray) or (owns and a.flags.owndata):
+            continue
+        if np.may_share_memory(out, a) and (
+                a.strides != out.strides or a.dtype != out.dtype or a.shape != out.shape
+                or a.__array_interface__["data"][0] != out.__array_interface__["data"][0]):
+            return True
+    for a in others:
+        if (a is not None and isinstance(a, np.ndarray) and not (owns and a.flags.owndata)
+                and np.may_share_memory(out, a)):
+            return True
+    return False
 
 
 def _direct_view(out, xk, lay):
