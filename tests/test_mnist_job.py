@@ -225,3 +225,33 @@ def test_data_that_is_not_mnist_exits_with_what_it_should_be(tmp_path, monkeypat
     assert "fastbn-mnist: error: --data:" in str(e.value) and "it should be an .npz" in str(
         e.value)
     assert notes.read_text() == "not MNIST\n"
+
+
+def test_help_explains_every_flag():
+    """Every flag's help says what it is, not only its default."""
+    flags = [a for a in job._parser()._actions if a.option_strings and a.dest != "help"]
+    for action in flags:
+        assert action.help and len(action.help.replace("(default: %(default)s)", "")) > 12, \
+            action.option_strings
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_learning_curve_axes_are_readable(epochs):
+    """Integer epoch ticks; accuracy never above 1 (a 1-epoch run drew 0.945..1.050)."""
+    import matplotlib.pyplot as plt
+    hist = {"loss": [0.31, 0.2, 0.1][:epochs], "val_loss": [0.25, 0.2, 0.15][:epochs],
+            "accuracy": [0.9712, 0.98, 0.99][:epochs],
+            "val_accuracy": [0.9701, 0.975, 0.98][:epochs]}
+    fig = job._curve(hist, "t")
+    try:
+        loss, acc = fig.axes[:2]
+        for ax in (loss, acc):
+            lo, hi = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert ticks == list(range(1, epochs + 1)), ticks
+        lo, hi = acc.get_ylim()
+        top = max(hist["accuracy"] + hist["val_accuracy"])
+        assert 0.9 < lo < 0.9701 and top < hi <= 1.0, (lo, hi)
+        assert acc.get_legend() is not None or fig.legends or loss.get_legend()
+    finally:
+        plt.close(fig)

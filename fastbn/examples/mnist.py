@@ -150,8 +150,10 @@ def _parser():
     p.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL,
                    help="BN after or before the activation, no BN, or the notebook's "
                         "model (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=10, help="(default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="(default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=10,
+                   help="passes over the training images (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="images per training step (default: %(default)s)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default: {DEFAULT_LR} for sgd, annealed -- batch "
                         f"norm allows 100x Keras' 0.01 --, {ADAM_LR} for adam)")
@@ -160,13 +162,14 @@ def _parser():
                         "by a half cosine (default: cosine with the default --lr, "
                         "constant when you give --lr)")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
-                   help="(default: %(default)s)")
+                   help="plain SGD (Keras' SGD, no momentum) or Adam (default: %(default)s)")
     p.add_argument("--activation", default="elu",
                    help="hidden activation, not for textbook (default: %(default)s)")
     p.add_argument("--init", default="glorot_uniform",
                    help="hidden kernel initializer, not for textbook (default: %(default)s)")
     p.add_argument("--seed", type=int, default=42,
-                   help="same seed, same numbers (default: %(default)s)")
+                   help="seed of the initial weights, the shuffling and dropout: same "
+                        "seed, same numbers (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="Numba and BLAS threads (default: as configured)")
     p.add_argument("--out", type=Path, default=Path("runs/mnist"),
@@ -384,29 +387,40 @@ def _versions():
 
 def _plot(history, path, title):
     """Loss and accuracy per epoch, training and validation, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    from fastbn._files import atomic_write
+
+    fig = _curve(history, title)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def _curve(history, title):
     import matplotlib
     matplotlib.use("Agg")  # no display needed, and no GUI toolkit imported
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
-    epochs = range(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    from fastbn import _plotting
+
+    n = len(history["loss"])
+    epochs = range(1, n + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
     for ax, key in zip(axes, ("loss", "accuracy")):
-        ax.plot(epochs, history[key], "o-", label="training")
-        ax.plot(epochs, history["val_" + key], "s-", label="validation")
-        ax.set_xlabel("epoch")
+        for split, prefix, marker in (("training", "", "o-"), ("validation", "val_", "s-")):
+            ax.plot(epochs, history[prefix + key], marker, label=split,
+                    color=_plotting.color(split))
+        _plotting.style(ax)
+        _plotting.epoch_axis(ax, n)
         ax.set_ylabel(key)
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = history[key] + history["val_" + key]
+        ax.set_ylim(*_plotting.limits(values, lo=0, hi=1 if key == "accuracy" else None))
+    _plotting.legend_outside(axes[1])
     fig.suptitle(title)
-    from fastbn._files import atomic_write
-
-    try:
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    return fig
 
 
 def _atomic_json(obj, path):
