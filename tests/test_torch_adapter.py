@@ -1,0 +1,340 @@
+"""fastbn.torch against torch.nn's batch norm, side by side, and its operators.
+
+Every flag combination (affine, track_running_stats, momentum 0.1 / None,
+train / eval) on random small shapes, contiguous and channels-last, float32 and
+float64: outputs, input and parameter gradients, running statistics and
+num_batches_tracked agree to the dtype's rounding.
+"""
+import itertools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+fbt = pytest.importorskip("fastbn.torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = {1: (torch.nn.BatchNorm1d, fbt.BatchNorm1d), 2: (torch.nn.BatchNorm2d, fbt.BatchNorm2d),
+           3: (torch.nn.BatchNorm3d, fbt.BatchNorm3d)}
+FLAGS = list(itertools.product([True, False], [True, False], [0.1, None], [True, False]))
+TOL = {torch.float32: dict(rtol=2e-5, atol=2e-5), torch.float64: dict(rtol=1e-10, atol=1e-10)}
+
+
+def _shape(kind, rng):
+    extra = {"1d-2": 0, "1d-3": 1, "2d": 2, "3d": 3}[kind]
+    return ((int(rng.integers(2, 7)), int(rng.integers(1, 6)))
+            + tuple(int(rng.integers(1, 5)) for _ in range(extra)))
+
+
+def _format(kind, layout):
+    if layout == "contiguous":
+        return torch.contiguous_format
+    return {"2d": torch.channels_last, "3d": torch.channels_last_3d}[kind]
+
+
+def _pair(dim, c, dtype, affine, track, momentum, rng):
+    ref_cls, fb_cls = CLASSES[dim]
+    ref = ref_cls(c, momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype)
+    fb = fb_cls(c, momentum=momentum, affine=affine, track_running_stats=track, dtype=dtype)
+    if affine:
+        with torch.no_grad():
+            ref.weight.copy_(torch.from_numpy(rng.standard_normal(c)))
+            ref.bias.copy_(torch.from_numpy(rng.standard_normal(c)))
+    fb.load_state_dict(ref.state_dict())
+    return ref, fb
+
+
+def _close(a, b, dtype, what):
+    torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("kind,layout", [("1d-2", "contiguous"), ("1d-3", "contiguous"),
+                                         ("2d", "contiguous"), ("2d", "channels_last"),
+                                         ("3d", "contiguous"), ("3d", "channels_last")])
+def test_modules_match_torch_nn(kind, layout, dtype):
+    rng = np.random.default_rng(abs(hash((kind, layout, str(dtype)))) % 2**32)
+    dim = int(kind[0])
+    fmt = _format(kind, layout)
+    for affine, track, momentum, train in FLAGS:
+        shape = _shape(kind, rng)
+        ref, fb = _pair(dim, shape[1], dtype, affine, track, momentum, rng)
+        what = f"{kind} {layout} {dtype} affine={affine} track={track} momentum={momentum} " \
+               f"train={train} shape={shape}"
+        for step in range(3):               # two training steps, then the mode under test
+            mode = True if step < 2 else train
+            ref.train(mode)
+            fb.train(mode)
+            x = torch.from_numpy(rng.standard_normal(shape) * 3 + 2).to(dtype)
+            x = x.contiguous(memory_format=fmt)
+            xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+            dy = torch.from_numpy(rng.standard_normal(shape)).to(dtype)
+            yr, yf = ref(xr), fb(xf)
+            assert yf.dtype == dtype and yf.is_contiguous(memory_format=fmt), what
+            yr.backward(dy)
+            yf.backward(dy)
+            _close(yf, yr, dtype, f"output {what}")
+            _close(xf.grad, xr.grad, dtype, f"grad input {what}")
+            if affine:
+                _close(fb.weight.grad, ref.weight.grad, dtype, f"grad weight {what}")
+                _close(fb.bias.grad, ref.bias.grad, dtype, f"grad bias {what}")
+            for key, value in ref.state_dict().items():
+                got = fb.state_dict()[key]
+                if value.dtype == torch.int64:
+                    assert torch.equal(got, value), f"{key} {what}"
+                else:
+                    _close(got, value, dtype, f"{key} {what}")
+
+
+def test_state_dict_loads_both_ways():
+    ref, fb = torch.nn.BatchNorm2d(5), fbt.BatchNorm2d(5)
+    assert list(ref.state_dict()) == list(fb.state_dict())
+    for k, v in fb.state_dict().items():
+        assert v.shape == ref.state_dict()[k].shape and v.dtype == ref.state_dict()[k].dtype
+    fb.train()
+    fb(torch.randn(4, 5, 3, 3) * 2 + 1)
+    ref.load_state_dict(fb.state_dict())
+    back = fbt.BatchNorm2d(5)
+    back.load_state_dict(ref.state_dict())
+    for k, v in fb.state_dict().items():
+        assert torch.equal(back.state_dict()[k], v) and torch.equal(ref.state_dict()[k], v)
+    assert int(ref.num_batches_tracked) == 1
+
+
+def test_constructor_defaults_and_device_dtype():
+    fb = fbt.BatchNorm1d(4, dtype=torch.float64, device="cpu")
+    assert (fb.eps, fb.momentum, fb.affine, fb.track_running_stats) == (1e-5, 0.1, True, True)
+    assert fb.weight.dtype == torch.float64 and fb.running_var.dtype == torch.float64
+    assert isinstance(fb, torch.nn.BatchNorm1d)
+    assert repr(fb) == repr(torch.nn.BatchNorm1d(4))
+
+
+def test_input_checks_name_the_fix():
+    with pytest.raises(ValueError, match="expected 4D input"):
+        fbt.BatchNorm2d(3)(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        fbt.BatchNorm1d(3)(torch.randn(1, 3))
+    with pytest.raises(ValueError, match=r"\.float\(\)"):
+        fbt.batch_norm(torch.ones(2, 3, dtype=torch.int64), None, None, training=True)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        fbt.batch_norm(torch.randn(4, 3), None, None, training=False)
+    meta = torch.randn(4, 3, device="meta")
+    with pytest.raises(ValueError, match=r"\.cpu\(\).*torch\.nn\.BatchNorm"):
+        fbt.batch_norm(meta, None, None, training=True)
+
+
+def test_functional_matches_torch_functional():
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.standard_normal((6, 4, 5))).float()
+    w, b = torch.randn(4), torch.randn(4)
+    for training, momentum in ((True, 0.1), (True, 0.7), (False, 0.1)):
+        rm1, rv1 = torch.randn(4), torch.rand(4) + 0.5
+        rm2, rv2 = rm1.clone(), rv1.clone()
+        want = torch.nn.functional.batch_norm(x, rm1, rv1, w, b, training, momentum, 1e-3)
+        got = fbt.batch_norm(x, rm2, rv2, w, b, training, momentum, 1e-3)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(rm2, rm1)
+        torch.testing.assert_close(rv2, rv1)
+
+
+def test_zero_copy_views_and_memory_format():
+    """CPU tensors reach the kernels as NumPy views of their own memory, in the
+    layout the kernels read directly (no copy), and outputs keep the format."""
+    from fastbn import functional as F
+    from fastbn._axes import layout
+    for shape, fmt in [((8, 64, 16, 16), torch.channels_last),
+                       ((8, 64, 16, 16), torch.contiguous_format),
+                       ((4, 32, 4, 8, 8), torch.channels_last_3d), ((512, 64), None)]:
+        x = torch.randn(shape)
+        if fmt is not None:
+            x = x.contiguous(memory_format=fmt)
+        a = fbt._array(x)
+        assert a.ctypes.data == x.data_ptr() and a.strides == tuple(s * 4 for s in x.stride())
+        lay = layout(a, (1,))
+        assert not lay.copies and not F._copied(lay.view(a))
+        y = fbt.BatchNorm2d(shape[1]) if len(shape) == 4 else None
+        if y is not None:
+            out = y(x)
+            assert out.stride() == x.stride()
+
+
+def test_half_and_bfloat16_compute_in_float32():
+    x = torch.randn(8, 3, 4, 4) * 2 + 1
+    w, b = torch.randn(3), torch.randn(3)
+    for dtype in (torch.float16, torch.bfloat16):
+        xh = x.to(dtype).requires_grad_()
+        rm, rv = torch.zeros(3), torch.ones(3)
+        y = fbt.batch_norm(xh, rm, rv, w, b, training=True)
+        assert y.dtype == dtype
+        want = torch.nn.functional.batch_norm(xh.detach().float(), torch.zeros(3),
+                                              torch.ones(3), w, b, True)
+        torch.testing.assert_close(y, want.to(dtype))
+        y.float().sum().backward()
+        assert xh.grad.dtype == dtype
+
+
+def test_offset_running_variance_closer_to_float64_truth():
+    """(N, C) float32 data with an offset of 1e4: fastbn's running variance is the
+    nearer to the float64 truth (PyTorch accumulates in float32)."""
+    rng = np.random.default_rng(0)
+    x64 = rng.standard_normal((8192, 8)) + 1e4
+    x = torch.from_numpy(x64).float()
+    truth = np.var(x.double().numpy(), axis=0, ddof=1)
+    ref, fb = torch.nn.BatchNorm1d(8, momentum=1.0), fbt.BatchNorm1d(8, momentum=1.0)
+    ref(x)
+    fb(x)
+    err_fb = np.abs(fb.running_var.double().numpy() / truth - 1).max()
+    err_ref = np.abs(ref.running_var.double().numpy() / truth - 1).max()
+    assert err_fb < 1e-6, err_fb
+    assert err_fb < err_ref, (err_fb, err_ref)
+
+
+def test_convert_swaps_in_place_keeping_state():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4),
+                              torch.nn.Sequential(torch.nn.Flatten(), torch.nn.BatchNorm1d(4 * 36)),
+                              torch.nn.SyncBatchNorm(4))
+    net.train()
+    net[0:2](torch.randn(4, 3, 8, 8))
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    weight = net[1].weight
+    out = fbt.convert(net)
+    assert out is net
+    assert type(net[1]) is fbt.BatchNorm2d and type(net[2][1]) is fbt.BatchNorm1d
+    assert type(net[3]) is torch.nn.SyncBatchNorm
+    assert net[1].weight is weight and not net[1].training
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert type(fbt.convert(torch.nn.BatchNorm3d(2))) is fbt.BatchNorm3d
+    assert fbt.convert(net) is net and type(net[1]) is fbt.BatchNorm2d     # idempotent
+
+
+def test_gradcheck_float64():
+    x = torch.randn(5, 3, 2, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    rm, rv = torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: fbt.batch_norm(x, None, None, w, b, training=True), (x, w, b))
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: fbt.batch_norm(x, rm, rv, w, b, training=False), (x, w, b))
+    # the operators themselves, outside the eager shortcut
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: torch.ops.fastbn.batch_norm(x, w, b, None, None, True, 1e-5)[0],
+        (x, w, b))
+
+
+def test_double_backward_raises_clearly():
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    for f in (lambda x: fbt.batch_norm(x, None, None, training=True),
+              lambda x: torch.ops.fastbn.batch_norm(x, None, None, None, None, True, 1e-5)[0]):
+        (g,) = torch.autograd.grad((f(x) ** 3).sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError, match="second derivative"):
+            g.sum().backward()
+
+
+def test_opcheck_and_modes():
+    """torch.library.opcheck (schema, fake tensors, autograd registration,
+    mutation declared) on the three operators; no_grad and inference_mode give
+    the eager result."""
+    x = torch.randn(6, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
+    rm, rv = torch.zeros(3), torch.ones(3)
+    torch.library.opcheck(torch.ops.fastbn.batch_norm.default, (x, w, b, None, None, True, 1e-5))
+    torch.library.opcheck(torch.ops.fastbn.batch_norm.default, (x, w, b, rm, rv, False, 1e-5))
+    out, mean, invstd, var = torch.ops.fastbn.batch_norm(x, w, b, None, None, True, 1e-5)
+    torch.library.opcheck(torch.ops.fastbn.batch_norm_backward.default,
+                          (torch.randn_like(x), x, w.detach(), mean, invstd, True))
+    torch.library.opcheck(torch.ops.fastbn.update_running_stats.default,
+                          (rm.clone(), rv.clone(), mean, var, 96, 0.1))
+    bn = fbt.BatchNorm2d(3).eval()
+    bn.running_mean.normal_()
+    want = bn(x)
+    with torch.no_grad():
+        torch.testing.assert_close(bn(x), want)
+    with torch.inference_mode():
+        torch.testing.assert_close(bn(x), want)
+
+
+class _SmallCNN(torch.nn.Module):
+    def __init__(self, bn2d=torch.nn.BatchNorm2d, bn1d=torch.nn.BatchNorm1d):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = bn2d(8)
+        self.fc = torch.nn.Linear(8, 6)
+        self.bn1 = bn1d(6)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        return self.bn1(self.fc(x.mean((2, 3))))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_compile_fullgraph_gives_the_eager_result(train):
+    torch.manual_seed(0)
+    eager = _SmallCNN(fbt.BatchNorm2d, fbt.BatchNorm1d).train(train)
+    twin = _SmallCNN(fbt.BatchNorm2d, fbt.BatchNorm1d).train(train)
+    twin.load_state_dict(eager.state_dict())
+    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
+    x = torch.randn(4, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = eager(x1), compiled(x2)
+    torch.testing.assert_close(y2, y1)
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad)
+    torch.testing.assert_close(twin.conv.weight.grad, eager.conv.weight.grad)
+    for k, v in eager.state_dict().items():
+        torch.testing.assert_close(twin.state_dict()[k], v)
+    explain = torch._dynamo.explain(_SmallCNN(fbt.BatchNorm2d, fbt.BatchNorm1d).train(train))(x)
+    assert explain.graph_break_count == 0
+
+
+DATALOADER = r"""
+import numpy as np, torch
+import fastbn, fastbn.torch as fbt
+from torch.utils.data import DataLoader, Dataset
+
+class Data(Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        x = np.random.default_rng(i).standard_normal((4096, 16)).astype(np.float32)
+        return torch.from_numpy(fastbn.batch_norm_forward(x, None, None)[0])
+
+torch.manual_seed(0)
+bn = fbt.BatchNorm2d(16)
+opt = torch.optim.SGD(bn.parameters(), lr=0.1)
+for _ in range(3):                       # the parent trains, parallel kernels and all
+    opt.zero_grad()
+    bn(torch.randn(64, 16, 16, 16)).square().mean().backward()
+    opt.step()
+loader = DataLoader(Data(), batch_size=2, num_workers=2, multiprocessing_context="fork",
+                    timeout=120)
+got = torch.cat(list(loader))
+want = torch.stack([Data()[i] for i in range(4)])
+assert torch.equal(got, want)
+print("OK")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_dataloader_fork_workers_after_training():
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    try:
+        out = subprocess.run([sys.executable, "-c", DATALOADER], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"DataLoader workers hung: {e.stderr}")
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+def test_import_fastbn_does_not_import_torch():
+    code = "import sys, fastbn, fastbn.nn; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.strip() == "False", out.stderr
