@@ -15,7 +15,8 @@ import numpy as np
 
 from .. import autograd as ag
 from .._files import atomic_write
-from . import layers as L, losses as losses_mod, optimizers, utils
+from . import callbacks as callbacks_mod, layers as L, losses as losses_mod, optimizers, \
+    saving, utils
 from ._progress import Progbar, mark_warm
 
 __all__ = ["Sequential", "History"]
@@ -126,6 +127,7 @@ class Sequential:
         self.optimizer = self.loss = None
         self.metrics_names = []
         self.history = None
+        self.stop_training = False
         #: data-parallel training over MPI, set by fastbn.distributed.DataParallel.distribute
         self.distribution = None
         for layer in layers or []:
@@ -541,7 +543,7 @@ class Sequential:
         return [loss, acc] if len(self.metrics_names) > 1 else loss
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True):
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
         """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
 
         Batch normalization uses batch statistics (and updates its moving
@@ -570,7 +572,12 @@ class Sequential:
             Reshuffle the samples every epoch (from the seeded generator).
         callbacks : list, optional
             Objects with Keras' hooks (see :mod:`fastbn.nn.callbacks`), e.g.
-            :class:`~fastbn.nn.callbacks.LearningRateScheduler`.
+            :class:`~fastbn.nn.callbacks.EarlyStopping`. One that sets
+            ``model.stop_training = True`` ends training after the current
+            batch.
+        initial_epoch : int, default 0
+            The epoch to start from (to resume an earlier run); ``epochs`` is
+            the index of the last epoch plus one, as in Keras.
 
         Returns
         -------
@@ -623,10 +630,15 @@ class Sequential:
                 if fn is not None:
                     fn(*args)
 
+        batch_begin, batch_end = callbacks_mod._batch_hooks(callbacks)
+        self.stop_training = False
+        self._initial_epoch = None
         hook("set_model", self)
         hook("on_train_begin", {})
+        if self._initial_epoch is not None:         # BackupAndRestore restored a run
+            initial_epoch = self._initial_epoch
         with utils.training_threads(batch_size):
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 hook("on_epoch_begin", epoch, {})
                 order = rng.permutation(n) if shuffle else None
                 if dist is not None and order is not None:
@@ -644,6 +656,8 @@ class Sequential:
                     else:
                         idx = order[lo:hi]
                         xb, yb = x[idx], y[idx]
+                    for fn in batch_begin:
+                        fn(i, {})
                     loss, right = step(xb, yb)
                     m = hi - lo
                     loss_sum += loss * m
@@ -653,6 +667,11 @@ class Sequential:
                         mark_warm()
                     if bar is not None:
                         bar.update(1, self._running_logs(loss_sum / seen, correct / seen))
+                    if batch_end:
+                        for fn in batch_end:
+                            fn(i, self._running_logs(loss_sum / seen, correct / seen))
+                        if self.stop_training:
+                            break
                 logs = {"loss": loss_sum / seen}
                 if with_acc:
                     logs["accuracy"] = correct / seen
@@ -670,6 +689,8 @@ class Sequential:
                           + text, flush=True)
                 history._append(epoch, logs)
                 hook("on_epoch_end", epoch, dict(logs))
+                if self.stop_training:
+                    break
         hook("on_train_end", dict(history.history))
         self.history = history
         return history
@@ -795,7 +816,10 @@ class Sequential:
         The file is written exactly at ``filepath`` (NumPy would append
         ``.npz`` to other names), atomically: to a temporary file beside it,
         then renamed, so a save that fails or is interrupted (a full disk,
-        Ctrl-C, a killed process) leaves the previous file as it was.
+        Ctrl-C, a killed process) leaves the previous file as it was. A name
+        ending in ``.h5`` (Keras 3's ``.weights.h5``) is written as HDF5 in
+        Keras' layout (``layers/<class>_<k>/vars/<i>``; Keras reads it), which
+        needs h5py (``pip install 'fastbn[h5]'``).
 
         Parameters
         ----------
@@ -805,6 +829,8 @@ class Sequential:
         ------
         ValueError
             If the model is not built, or two variables share a name.
+        ImportError
+            For an ``.h5`` name without h5py (nothing is written).
 
         Examples
         --------
@@ -825,8 +851,17 @@ class Sequential:
         if len(arrays) != len(vs):
             raise ValueError("save_weights: two variables share a name; give layers "
                              "distinct names")
+        if saving.is_hdf5_name(filepath):
+            saving.write_weights_h5(self, filepath)
+            return
         with atomic_write(filepath) as f:  # a failed save leaves the old file whole
             np.savez(f, **arrays)
+
+    def _save_training_state(self, path, epoch):
+        saving.save_training_state(self, path, epoch)
+
+    def _load_training_state(self, path):
+        return saving.load_training_state(self, path)
 
     def load_weights(self, filepath):
         """Read weights written by :meth:`save_weights` into this model.
@@ -866,7 +901,10 @@ class Sequential:
         """
         self._require_built("its weights")
         vs = self.variables
-        stored = _read_weights_file(filepath)
+        if saving.is_hdf5_file(filepath):
+            stored = saving.read_weights_h5(self, filepath)
+        else:
+            stored = _read_weights_file(filepath)
         names = [v.name for v in vs]
         if set(stored) == set(names):
             pairs = [(v, v.name, stored[v.name]) for v in vs]

@@ -128,6 +128,53 @@ class Optimizer:
         pairs = list(grads_and_vars)
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
 
+    def _get_state(self, variables):
+        """The state to save: ``iterations``, ``learning_rate`` and each variable's buffers.
+
+        Parameters
+        ----------
+        variables : list
+            The variables whose buffers to save, in a fixed order.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``"iterations"``, ``"learning_rate"`` and ``"<i>/<j>"``: buffer
+            ``j`` of ``variables[i]``.
+        """
+        out = {"iterations": np.asarray(self.iterations, np.int64),
+               "learning_rate": np.asarray(self._lr, np.float64)}
+        for i, v in enumerate(variables):
+            entry = self._state.get(id(v))
+            if entry is not None and entry[0] is v:
+                for j, a in enumerate(entry[1]):
+                    out[f"{i}/{j}"] = a
+        return out
+
+    def _set_state(self, variables, state):
+        """Restore what :meth:`_get_state` returned for the same ``variables``.
+
+        Parameters
+        ----------
+        variables : list
+        state : dict of str to ndarray
+        """
+        self.iterations = int(state.get("iterations", 0))
+        if "learning_rate" in state:
+            self.learning_rate = float(state["learning_rate"])
+        for i, v in enumerate(variables):
+            bufs = []
+            while f"{i}/{len(bufs)}" in state:
+                bufs.append(np.array(state[f"{i}/{len(bufs)}"], dtype=_array(v).dtype))
+            if bufs:
+                if any(b.shape != _array(v).shape for b in bufs):
+                    raise ValueError(f"{type(self).__name__}: saved state for variable {i} "
+                                     f"has shape {bufs[0].shape}, the variable "
+                                     f"{_array(v).shape}")
+                self._state[id(v)] = (v, bufs)
+            else:
+                self._state.pop(id(v), None)
+
     def _prepare(self):
         pass
 

@@ -1,0 +1,145 @@
+"""Files of whole models and training states: ``.weights.h5`` (Keras' HDF5 layout),
+the training state of :class:`~fastbn.nn.callbacks.BackupAndRestore`.
+
+Every file is written atomically (:mod:`fastbn._files`): to a temporary file
+beside the destination, then renamed, so an interrupted save leaves the
+previous file whole.
+"""
+import os
+
+import numpy as np
+
+from .._files import atomic_path, atomic_write
+from . import utils
+
+__all__ = []
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5_name(path):
+    """Whether ``path`` names an HDF5 file (``.h5``, ``.hdf5``, Keras' ``.weights.h5``)."""
+    return os.fspath(path).endswith((".h5", ".hdf5"))
+
+
+def is_hdf5_file(path):
+    """Whether the file at ``path`` starts with the HDF5 signature."""
+    with open(path, "rb") as f:
+        return f.read(8) == HDF5_SIGNATURE
+
+
+def _h5py(path, what):
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError(f"{what}: {os.fspath(path)} is an HDF5 name, and HDF5 needs h5py, "
+                          f"which is not installed: pip install 'fastbn[h5]' (or h5py), or "
+                          f"use a .weights.npz name for NumPy's format") from None
+    return h5py
+
+
+def _h5_keys(model):
+    """Keras' group name of each layer: its snake-case class name, numbered by class
+    in model order (``dense``, ``dense_1``, ``batch_normalization``), whatever the
+    layers' own names."""
+    seen, keys = {}, []
+    for layer in model.layers:
+        base = utils.to_snake_case(type(layer).__name__)
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        keys.append(base if n == 0 else f"{base}_{n}")
+    return keys
+
+
+def write_weights_h5(model, path):
+    """Write ``model``'s weights to ``path`` in Keras 3's ``.weights.h5`` layout.
+
+    ``layers/<key>/vars/<i>`` holds the layer's i-th variable (the order of
+    ``layer.weights``, which is Keras': ``kernel, bias``; ``gamma, beta,
+    moving_mean, moving_variance``), the key being the layer's class in
+    snake case, numbered by class in model order (:func:`_h5_keys`). Keras
+    reads such a file into a model of the same architecture, and fastbn
+    reads Keras' files.
+    """
+    h5py = _h5py(path, "save_weights")
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            layers = f.create_group("layers")
+            for key, layer in zip(_h5_keys(model), model.layers):
+                vg = layers.create_group(key).create_group("vars")
+                vg.attrs["name"] = layer.name
+                for i, v in enumerate(layer.weights):
+                    vg.create_dataset(str(i), data=v.value)
+            f.create_group("vars").attrs["name"] = model.name
+
+
+def read_weights_h5(model, path):
+    """The arrays of a ``.weights.h5`` file keyed by ``model``'s variable names.
+
+    Layers are matched as Keras matches them (:func:`_h5_keys`). Shapes and
+    values are checked by the caller.
+    """
+    h5py = _h5py(path, "load_weights")
+
+    def reject(why):
+        return ValueError(f"load_weights: not a weights file: {os.fspath(path)}: {why}")
+
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise reject(f"it cannot be read as HDF5 ({e})") from None
+    with f:
+        if "layers" not in f:
+            raise reject("it has no 'layers' group (Keras' .weights.h5 layout)")
+        group = f["layers"]
+        stored = {}
+        for key, layer in zip(_h5_keys(model), model.layers):
+            n = len(group[key]["vars"]) if key in group and "vars" in group[key] else 0
+            if n != len(layer.weights):
+                raise ValueError(f"load_weights: {os.fspath(path)} holds {n} weights for "
+                                 f"layers/{key}, but layer {layer.name!r} has "
+                                 f"{len(layer.weights)}; it was saved from a different "
+                                 f"architecture")
+            for i, v in enumerate(layer.weights):
+                a = group[key]["vars"][str(i)][()]
+                if a.dtype.kind != "f":
+                    raise reject(f"layers/{key}/vars/{i} is {a.dtype}; weights are real "
+                                 f"floating point")
+                stored[v.name] = a
+        extra = sorted(k for k in group if k not in _h5_keys(model)
+                       and "vars" in group[k] and len(group[k]["vars"]))
+        if extra:
+            raise ValueError(f"load_weights: {os.fspath(path)} holds weights for layers "
+                             f"{extra}, which the model {model.name!r} does not have; it was "
+                             f"saved from a different architecture")
+    return stored
+
+
+def save_training_state(model, path, epoch):
+    """Write weights, optimizer state and the next epoch to one ``.npz``, atomically."""
+    arrays = {f"weights/{i}": v.value for i, v in enumerate(model.variables)}
+    if model.optimizer is not None:
+        for k, a in model.optimizer._get_state(model.trainable_variables).items():
+            arrays[f"optimizer/{k}"] = a
+    arrays["epoch"] = np.asarray(epoch, np.int64)
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+
+
+def load_training_state(model, path):
+    """Restore what :func:`save_training_state` wrote; returns the epoch to start from."""
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    vs = model.variables
+    weights = [arrays.get(f"weights/{i}") for i in range(len(vs))]
+    if any(w is None or w.shape != v.shape for w, v in zip(weights, vs)) or \
+            f"weights/{len(vs)}" in arrays or "epoch" not in arrays:
+        raise ValueError(f"{os.fspath(path)} is not a training state of this model "
+                         f"({model.name!r}): the weights differ in number or shape")
+    for v, w in zip(vs, weights):
+        v.assign(w)
+    if model.optimizer is not None:
+        model.optimizer._set_state(model.trainable_variables,
+                                   {k[len("optimizer/"):]: a for k, a in arrays.items()
+                                    if k.startswith("optimizer/")})
+    return int(arrays["epoch"])
