@@ -437,9 +437,10 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     TypeError
         If ``x``'s dtype is not float16/32/64; if ``axis`` is not an int or a
         tuple of ints; if ``gamma``, ``beta`` or the moving statistics are
-        not real numbers; or, in training, if ``moving_mean`` or
-        ``moving_variance`` is not a float ``numpy.ndarray`` (it is updated
-        in place).
+        not real numbers; if ``training`` is not a bool, or ``epsilon`` or
+        ``momentum`` not a number (bools are not; 0-d arrays are); or, in
+        training, if ``moving_mean`` or ``moving_variance`` is not a float
+        ``numpy.ndarray`` (it is updated in place).
     ValueError
         For 0-d ``x``; an axis out of range or repeated, no feature axis, or
         feature axes that cover every dimension; ``gamma``, ``beta`` or
@@ -447,7 +448,9 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         ``moving_mean`` and ``moving_variance``; no elements per feature;
         missing moving statistics or a negative ``moving_variance`` in
         inference; ``epsilon`` negative or not finite; ``momentum`` outside
-        [0, 1]; or read-only moving statistics in training.
+        [0, 1]; read-only moving statistics in training; or, in training,
+        one value per feature with ``epsilon=0`` (``0 * inf``: pass
+        ``epsilon > 0``).
 
     Warns
     -----
@@ -491,8 +494,9 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     fn = "batch_norm_forward"
     xk_in, out_dtype = _float_input(x, "x", fn)
     feats = _features(xk_in, axis, fn)
-    _check_epsilon(epsilon, fn)
-    _check_momentum(momentum, fn)
+    epsilon = _check_epsilon(epsilon, fn)
+    momentum = _check_momentum(momentum, fn)
+    _check_training(training, fn)
     lay = layout(xk_in, feats)
     fshape = lay.feature_shape
     if gamma is not None:
@@ -520,11 +524,16 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     y, yk = _output(out, xk_in, out_dtype, lay, fn, (),
                     (gamma, beta, moving_mean, moving_variance))
     xk = _kernel_view(lay, xk_in)
-    if training and merge is None:
-        if n == 1:
-            warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
-                          f"the batch variance is 0 and the output equals beta (Keras "
-                          f"behaviour)", RuntimeWarning, stacklevel=2)
+    if training and merge is None and n == 1:
+        if epsilon == 0:
+            raise ValueError(f"{fn}: only one value per feature in x of shape "
+                             f"{xk_in.shape} and epsilon=0: the batch variance is 0, so "
+                             f"1 / sqrt(variance + epsilon) is infinite and the output "
+                             f"0 * inf would be NaN. Pass epsilon > 0 (Keras' default is "
+                             f"1e-3; the output is then beta) or more than one sample")
+        warnings.warn(f"{fn}: only one value per feature in x of shape {xk_in.shape}; "
+                      f"the batch variance is 0 and the output equals beta (Keras "
+                      f"behaviour)", RuntimeWarning, stacklevel=2)
     gamma_k, shift = _affine_vectors(lay, gamma, beta, xk.dtype)
     fused = _fuse(xk, lay, 1) if training and merge is None else None
     if fused:
@@ -610,7 +619,7 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
     TypeError
         If ``x``'s or ``dy``'s dtype is not float16/32/64; if ``axis`` is not
         an int or a tuple of ints; if ``mean``, ``invstd`` or ``gamma`` are not
-        real numbers.
+        real numbers; if ``training`` is not a bool.
     ValueError
         For 0-d ``x``; ``dy`` not shaped like ``x``; an axis out of range or
         repeated, no feature axis, or feature axes that cover every
@@ -642,6 +651,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     share. This process's ``x`` may then have no rows.
     """
     fn = "batch_norm_backward"
+    _check_training(training, fn)
     xk_in, out_dtype = _float_input(x, "x", fn)
     dy_in, _ = _float_input(dy, "dy", fn)
     if dy_in.shape != xk_in.shape:
@@ -804,9 +814,8 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
     if planned is None:
         return None
     fn = "batch_norm_forward"
-    _check_epsilon(epsilon, fn)         # x and axis are good (a plan holds them), so
-    _check_momentum(momentum, fn)       # these are the checked path's first errors too
-    epsilon, momentum = float(epsilon), float(momentum)
+    epsilon = _check_epsilon(epsilon, fn)   # x and axis are good (a plan holds them), so
+    momentum = _check_momentum(momentum, fn)    # these are the checked path's first errors too
     plan, y, yk = planned
     fshape = plan.fshape
     if not (_plain_vector(gamma, fshape) and _plain_vector(beta, fshape)):
@@ -1025,19 +1034,53 @@ def _ones(c, dtype=None):
     return a
 
 
+def _number(v):
+    """``v`` as a float when it is a real number: a Python or NumPy int or float,
+    or a 0-d array of one (as ``np.float32(0.9)`` or ``np.array(0.9)``), else
+    None. Bools are not numbers here: ``momentum=True`` is a mistake, not 1.0."""
+    if isinstance(v, (bool, np.bool_)):
+        return None
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return float(v)
+    if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf":
+        return float(v)
+    return None
+
+
 def _check_epsilon(epsilon, fn):
+    """``epsilon`` as a float, or TypeError (not a number) / ValueError (< 0, not finite)."""
     if type(epsilon) is float and 0.0 <= epsilon < math.inf:    # the common case, fast
-        return
-    if not (isinstance(epsilon, (int, float, np.floating, np.integer))
-            and math.isfinite(epsilon) and epsilon >= 0):
+        return epsilon
+    e = _number(epsilon)
+    if e is None:
+        raise TypeError(f"{fn}: epsilon must be a number (a float >= 0, e.g. 1e-3), got "
+                        f"{epsilon!r} of type {type(epsilon).__name__}")
+    if not (math.isfinite(e) and e >= 0):
         raise ValueError(f"{fn}: epsilon must be a finite number >= 0, got {epsilon!r}")
+    return e
 
 
 def _check_momentum(momentum, fn):
-    if not (isinstance(momentum, (int, float, np.floating, np.integer))
-            and 0.0 <= momentum <= 1.0):
+    """``momentum`` as a float, or TypeError (not a number) / ValueError (outside [0, 1])."""
+    if type(momentum) is float and 0.0 <= momentum <= 1.0:     # the common case, fast
+        return momentum
+    m = _number(momentum)
+    if m is None:
+        raise TypeError(f"{fn}: momentum must be a number in [0, 1] (e.g. 0.99), got "
+                        f"{momentum!r} of type {type(momentum).__name__}")
+    if not 0.0 <= m <= 1.0:
         raise ValueError(f"{fn}: momentum must be a number in [0, 1] (Keras convention; "
                          f"PyTorch's momentum m corresponds to 1 - m), got {momentum!r}")
+    return m
+
+
+def _check_training(training, fn):
+    """Raise unless ``training`` is a bool (Python's or NumPy's): ``"False"`` is
+    true to ``if``, and would train."""
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"{fn}: training must be a bool, True (batch statistics) or False "
+                        f"(the moving statistics), got {training!r} of type "
+                        f"{type(training).__name__}")
 
 
 def _check_moving(arr, shape, name, fn, axis):

@@ -42,6 +42,14 @@ def bwd(dy=X, x=X, mean=np.zeros(3), invstd=np.ones(3), gamma=None, **kw):
     (lambda: fwd(epsilon=float("nan")), ValueError, "epsilon"),
     (lambda: fwd(momentum=1.5), ValueError, r"momentum must be a number in \[0, 1\]"),
     (lambda: fwd(momentum=-0.1), ValueError, "momentum"),
+    (lambda: fwd(training="False"), TypeError, "training must be a bool"),
+    (lambda: fwd(training=0), TypeError, "training must be a bool"),
+    (lambda: bwd(training="False"), TypeError, "training must be a bool"),
+    (lambda: fwd(momentum=True), TypeError, "momentum must be a number.*got True"),
+    (lambda: fwd(momentum="0.9"), TypeError, "momentum must be a number.*got '0.9'"),
+    (lambda: fwd(epsilon="1e-3"), TypeError, "epsilon must be a number"),
+    (lambda: fwd(epsilon=np.array([1e-3])), TypeError, "epsilon must be a number"),
+    (lambda: fwd(X[:1], epsilon=0.0), ValueError, "epsilon=0.*Pass epsilon > 0"),
     (lambda: fwd(np.zeros((4, 3), np.int64)), TypeError, "dtype int64.*astype"),
     (lambda: fwd(np.zeros((4, 3), np.complex64)), TypeError, "dtype complex64"),
     (lambda: fwd(np.zeros((4, 3), bool)), TypeError, "dtype bool"),
@@ -81,6 +89,8 @@ BAD_AFTER_PLAN = [
     (dict(epsilon=float("inf")), ValueError, "epsilon"),
     (dict(momentum=1.5), ValueError, "momentum"),
     (dict(momentum=float("nan")), ValueError, "momentum"),
+    (dict(momentum=True), TypeError, "momentum must be a number"),
+    (dict(training="False"), TypeError, "training must be a bool"),
     (dict(axis=(True,)), TypeError, "axis must be an int"),
     (dict(axis=True), TypeError, "axis must be an int"),
     (dict(moving_variance=None), ValueError, "both moving_mean and moving_variance"),
@@ -140,3 +150,26 @@ def test_failed_call_leaves_moving_statistics_untouched():
         fwd(gamma=np.ones(5), moving_mean=mm, moving_variance=mv)
     np.testing.assert_array_equal(mm, 0.0)
     np.testing.assert_array_equal(mv, 1.0)
+
+
+def test_zero_d_arrays_and_numpy_bools_are_numbers_and_bools():
+    """np.array(1e-3) is a number, as np.float64(1e-3) is; np.True_ a bool."""
+    mm, mv = np.zeros(3), np.ones(3)
+    want = fwd(epsilon=1e-3, momentum=0.9, moving_mean=mm.copy(), moving_variance=mv.copy())
+    mm2, mv2 = mm.copy(), mv.copy()
+    got = fwd(epsilon=np.array(1e-3), momentum=np.array(0.9), training=np.True_,
+              moving_mean=mm2, moving_variance=mv2)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    mm3, mv3 = mm.copy(), mv.copy()
+    fwd(epsilon=1e-3, momentum=0.9, moving_mean=mm3, moving_variance=mv3)
+    np.testing.assert_array_equal(mm2, mm3)
+
+
+def test_one_value_per_feature_outputs_beta_exactly_and_says_so():
+    """With epsilon > 0 (Keras' result); with epsilon = 0 it raises (above)
+    instead of warning "equals beta" and returning NaN."""
+    beta = np.array([1.5, -2.0, 0.25], np.float32)
+    with pytest.warns(RuntimeWarning, match="output equals beta"):
+        y, _, _ = fwd(X[:1], gamma=G * 3, beta=beta)
+    np.testing.assert_array_equal(y[0], beta)

@@ -330,3 +330,41 @@ def test_fit_before_compile_is_explained():
     model = nn.Sequential([nn.Dense(2, input_shape=(4,))])
     with pytest.raises((RuntimeError, ValueError), match="compile"):
         model.fit(np.ones((2, 4)), np.zeros(2), verbose=0)
+
+
+def test_compile_takes_one_metric_as_a_string():
+    """compile(metrics="accuracy") read "unknown metric 'a'"."""
+    model = nn.Sequential([nn.Dense(2, activation="softmax", input_shape=(3,))])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd", metrics="accuracy")
+    assert model.metrics_names == ["loss", "accuracy"]
+    loss, acc = model.evaluate(np.ones((4, 3)), [0, 1, 0, 1], verbose=0)
+    assert acc == 0.5
+
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda m, x: m.fit(x, np.zeros(8), validation_split="0.2", verbose=0), TypeError,
+     "validation_split must be a number"),
+    (lambda m, x: m.fit(x, 3, verbose=0), ValueError, "labels y must hold one label per sample"),
+    (lambda m, x: m.evaluate(x, 3, verbose=0), ValueError, "one label per sample"),
+    (lambda m, x: m(x, training="False"), TypeError, "training must be a bool"),
+    (lambda m, x: m.layers[0](x, training="False"), TypeError, "training must be a bool"),
+    (lambda m, x: nn.BatchNormalization(momentum="0.9"), TypeError,
+     "momentum must be a number.*'0.9'"),
+    (lambda m, x: nn.BatchNormalization(momentum=True), TypeError, "momentum must be a number"),
+    (lambda m, x: nn.BatchNormalization(epsilon="1e-3"), TypeError, "epsilon must be a number"),
+])
+def test_argument_types_are_explained(call, exc, match):
+    """Each used to be NumPy's or Python's words, or (training="False") trained."""
+    model = nn.Sequential([nn.BatchNormalization(input_shape=(3,)),
+                           nn.Dense(2, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd", metrics=["accuracy"])
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    moving = model.layers[0].moving_mean.value.copy()
+    with pytest.raises(exc, match=match):
+        call(model, x)
+    np.testing.assert_array_equal(model.layers[0].moving_mean.value, moving)
+
+
+def test_batch_norm_layer_takes_zero_d_array_arguments():
+    bn = nn.BatchNormalization(momentum=np.array(0.5), epsilon=np.float32(0.0))
+    assert (bn.momentum, bn.epsilon) == (0.5, 0.0)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import autograd as ag
+from .. import functional as F
 from . import activations, initializers, utils
 
 __all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation",
@@ -370,6 +371,8 @@ class Layer:
         elif x.dtype != FLOATX and x.dtype.kind in "iub":
             x = ag.Tensor(x.data.astype(FLOATX))
         self._build_once((None,) + x.shape[1:])
+        if training is not None:
+            F._check_training(training, f"{type(self).__name__} {self.name!r}")
         return self.call(x, training=training)
 
     def __repr__(self):
@@ -551,11 +554,8 @@ class BatchNormalization(Layer):
         else:
             raise TypeError(f"BatchNormalization: axis must be an int or a list/tuple of "
                             f"ints, got {axis!r}")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
-        if not epsilon >= 0:
-            raise ValueError(f"BatchNormalization: epsilon must be >= 0, got {epsilon!r}")
-        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.momentum = F._check_momentum(momentum, "BatchNormalization")
+        self.epsilon = F._check_epsilon(epsilon, "BatchNormalization")
         self.center, self.scale = bool(center), bool(scale)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)

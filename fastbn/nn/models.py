@@ -14,6 +14,7 @@ import zipfile
 import numpy as np
 
 from .. import autograd as ag
+from .. import functional as F
 from .._files import atomic_write
 from . import callbacks as callbacks_mod, layers as L, losses as losses_mod, optimizers, \
     saving, utils
@@ -331,6 +332,8 @@ class Sequential:
     # ------------------------------------------------------------ calling
     def __call__(self, x, training=False):
         """Run the layers on ``x`` (building the model on first use); returns a Tensor."""
+        if training is not None:
+            F._check_training(training, f"model {self.name!r}")
         if not isinstance(x, ag.Tensor):
             x = ag.Tensor(self._as_input(x, "x"))
         self._check_input_shape(x.shape, "x")
@@ -364,6 +367,8 @@ class Sequential:
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses_mod.get(loss)
         names = []
+        if isinstance(metrics, str):        # one metric (tf.keras took it; Keras 3 raises)
+            metrics = [metrics]
         for m in metrics or []:
             if m in ("accuracy", "acc", "sparse_categorical_accuracy"):
                 names.append("accuracy" if m in ("accuracy", "acc") else m)
@@ -434,6 +439,9 @@ class Sequential:
         if y is None:
             raise ValueError(f"{what}: labels y are required")
         y = np.asarray(y)
+        if y.ndim == 0:
+            raise ValueError(f"{what}: labels y must hold one label per sample, got the "
+                             f"scalar {y.item()!r}; pass an array of {len(x)} labels")
         if len(y) != len(x):
             raise ValueError(f"{what} has {len(x)} samples but its labels have {len(y)}; "
                              f"pass one label per sample")
@@ -595,6 +603,10 @@ class Sequential:
             raise ValueError(f"fit(): epochs must be a non-negative integer, got {epochs!r}")
         batch_size = self._batch_size(batch_size)
         x, y = self._prepare(x, y)
+        if F._number(validation_split) is None:
+            raise TypeError(f"fit(): validation_split must be a number in [0, 1) (the "
+                            f"fraction held out, e.g. 0.2), got {validation_split!r} of type "
+                            f"{type(validation_split).__name__}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit(): validation_split must be in [0, 1), got "
                              f"{validation_split!r}")
