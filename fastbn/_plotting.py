@@ -25,6 +25,10 @@ COLORS = {
     "bn-before": "#009E73",     # green
     "textbook": "#CC79A7",
     "plain": "#999999",         # grey: no batch norm
+    # fastbn-bench's operations
+    "forward": "#0072B2",
+    "inference": "#56B4E9",
+    "backward": "#E69F00",
     "training": "#0072B2",
     "validation": "#E69F00",
 }
