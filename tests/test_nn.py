@@ -368,3 +368,54 @@ def test_argument_types_are_explained(call, exc, match):
 def test_batch_norm_layer_takes_zero_d_array_arguments():
     bn = nn.BatchNormalization(momentum=np.array(0.5), epsilon=np.float32(0.0))
     assert (bn.momentum, bn.epsilon) == (0.5, 0.0)
+
+
+def _nan_model(units, activation, loss):
+    model = nn.Sequential([nn.Dense(4, input_shape=(3,)), nn.BatchNormalization(),
+                           nn.Dense(units, activation=activation)])
+    model.compile(loss=loss, optimizer="sgd", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("units,activation,loss", [
+    (3, "softmax", "sparse_categorical_crossentropy"),
+    (1, "sigmoid", "binary_crossentropy"),
+])
+def test_nan_outputs_count_as_wrong_with_one_warning(units, activation, loss):
+    """argmax of a NaN row is 0 and NaN > 0.5 is False: with every label 0 a NaN
+    model read accuracy 1.0. Now 0.0, and one warning per evaluate / fit."""
+    model = _nan_model(units, activation, loss)
+    x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    y = np.zeros(40, int)
+    model.set_weights([np.full_like(w, np.nan) if i == 0 else w
+                       for i, w in enumerate(model.get_weights())])
+    with pytest.warns(RuntimeWarning, match="40 prediction.*NaN.*count as wrong") as rec:
+        loss_value, acc = model.evaluate(x, y, batch_size=8, verbose=0)
+    assert acc == 0.0 and math.isnan(loss_value)
+    assert len([w for w in rec if "NaN" in str(w.message)]) == 1
+
+
+def test_nan_input_in_fit_warns_once_and_accuracy_is_honest():
+    model = _nan_model(3, "softmax", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).standard_normal((64, 3)).astype(np.float32)
+    x[5, 1] = np.nan                     # one NaN pixel poisons every weight
+    y = np.zeros(64, int)
+    with pytest.warns(RuntimeWarning, match="fit\\(\\), epoch 1: .*NaN") as rec:
+        h = model.fit(x, y, epochs=3, batch_size=16, verbose=0, shuffle=False)
+    assert len([w for w in rec if "NaN" in str(w.message)]) == 1
+    assert h.history["accuracy"][1:] == [0.0, 0.0]
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m, x, y: m.evaluate(x[:0], y[:0], verbose=0), "evaluate.*no samples"),
+    (lambda m, x, y: m.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0),
+     "validation_data has no samples"),
+    (lambda m, x, y: m.fit(x[:3], y[:3], validation_split=1e-17, verbose=0), "holds none out"),
+])
+def test_empty_evaluation_data_raises(call, match):
+    """Each reported a loss and accuracy of 0.0."""
+    model = _nan_model(3, "softmax", "sparse_categorical_crossentropy")
+    x = np.ones((8, 3), np.float32)
+    y = np.zeros(8, int)
+    with pytest.raises(ValueError, match=match):
+        call(model, x, y)

@@ -9,6 +9,7 @@ Keras' cross-entropy into one stable op (same value, gradient
 """
 import math
 import time
+import warnings
 import zipfile
 
 import numpy as np
@@ -537,15 +538,43 @@ class Sequential:
         return self._result(loss, self._correct(out, y) / len(x))
 
     def _correct(self, out, y):
-        """Correct predictions in the batch, by Keras' choice of "accuracy"."""
+        """Correct predictions in the batch, by Keras' choice of "accuracy".
+
+        A prediction with a NaN output is wrong (``argmax`` would read it as
+        class 0, and ``NaN > 0.5`` as class 0 of a binary output); such
+        predictions are also counted in ``_nan_outputs`` for
+        :meth:`_warn_nan_outputs`.
+        """
+        nan = np.isnan(out).any(axis=-1)        # (batch, classes): a cheap pass
+        bad = int(np.count_nonzero(nan))
+        if bad:
+            self._nan_outputs = getattr(self, "_nan_outputs", 0) + bad
         if len(self.metrics_names) < 2:
             return 0
         if out.shape[-1] == 1:                              # binary accuracy
-            pred = out[..., 0] > 0.5
-            return int(np.count_nonzero(pred == (y.reshape(pred.shape) > 0.5)))
-        if y.ndim < out.ndim or y.shape[-1] == 1:           # sparse categorical
-            return int(np.count_nonzero(out.argmax(axis=-1) == y.reshape(out.shape[:-1])))
-        return int(np.count_nonzero(out.argmax(axis=-1) == y.argmax(axis=-1)))
+            right = (out[..., 0] > 0.5) == (y.reshape(nan.shape) > 0.5)
+        elif y.ndim < out.ndim or y.shape[-1] == 1:         # sparse categorical
+            right = out.argmax(axis=-1) == y.reshape(out.shape[:-1])
+        else:
+            right = out.argmax(axis=-1) == y.argmax(axis=-1)
+        if bad:
+            right &= ~nan
+        return int(np.count_nonzero(right))
+
+    def _warn_nan_outputs(self, what):
+        """Warn (once per ``fit`` or ``evaluate``) when predictions were NaN."""
+        bad = getattr(self, "_nan_outputs", 0)
+        if bad and not self._nan_warned:
+            self._nan_warned = True
+            warnings.warn(
+                f"{what}: {bad} prediction(s) were NaN and count as wrong. Once one "
+                f"weight or moving statistic is NaN, every output is: check the inputs "
+                f"with np.isfinite(x).all(), and lower the learning rate if the loss "
+                f"grew before it became NaN; callbacks=[nn.callbacks.TerminateOnNaN()] "
+                f"stops training at the first NaN loss", RuntimeWarning, stacklevel=3)
+
+    def _reset_nan_outputs(self):
+        self._nan_outputs, self._nan_warned = 0, False
 
     def _result(self, loss, acc):
         return [loss, acc] if len(self.metrics_names) > 1 else loss
@@ -620,6 +649,11 @@ class Sequential:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
                 raise ValueError("fit(): validation_data must be a tuple (x_val, y_val)")
             validation_data = self._prepare(*validation_data, what="validation_data x")
+            if len(validation_data[0]) == 0:
+                where = (f"validation_split={validation_split!r} of {len(x)} samples "
+                         f"holds none out" if validation_split
+                         else "validation_data has no samples")
+                raise ValueError(f"fit(): {where}; pass data to validate on, or none")
         n = len(x)
         if n == 0:
             raise ValueError("fit(): no training samples")
@@ -643,6 +677,7 @@ class Sequential:
                     fn(*args)
 
         batch_begin, batch_end = callbacks_mod._batch_hooks(callbacks)
+        self._reset_nan_outputs()
         self.stop_training = False
         self._initial_epoch = None
         hook("set_model", self)
@@ -700,6 +735,7 @@ class Sequential:
                     print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.0f}s - "
                           + text, flush=True)
                 history._append(epoch, logs)
+                self._warn_nan_outputs(f"fit(), epoch {epoch + 1}")
                 hook("on_epoch_end", epoch, dict(logs))
                 if self.stop_training:
                     break
@@ -769,11 +805,16 @@ class Sequential:
             verbose = 0
         batch_size = self._batch_size(batch_size)
         x, y = self._prepare(x, y)
+        if len(x) == 0:
+            raise ValueError(f"evaluate(): x of shape {x.shape} has no samples; there is "
+                             f"nothing to average the loss over")
         bar = self._progress(verbose, -(-len(x) // batch_size), None)
+        self._reset_nan_outputs()
         with utils.training_threads(batch_size):
             loss, acc = self._evaluate(x, y, batch_size, bar)
         if bar is not None:
             bar.finish(self._running_logs(loss, acc))
+        self._warn_nan_outputs("evaluate()")
         return [loss, acc] if len(self.metrics_names) > 1 else loss
 
     def predict(self, x, batch_size=None, verbose="auto"):
