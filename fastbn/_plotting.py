@@ -25,6 +25,8 @@ COLORS = {
     "bn-before": "#009E73",     # green
     "textbook": "#CC79A7",
     "plain": "#999999",         # grey: no batch norm
+    "bn-before-lr0.01": "#E69F00",
+    "plain-lr0.01": "#000000",
     # fastbn-bench's operations
     "forward": "#0072B2",
     "inference": "#56B4E9",

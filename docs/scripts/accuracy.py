@@ -1,11 +1,17 @@
 """Numerical accuracy on offset data: fastbn vs NumPy float32 vs PyTorch CPU.
 
-Writes, into ``--out`` (default ``docs/_generated``):
+``python docs/scripts/accuracy.py run`` measures and writes
+``docs/results/accuracy.json`` (the numbers with the versions and machine they
+came from; commit it), then renders. ``python docs/scripts/accuracy.py render``
+(what the Sphinx build runs) reads that file and writes, into
+``docs/_generated``:
 
 * ``accuracy.csv``  one row per (layout, offset, implementation);
 * ``accuracy.md``   the same as two Markdown tables, included by ``docs/maths.md``;
-* ``accuracy.png``  the figure;
-* ``accuracy.json`` the numbers with the versions and machine they came from.
+* ``accuracy.png``  the figure.
+
+So the Maths page shows the committed measurement, PyTorch column included,
+whatever is installed where the docs are built.
 
 Data: float32 ``standard_normal(shape) + offset`` for offsets 1e0 .. 1e5, in an
 ``(N, C)`` layout (features last, ``axis=-1``) and in NCHW (features on
@@ -26,9 +32,8 @@ Implementations: ``fastbn`` (``fastbn.moments`` and
 kernel, its variance read from the running variance with ``momentum=1`` and
 rescaled from unbiased to biased), when PyTorch is importable.
 
-Run ``python docs/scripts/accuracy.py`` from the repository root (about 20 s
-on two cores, most of it compiling fastbn's kernels on a cold cache). The
-Sphinx build runs it when its outputs are missing.
+``run`` takes about 20-50 s on two cores, most of it compiling fastbn's
+kernels on a cold cache; run it where PyTorch is installed.
 """
 import argparse
 import csv
@@ -183,8 +188,10 @@ def figure(rows, path):
 
     impls = list(dict.fromkeys(r["implementation"] for r in rows))
     layouts = list(dict.fromkeys(r["layout"] for r in rows))
-    style = {"fastbn": dict(marker="o", color="C0"), "numpy float32": dict(marker="s", color="C1"),
-             "PyTorch CPU": dict(marker="^", color="C3")}
+    from fastbn import _plotting
+
+    style = {name: dict(marker=m, color=_plotting.color(name))
+             for name, m in (("fastbn", "o"), ("numpy float32", "s"), ("PyTorch CPU", "^"))}
     fig, axes = plt.subplots(2, len(layouts), figsize=(4.2 * len(layouts), 6.4),
                              sharex=True, sharey="row", constrained_layout=True)
     for col, layout in enumerate(layouts):
@@ -198,43 +205,55 @@ def figure(rows, path):
             if key == "var_rel_err":           # the floor of any float32 result
                 ax.axhline(2.0 ** -24, color="0.5", ls=":", lw=1,
                            label="float32 rounding, $2^{-24}$" if col == 0 else None)
-            ax.grid(True, which="major", alpha=0.3)
+            _plotting.style(ax)
             if row == 0:
                 ax.set_title(f"{layout}, float32")
             else:
                 ax.set_xlabel("offset added to N(0, 1) data")
             if col == 0:
                 ax.set_ylabel(label)
-    axes[0, 0].legend(loc="upper left", fontsize="small")
-    fig.savefig(path, dpi=110)
+    _plotting.legend_outside(axes[0, -1], handles=axes[0, 0].get_legend_handles_labels()[0])
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
+    docs = os.path.join(here, os.pardir)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=os.path.join(here, os.pardir, "_generated"),
+    p.add_argument("step", choices=("run", "render"),
+                   help="run: measure into --results, then render; render: only render")
+    p.add_argument("--results", default=os.path.join(docs, "results", "accuracy.json"),
+                   help="the measurement (default: docs/results/accuracy.json)")
+    p.add_argument("--out", default=os.path.join(docs, "_generated"),
                    help="output folder (default: docs/_generated)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     args = p.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     t0 = time.perf_counter()
-    rows = measure(args.seed, torch=not args.no_torch)
-    env = environment()
-    if args.no_torch:
-        env["torch"] = None
+    if args.step == "run":
+        rows = measure(args.seed, torch=not args.no_torch)
+        env = environment()
+        if args.no_torch:
+            env["torch"] = None
+        with open(args.results, "w") as f:
+            json.dump(dict(environment=env, eps=EPS, seed=args.seed, rows=rows), f, indent=1)
+    with open(args.results) as f:
+        d = json.load(f)
+    rows, env = d["rows"], d["environment"]
+    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "accuracy.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    with open(os.path.join(args.out, "accuracy.json"), "w") as f:
-        json.dump(dict(environment=env, eps=EPS, seed=args.seed, rows=rows), f, indent=1)
     with open(os.path.join(args.out, "accuracy.md"), "w") as f:
         f.write(markdown(rows, env))
-    figure(rows, os.path.join(args.out, "accuracy.png"))
-    print(f"accuracy: wrote {os.path.abspath(args.out)} in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr)
+    try:
+        figure(rows, os.path.join(args.out, "accuracy.png"))
+    except ImportError:
+        pass
+    print(f"accuracy: {args.step} wrote {os.path.normpath(args.out)} in "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
 
 
 if __name__ == "__main__":

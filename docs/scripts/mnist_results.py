@@ -20,6 +20,7 @@ machine) and minutes of CPU, which a docs build must not:
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -93,35 +94,62 @@ def _pct(v):
     return "not yet measured" if v is None else f"{100 * v:.2f} %"
 
 
-def _command(model, m):
-    """The job's command line, from the flags it recorded (defaults resolved)."""
-    st = m.get("settings", {})                     # the flags the job recorded
-    flags = [f"--model {st.get('model', model)}", f"--epochs {st.get('epochs', '?')}",
-             f"--seed {st.get('seed', '?')}"]
-    flags += [f"--{k.replace('_', '-')} {st[k]}" for k in ("lr", "schedule", "optimizer",
-                                                          "batch_size", "threads", "limit")
-              if st.get(k) is not None]
+#: Flags every run shares, said once under the table instead of on every row.
+SHARED = ("epochs", "seed", "threads", "batch_size", "limit")
+
+
+def _flags(model, m):
+    """The flags of a run that differ from the job's defaults, from the settings
+    it recorded (the learning rate and schedule as the job resolved them)."""
+    from fastbn.examples import mnist as job
+    st = m.get("settings", {})
+    opt = st.get("optimizer", "sgd")
+    default_lr = job.DEFAULT_LR if opt == "sgd" else job.ADAM_LR
+    flags = []
+    if st.get("model", model) != job.DEFAULT_MODEL:
+        flags.append(f"--model {st.get('model', model)}")
+    if opt != "sgd":
+        flags.append(f"--optimizer {opt}")
+    lr = st.get("lr", default_lr)
+    if lr != default_lr:
+        flags.append(f"--lr {lr:g}")
+    implied = "cosine" if lr == default_lr else "constant"
+    if st.get("schedule", implied) != implied:
+        flags.append(f"--schedule {st['schedule']}")
+    return " ".join(flags)
+
+
+def _shared(results):
+    """``fastbn-mnist --epochs 10 --seed 0 ...``: the flags all runs share."""
+    values = {k: {r.get("settings", {}).get(k) for r in results.values()} for k in SHARED}
+    flags = [f"--{k.replace('_', '-')} {next(iter(v))}" for k, v in values.items()
+             if len(v) == 1 and next(iter(v)) is not None]
     return "fastbn-mnist " + " ".join(flags)
 
 
 def render_table(results):
-    lines = ["| run | command | test accuracy | last validation accuracy "
+    lines = ["| run | flags | test accuracy | last validation accuracy "
              "| s / epoch | samples / s |",
              "|---|---|---:|---:|---:|---:|"]
     for model in MODELS:
         label = f"`{model}`" + (" (default)" if model == "bn-after" else "")
         m = results.get(model)
         if m is None:
-            lines.append(f"| {label} | `fastbn-mnist {' '.join(RUNS[model])}` | not yet measured "
+            lines.append(f"| {label} | `{' '.join(RUNS[model])}` | not yet measured "
                          f"| not yet measured | – | – |")
             continue
         val = m.get("history", {}).get("val_accuracy") or [None]
         sec = _seconds_per_epoch(m)
         n = m.get("data", {}).get("train")
         sps = n / sec if sec and n else None
-        lines.append(f"| {label} | `{_command(model, m)}` | {_pct(m.get('test_accuracy'))} "
+        flags = _flags(model, m)
+        flags = f"`{flags}`" if flags else "none"
+        lines.append(f"| {label} | {flags} | {_pct(m.get('test_accuracy'))} "
                      f"| {_pct(val[-1])} | {'–' if sec is None else f'{sec:.2f}'} "
                      f"| {'–' if sps is None else f'{sps:,.0f}'} |")
+    if results:
+        lines += ["", f"Every run is `{_shared(results)}` with the flags in its row (the "
+                  "others at their defaults)."]
     lines += ["", "s / epoch is the median over the epochs after the first (which "
               "includes compiling the kernels), training steps only; samples / s is the "
               "training-set size over it. These runs follow one another on a shared "
@@ -146,27 +174,45 @@ def render_table(results):
     return "\n".join(lines) + "\n"
 
 
+def diverged(m):
+    """A run that did not learn: non-finite loss or a last validation accuracy
+    below 50 % (10 classes: chance is 10 %)."""
+    h = m.get("history", {})
+    loss, acc = h.get("loss") or [math.nan], h.get("val_accuracy") or [0.0]
+    return not math.isfinite(loss[-1]) or acc[-1] < 0.5
+
+
 def render_figure(results, path):
+    """Loss and accuracy per epoch, one colour per run; runs that diverged are
+    left off the axes (which would otherwise span their loss of 1e1-1e6 and
+    squash the others) and named in the caption."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from fastbn import _plotting
+
+    shown = {k: m for k, m in results.items() if not diverged(m)}
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for k, (model, m) in enumerate(results.items()):
-        color = f"C{k}"
+    epochs = 1
+    for model, m in shown.items():
         h = m.get("history", {})
         for key, ax, style in (("loss", ax_loss, "-"), ("val_loss", ax_loss, "--"),
                                ("accuracy", ax_acc, "-"), ("val_accuracy", ax_acc, "--")):
             v = h.get(key)
             if isinstance(v, list) and v:
-                ax.plot(range(1, len(v) + 1), v, style, color=color,
-                        label=model if key in ("loss", "accuracy") else None)
-    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        ax.set_xlabel("epoch")
-        ax.set_title(f"{title} (solid: training, dashed: validation)")
-        ax.grid(True, alpha=0.3)
-    ax_acc.legend(fontsize="small")
-    fig.savefig(path, dpi=110)
+                epochs = max(epochs, len(v))
+                ax.plot(range(1, len(v) + 1), v, style, color=_plotting.color(model),
+                        label=model if key == "loss" else None)
+    for ax, title, key in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        values = [x for m in shown.values() for k in (key, "val_" + key)
+                  for x in m.get("history", {}).get(k, [])]
+        ax.set_ylim(*_plotting.limits(values, lo=0, hi=1 if key == "accuracy" else None))
+        _plotting.epoch_axis(ax, epochs)
+        _plotting.style(ax)
+        ax.set_title(f"{title} (solid: training, dashed: validation)", fontsize="medium")
+    _plotting.legend_outside(ax_acc, handles=ax_loss.get_legend_handles_labels()[0])
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -177,9 +223,14 @@ def render(args):
     fig_path = os.path.join(GENERATED, "mnist.png")
     if results:
         render_figure(results, fig_path)
+        off = [f"`{k}` (last training loss {m['history']['loss'][-1]:.3g}, validation "
+               f"accuracy {_pct(m['history']['val_accuracy'][-1])})"
+               for k, m in results.items() if diverged(m)]
+        note = (" Left off the axes because it diverged: " + ", ".join(off) + "."
+                if off else "")
         text += ("\n```{figure} _generated/mnist.png\n:alt: learning curves of every model\n\n"
-                 "Loss and accuracy per epoch of every `--model` measured above, from the "
-                 "same runs' `metrics.json`.\n```\n")
+                 "Loss and accuracy per epoch of the runs above, from the same runs' "
+                 "`metrics.json`." + note + "\n```\n")
     else:
         if os.path.exists(fig_path):
             os.remove(fig_path)
