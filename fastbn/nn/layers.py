@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import autograd as ag
 from .. import functional as F
-from . import activations, initializers, utils
+from . import activations, constraints, initializers, regularizers, utils
 
 __all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation",
            "LeakyReLU", "Flatten", "Dropout", "Conv2D", "MaxPooling2D", "AveragePooling2D",
@@ -38,6 +38,11 @@ class Variable:
     trainable : bool, default True
         Whether optimizers update it (``gamma``, ``kernel``) or not
         (``moving_mean``).
+    regularizer : callable, optional
+        Its penalty, added to the training loss (see :mod:`fastbn.nn.regularizers`).
+    constraint : callable, optional
+        Applied to the value after each optimizer step (see
+        :mod:`fastbn.nn.constraints`).
 
     Attributes
     ----------
@@ -57,10 +62,11 @@ class Variable:
     array([1., 2., 3.], dtype=float32)
     """
 
-    __slots__ = ("name", "value", "trainable", "tensor")
+    __slots__ = ("name", "value", "trainable", "tensor", "regularizer", "constraint")
 
-    def __init__(self, value, name, trainable=True):
+    def __init__(self, value, name, trainable=True, regularizer=None, constraint=None):
         self.name = name
+        self.regularizer, self.constraint = regularizer, constraint
         self.value = np.ascontiguousarray(value)
         self.trainable = bool(trainable)
         self.tensor = ag.Tensor(self.value, requires_grad=self.trainable)
@@ -166,6 +172,9 @@ class Layer:
         in inference mode, as Keras 3 does).
     dtype : {None, "float32"}, optional
         Layers compute in float32; anything else raises ``ValueError``.
+    activity_regularizer : str or callable, optional
+        A penalty on the layer's output, divided by the batch size (Keras 3),
+        added to the training loss (see :mod:`fastbn.nn.regularizers`).
     **kwargs
         ``input_dim=n``: Keras' shorthand for ``input_shape=(n,)``. Any
         other keyword raises ``TypeError``, naming it; Keras 1 names
@@ -204,7 +213,8 @@ class Layer:
     (['scale/factor'], 2)
     """
 
-    def __init__(self, *, name=None, input_shape=None, trainable=True, dtype=None, **kwargs):
+    def __init__(self, *, name=None, input_shape=None, trainable=True, dtype=None,
+                 activity_regularizer=None, **kwargs):
         input_dim = kwargs.pop("input_dim", None)
         if input_dim is not None:                  # Keras 3 takes it as input_shape=(input_dim,)
             if input_shape is not None:
@@ -226,13 +236,16 @@ class Layer:
         self.input_shape_arg = (None if input_shape is None
                                 else _shape_tuple(input_shape, "input_shape"))
         self.trainable = trainable
+        self.activity_regularizer = regularizers.get(activity_regularizer)
+        self._activity_losses = []
         self.built = False
         self._variables = []
         self.input_shape = None
         self.output_shape = None
 
     # ------------------------------------------------------------- weights
-    def add_weight(self, name, shape, initializer, trainable=True):
+    def add_weight(self, name, shape, initializer, trainable=True, regularizer=None,
+                   constraint=None):
         """Create a variable ``<layer name>/<name>`` initialised by ``initializer``.
 
         Parameters
@@ -244,6 +257,10 @@ class Layer:
             A name (``"zeros"``, ``"ones"``, ``"glorot_uniform"``,
             ``"he_normal"``) or an initializer (see :mod:`fastbn.nn.initializers`).
         trainable : bool, default True
+        regularizer : str or callable, optional
+            See :mod:`fastbn.nn.regularizers`.
+        constraint : str or callable, optional
+            See :mod:`fastbn.nn.constraints`.
 
         Returns
         -------
@@ -252,7 +269,9 @@ class Layer:
         """
         init = initializers.get(initializer)
         value = np.asarray(init(tuple(shape), FLOATX), dtype=FLOATX)
-        v = Variable(value, f"{self.name}/{name}", trainable=trainable)
+        v = Variable(value, f"{self.name}/{name}", trainable=trainable,
+                     regularizer=regularizers.get(regularizer),
+                     constraint=constraints.get(constraint))
         self._variables.append(v)
         return v
 
@@ -274,6 +293,21 @@ class Layer:
         return [v for v in self._variables if not (v.trainable and self.trainable)]
 
     non_trainable_weights = non_trainable_variables
+
+    @property
+    def losses(self):
+        """The penalties of the trainable weights' regularizers (scalar Tensors, with
+        gradients), then those of ``activity_regularizer`` from the last call (Keras')."""
+        return ([v.regularizer(v.tensor) for v in self.trainable_variables
+                 if v.regularizer is not None] + list(self._activity_losses))
+
+    def _activity_penalty(self, out):
+        """Record ``activity_regularizer(out) / batch size`` as this call's activity loss."""
+        loss = self.activity_regularizer(out)
+        if out.ndim:
+            loss = loss * (1.0 / out.shape[0])
+        self._activity_losses = [loss]
+        return loss
 
     def count_params(self):
         """Number of scalars in the variables.
@@ -373,7 +407,10 @@ class Layer:
         self._build_once((None,) + x.shape[1:])
         if training is not None:
             F._check_training(training, f"{type(self).__name__} {self.name!r}")
-        return self.call(x, training=training)
+        out = self.call(x, training=training)
+        if self.activity_regularizer is not None:
+            self._activity_penalty(out)
+        return out
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
@@ -424,6 +461,10 @@ class Dense(Layer):
     use_bias : bool, default True
     kernel_initializer : str or callable, default "glorot_uniform"
     bias_initializer : str or callable, default "zeros"
+    kernel_regularizer, bias_regularizer, activity_regularizer : str or callable, optional
+        Penalties added to the training loss (:mod:`fastbn.nn.regularizers`).
+    kernel_constraint, bias_constraint : str or callable, optional
+        Projections applied after each optimizer step (:mod:`fastbn.nn.constraints`).
 
     **kwargs
         ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
@@ -441,8 +482,10 @@ class Dense(Layer):
     """
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
-        super().__init__(**kwargs)
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
         self.units = int(units)
@@ -450,6 +493,10 @@ class Dense(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.kernel = self.bias = None
 
     def build(self, input_shape):
@@ -457,9 +504,13 @@ class Dense(Layer):
             raise ValueError(f"Dense {self.name!r}: needs inputs with a known last dimension, "
                              f"got shape {_fmt(input_shape)}")
         self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
-                                      self.kernel_initializer)
+                                      self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
 
     def _check_input(self, shape):
         if shape[-1] != self.kernel.shape[0]:
@@ -509,8 +560,16 @@ class BatchNormalization(Layer):
     epsilon : float, default 1e-3
     center, scale : bool, default True
         Learn ``beta`` / ``gamma``.
-    beta_initializer, gamma_initializer, moving_mean_initializer, moving_variance_initializer
-        Default ``"zeros"``, ``"ones"``, ``"zeros"``, ``"ones"``.
+    beta_initializer : str or callable, default "zeros"
+    gamma_initializer : str or callable, default "ones"
+    moving_mean_initializer : str or callable, default "zeros"
+    moving_variance_initializer : str or callable, default "ones"
+    beta_regularizer, gamma_regularizer : str or callable, optional
+        Penalties on ``beta`` / ``gamma`` added to the training loss
+        (:mod:`fastbn.nn.regularizers`).
+    beta_constraint, gamma_constraint : str or callable, optional
+        Projections of ``beta`` / ``gamma`` after each optimizer step
+        (:mod:`fastbn.nn.constraints`).
     synchronized : bool, default False
         In data-parallel training (:class:`fastbn.distributed.DataParallel`),
         normalise with the statistics of the global batch, over every process
@@ -541,7 +600,8 @@ class BatchNormalization(Layer):
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
-                 synchronized=False, **kwargs):
+                 beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+                 gamma_constraint=None, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.synchronized, self.comm = bool(synchronized), None
         if isinstance(axis, (list, tuple)):
@@ -557,6 +617,10 @@ class BatchNormalization(Layer):
         self.momentum = F._check_momentum(momentum, "BatchNormalization")
         self.epsilon = F._check_epsilon(epsilon, "BatchNormalization")
         self.center, self.scale = bool(center), bool(scale)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
@@ -586,9 +650,13 @@ class BatchNormalization(Layer):
                              f"{_fmt(input_shape)} must have known sizes")
         self._axes = norm[0] if len(norm) == 1 else tuple(norm)
         if self.scale:
-            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer)
+            self.gamma = self.add_weight("gamma", shape, self.gamma_initializer,
+                                         regularizer=self.gamma_regularizer,
+                                         constraint=self.gamma_constraint)
         if self.center:
-            self.beta = self.add_weight("beta", shape, self.beta_initializer)
+            self.beta = self.add_weight("beta", shape, self.beta_initializer,
+                                        regularizer=self.beta_regularizer,
+                                        constraint=self.beta_constraint)
         self.moving_mean = self.add_weight("moving_mean", shape, self.moving_mean_initializer,
                                            trainable=False)
         self.moving_variance = self.add_weight("moving_variance", shape,
@@ -676,7 +744,7 @@ class Flatten(Layer):
 
     Parameters
     ----------
-    name, input_shape, trainable, dtype, **kwargs
+    name, input_shape, trainable, dtype, activity_regularizer, **kwargs
         As for :class:`Layer` (``input_shape=[28, 28]`` on the first layer,
         as in the Keras notebooks).
 
@@ -800,6 +868,10 @@ class Conv2D(Layer):
     use_bias : bool, default True
     kernel_initializer : str or callable, default "glorot_uniform"
     bias_initializer : str or callable, default "zeros"
+    kernel_regularizer, bias_regularizer, activity_regularizer : str or callable, optional
+        Penalties added to the training loss (:mod:`fastbn.nn.regularizers`).
+    kernel_constraint, bias_constraint : str or callable, optional
+        Projections applied after each optimizer step (:mod:`fastbn.nn.constraints`).
     **kwargs
         ``name``, ``input_shape``, ``trainable``, ``dtype``: see :class:`Layer`.
 
@@ -816,8 +888,10 @@ class Conv2D(Layer):
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", **kwargs):
-        super().__init__(**kwargs)
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 **kwargs):
+        super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) \
                 or filters < 1:
             raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
@@ -830,6 +904,10 @@ class Conv2D(Layer):
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
         self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.kernel = self.bias = None
 
     def build(self, input_shape):
@@ -838,9 +916,13 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D {self.name!r}: the channels axis of "
                              f"{_fmt(input_shape)} must have a known size")
         self.kernel = self.add_weight("kernel", self.kernel_size + (channels, self.filters),
-                                      self.kernel_initializer)
+                                      self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
         if self.use_bias:
-            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer)
+            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer,
+                                        regularizer=self.bias_regularizer,
+                                        constraint=self.bias_constraint)
 
     def _check_input(self, shape):
         channels = _spatial(shape, self.data_format, "Conv2D", self.name)[2]

@@ -91,6 +91,15 @@ def _read_weights_file(filepath):
     return stored
 
 
+def _recording(layer, call):
+    """``call`` that also records the layer's activity penalty of its output."""
+    def recorded(x, training):
+        out = call(x, training)
+        layer._activity_penalty(out)
+        return out
+    return recorded
+
+
 class Sequential:
     """A linear stack of layers, with Keras' model API.
 
@@ -230,6 +239,11 @@ class Sequential:
 
     non_trainable_weights = non_trainable_variables
 
+    @property
+    def losses(self):
+        """Every layer's regularization penalties (scalar Tensors; Keras' ``model.losses``)."""
+        return [loss for layer in self._layers for loss in layer.losses]
+
     def count_params(self):
         """Total number of scalars in the variables (trainable or not).
 
@@ -340,6 +354,8 @@ class Sequential:
         self._check_input_shape(x.shape, "x")
         for layer in self._layers:
             x = layer.call(x, training=training)
+            if layer.activity_regularizer is not None:
+                layer._activity_penalty(x)
         return x
 
     # ----------------------------------------------------------- compiling
@@ -393,7 +409,7 @@ class Sequential:
         loss = self.loss
         fused = False
         if (isinstance(loss, losses_mod.SparseCategoricalCrossentropy) and not loss.from_logits
-                and layers):
+                and layers and layers[-1].activity_regularizer is None):
             last = layers[-1]
             if isinstance(last, L.Dense) and last.activation is ag.softmax:
                 calls[-1] = lambda x, training: last.call_linear(x)
@@ -408,6 +424,22 @@ class Sequential:
             def loss_fn(y, out):
                 return loss(y, out)
         trainable = self.trainable_variables
+        # regularization penalties join the loss that is minimised and logged (Keras)
+        regularized = [v for v in trainable if v.regularizer is not None]
+        active = [i for i, layer in enumerate(layers) if layer.activity_regularizer is not None]
+        for i in active:
+            calls[i] = _recording(layers[i], calls[i])
+        if regularized or active:
+            data_loss = loss_fn
+            act_layers = [layers[i] for i in active]
+
+            def loss_fn(y, out):
+                total = data_loss(y, out)
+                for v in regularized:
+                    total = total + v.regularizer(v.tensor)
+                for layer in act_layers:
+                    total = total + layer._activity_losses[0]
+                return total
         self._plan = (calls, loss_fn, trainable, [v.tensor for v in trainable])
 
     # ------------------------------------------------------------- data

@@ -103,6 +103,11 @@ class Optimizer:
         ------
         ValueError
             If the lists differ in length or a gradient's shape differs from its variable's.
+
+        Notes
+        -----
+        A variable with a ``constraint`` (:mod:`fastbn.nn.constraints`) is
+        projected by it right after its update, as Keras' optimizers do.
         """
         if len(grads) != len(variables):
             raise ValueError(f"{type(self).__name__}.apply: {len(grads)} gradients for "
@@ -115,6 +120,9 @@ class Optimizer:
                     raise ValueError(f"{type(self).__name__}.apply: gradient of shape "
                                      f"{g.shape} for a variable of shape {p.shape}")
                 self._update(p, g, v)
+                constraint = getattr(v, "constraint", None)
+                if constraint is not None:          # Keras: projected after the step
+                    p[...] = constraint(p)
         self.iterations += 1
 
     def apply_gradients(self, grads_and_vars):
