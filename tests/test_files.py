@@ -297,3 +297,15 @@ def test_load_weights_of_a_foreign_file_is_one_short_error(tmp_path, make):
 def test_load_weights_of_a_missing_file_is_an_oserror(tmp_path):
     with pytest.raises(FileNotFoundError):
         _model(0).load_weights(tmp_path / "nothing.npz")
+
+
+def test_a_symlink_is_followed_and_kept(tmp_path):
+    real = tmp_path / "disk" / "w.npz"
+    real.parent.mkdir()
+    real.write_bytes(OLD)
+    link = tmp_path / "w.npz"
+    link.symlink_to(real)
+    with atomic_write(link) as f:
+        f.write(b"new")
+    assert link.is_symlink() and real.read_bytes() == b"new"
+    assert os.listdir(real.parent) == ["w.npz"]

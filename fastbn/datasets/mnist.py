@@ -92,7 +92,7 @@ ARRAYS_SHA256 = "e5ca100bd8cd75d0faed0808d24c5ae37ba74e911e6bff4c4bf0d3a844844a7
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
 _CHUNK = 1 << 20
 #: An ``.npz`` that would decompress to more than this is refused before it is
-#: read (MNIST is 54.9 MB decoded), so a zip bomb cannot exhaust memory.
+#: read (MNIST's arrays are 54,950,000 bytes), so a zip bomb cannot exhaust memory.
 _MAX_NPZ_BYTES = 1 << 27
 #: What a file named by the user must be, for the error message.
 _EXPECTED = ("an .npz holding MNIST's uint8 arrays x_train (60000, 28, 28), y_train, "
@@ -253,8 +253,8 @@ def _load_npz(path, what):
         with zipfile.ZipFile(path) as z:
             size = sum(info.file_size for info in z.infolist())
         if size > _MAX_NPZ_BYTES:
-            raise _Rejected(f"{what} {path} would decompress to {size:,} bytes; MNIST is "
-                            f"54,880,000")
+            raise _Rejected(f"{what} {path} would decompress to {size:,} bytes; MNIST's "
+                            f"arrays are 54,950,000")
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in _KEYS if k not in z.files]
             if missing:
