@@ -760,7 +760,7 @@ class DataParallel:
         x, y : ndarray
             The whole data set, the same on every rank.
         batch_size : int
-        bar : tqdm progress bar or None
+        bar : progress bar (``fit``'s) or None
 
         Returns
         -------

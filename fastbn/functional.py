@@ -565,7 +565,7 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
 
 
 def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, out=None):
-    r"""Batch normalization, backward: gradients of ``y`` w.r.t. x, gamma, beta.
+    r"""Backward pass of batch normalization: gradients with respect to x, gamma and beta.
 
     With :math:`\hat x = (x - \mu)\,s` (``s = invstd``), ``N`` elements per
     feature and sums over them:

@@ -255,3 +255,24 @@ def test_learning_curve_axes_are_readable(epochs):
         assert acc.get_legend() is not None or fig.legends or loss.get_legend()
     finally:
         plt.close(fig)
+
+
+def test_samples_per_second_leave_the_compiling_first_step_out(monkeypatch):
+    """A 10 s first step (compilation), then 1 s for the other 990 samples."""
+    class Opt:
+        learning_rate = 0.1
+
+    class Model:
+        optimizer = Opt()
+
+    log = job._EpochLog(1000, 1, verbose=0, batch_size=10)
+    log.set_model(Model())
+    clock = iter([0.0, 10.0, 11.0])
+    monkeypatch.setattr(job.time, "perf_counter", lambda: next(clock))
+    log.on_epoch_begin(0)
+    log.on_train_batch_end(0, {})
+    log.on_test_begin()
+    monkeypatch.undo()
+    log.on_epoch_end(0, {"loss": 1.0})
+    row = log.rows[0]
+    assert row["seconds"] == 11.0 and row["samples_per_s"] == 990.0

@@ -348,10 +348,13 @@ def _seed(nn, seed):
 class _EpochLog:
     """A Keras-style callback: per-epoch rows for metrics.json, the training steps
     timed apart from validation (so samples/s compares with the peers' step
-    times), printed when verbose."""
+    times), printed when verbose. samples/s leaves each epoch's first step out:
+    in the first epoch it compiles the kernels (15-45 s on 2 cores), which
+    would otherwise make epoch 1 read as 14 samples/s instead of ~10,000."""
 
-    def __init__(self, n_train, n_epochs, verbose):
+    def __init__(self, n_train, n_epochs, verbose, batch_size=None):
         self.n_train, self.n_epochs, self.verbose = n_train, n_epochs, verbose
+        self.batch_size = batch_size
         self.rows = []
 
     def set_model(self, model):
@@ -360,14 +363,25 @@ class _EpochLog:
     def on_epoch_begin(self, epoch, logs=None):
         self.lr = self.model.optimizer.learning_rate
         self.t0 = time.perf_counter()
+        self.t_first = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.t_first = time.perf_counter()
 
     def on_test_begin(self, logs=None):
-        self.seconds = time.perf_counter() - self.t0
+        now = time.perf_counter()
+        self.seconds = now - self.t0
+        first = self.batch_size or 0
+        if self.t_first is not None and now > self.t_first and self.n_train > first > 0:
+            self.rate = (self.n_train - first) / (now - self.t_first)
+        else:
+            self.rate = self.n_train / self.seconds
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
                "learning_rate": self.lr, "seconds": self.seconds,
-               "samples_per_s": self.n_train / self.seconds}
+               "samples_per_s": self.rate}
         self.rows.append(row)
         if self.verbose:
             print(f"epoch {epoch + 1}/{self.n_epochs}: loss {row['loss']:.4f}  "
@@ -520,7 +534,7 @@ def _run(args, nn, threads, dp=None):
               f"{_plural(args.epochs, 'epoch')}; {len(x_train)} training / {len(x_valid)} validation / "
               f"{len(x_test)} test images; seed {args.seed}; threads {threads['numba']}{ranks}")
 
-    log = _EpochLog(len(x_train), args.epochs, verbose)
+    log = _EpochLog(len(x_train), args.epochs, verbose, args.batch_size)
     schedule = nn.callbacks.LearningRateScheduler(
         lambda epoch, lr: epoch_learning_rate(args.lr, epoch, args.epochs, args.schedule))
     h = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
@@ -543,7 +557,9 @@ def _run(args, nn, threads, dp=None):
         "test_loss": float(test_loss),
         "test_accuracy": float(test_acc),
         "train_seconds": train_seconds,
-        "samples_per_s": len(x_train) * len(epochs) / train_seconds,
+        # first steps (compilation) left out, as in each epoch's row
+        "samples_per_s": len(x_train) * len(epochs) / sum(
+            len(x_train) / r["samples_per_s"] for r in epochs),
         "versions": _versions(),
         "ranks": 1 if dp is None else dp.size,
     }

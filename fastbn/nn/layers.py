@@ -557,7 +557,11 @@ class BatchNormalization(Layer):
     axis : int or list/tuple of int, default -1
         The feature axis or axes (kept; statistics are taken over the rest).
     momentum : float, default 0.99
+        Weight of the old moving statistics in each update (Keras' convention;
+        PyTorch's ``momentum=0.1`` is Keras' 0.9).
     epsilon : float, default 1e-3
+        Added to the variance before its square root, to keep the division
+        finite (Keras' default; PyTorch's is 1e-5).
     center, scale : bool, default True
         Learn ``beta`` / ``gamma``.
     beta_initializer : str or callable, default "zeros"
