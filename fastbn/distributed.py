@@ -29,9 +29,9 @@ install it with ``pip install "fastbn[mpi]"`` (mpi4py and the MPICH wheel,
 which brings ``mpiexec``). See ``docs/distributed.md`` for running on one
 machine and on several hosts, and what it costs.
 
-If you start processes yourself, with OpenMP as Numba's threading layer a
-``fork()`` after a parallel kernel has run kills the child (and can hang a
-``multiprocessing.Pool``): use the ``spawn`` start method.
+Processes you fork yourself (``multiprocessing``, ``DataLoader`` workers) after
+fastbn has started Numba's thread pool run the serial kernels, with the same
+results: GNU OpenMP cannot run in such a child (``fastbn._config.FORKED``).
 """
 import os
 import sys

@@ -32,7 +32,7 @@ from torch.nn.modules import batchnorm as _torch_bn
 
 from . import functional as F
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "batch_norm", "convert"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm", "convert"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)      # computed in float32
@@ -393,21 +393,189 @@ class BatchNorm3d(_BatchNorm, torch.nn.BatchNorm3d):
     """
 
 
+# ------------------------------------------------------- torch.distributed
+class _Comm:
+    """The few mpi4py communicator methods :mod:`fastbn.distributed` calls,
+    over a ``torch.distributed`` process group (gloo on the CPU)."""
+
+    def __init__(self, group):
+        import torch.distributed as dist
+        self.dist, self.group = dist, group
+
+    def Get_size(self):
+        return self.dist.get_world_size(self.group)
+
+    def Get_rank(self):
+        return self.dist.get_rank(self.group)
+
+    def Allgather(self, send, recv):
+        mine = torch.from_numpy(np.ascontiguousarray(send).reshape(-1))
+        parts = [torch.empty_like(mine) for _ in range(self.Get_size())]
+        self.dist.all_gather(parts, mine, group=self.group)
+        recv[...] = torch.stack(parts).numpy().reshape(recv.shape)
+
+    def allgather(self, obj):
+        every = [None] * self.Get_size()
+        self.dist.all_gather_object(every, obj, group=self.group)
+        return every
+
+
+def _sync_forward(x, gamma, beta, eps, comm):
+    """fastbn.distributed's forward on this rank's slice: ``(y, mean, invstd,
+    var, count)`` with the global batch's statistics (biased variance) and count."""
+    from . import distributed as D
+    c = x.shape[1]
+    mean_b, var_b = np.zeros(c), np.zeros(c)
+    sync = D._Collective(comm, "batch_norm_forward", x)
+    total = []
+
+    def merge(lay, n, mean_k, m2_k):
+        n, mean_k, m2_k = sync.merge(lay, n, mean_k, m2_k)
+        total.append(n)
+        return n, mean_k, m2_k
+    y, mean, invstd = sync.run(lambda: F._batch_norm_forward(
+        x, gamma, beta, 1, eps, True, mean_b, var_b, 0.0, merge=merge))
+    return y, mean, invstd, var_b, total[0]
+
+
+class _SyncFunction(torch.autograd.Function):
+    """Synchronized batch norm over ``comm``: the global batch's statistics
+    forward, the global sums backward (fastbn.distributed over torch.distributed)."""
+
+    @staticmethod
+    def forward(ctx, input, weight, bias, running_mean, running_var, eps, momentum, comm):
+        x = _array(_compute(input))
+        gamma, beta = _vector(weight, x.dtype), _vector(bias, x.dtype)
+        y, mean, invstd, var, count = _sync_forward(x, gamma, beta, eps, comm)
+        if running_mean is not None and count > 1:
+            _update_running(running_mean, mean, momentum)
+            _update_running(running_var, var * (count / (count - 1)), momentum)
+        mean, invstd = torch.from_numpy(mean), torch.from_numpy(invstd)
+        ctx.save_for_backward(input, weight, mean, invstd)
+        ctx.comm, ctx.has_weight, ctx.has_bias = comm, weight is not None, bias is not None
+        out = torch.from_numpy(y)
+        return out if out.dtype == input.dtype else out.to(input.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        from . import distributed as D
+        input, weight, mean, invstd = ctx.saved_tensors
+        x = _array(_compute(input))
+        dx, dgamma, dbeta = D.batch_norm_backward(
+            _array(_compute(grad_output)), x, mean.numpy(), invstd.numpy(),
+            _vector(weight, x.dtype), comm=ctx.comm, axis=1)
+        dx = torch.from_numpy(dx).to(input.dtype)
+        pdtype = input.dtype if weight is None else weight.dtype
+        return (dx, torch.from_numpy(dgamma).to(pdtype) if ctx.has_weight else None,
+                torch.from_numpy(dbeta).to(pdtype) if ctx.has_bias else None,
+                None, None, None, None, None)
+
+
+class SyncBatchNorm(torch.nn.SyncBatchNorm):
+    r"""``torch.nn.SyncBatchNorm`` on fastbn's kernels, over ``torch.distributed``.
+
+    Same constructor (``num_features, eps=1e-5, momentum=0.1, affine=True,
+    track_running_stats=True, process_group=None, device=None, dtype=None``),
+    buffers and ``state_dict``. In training, with more than one process in
+    the group, every rank's ``(count, mean, M2)`` is gathered and merged in
+    rank order with Chan's formula (:mod:`fastbn.distributed`'s merge, float64),
+    so every rank normalizes with bitwise the same statistics; backward, the
+    two per-channel gradient sums and the counts are gathered and summed in
+    rank order. ``weight.grad`` and ``bias.grad`` are this rank's share, as in
+    PyTorch (``DistributedDataParallel`` sums them). Ranks may hold different
+    batch sizes. Otherwise it is :class:`BatchNorm1d`/2d/3d's computation.
+    CPU tensors (gloo); eager mode only.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from fastbn.torch import SyncBatchNorm
+    >>> bn = SyncBatchNorm(3)       # one process: no group, plain batch norm
+    >>> bn(torch.randn(4, 3, 2, 2)).shape
+    torch.Size([4, 3, 2, 2])
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        self._check_non_zero_input_channels(input)
+        import torch.distributed as dist
+        group = self.process_group or (dist.group.WORLD if dist.is_available()
+                                       and dist.is_initialized() else None)
+        if not (self.training and group is not None and dist.get_world_size(group) > 1):
+            return _BatchNorm.forward(self, input)
+        _check(input, "SyncBatchNorm")
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        track = self.track_running_stats
+        return _SyncFunction.apply(input, self.weight, self.bias,
+                                   self.running_mean if track else None,
+                                   self.running_var if track else None, float(self.eps),
+                                   float(factor), _Comm(group))
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module, process_group=None):
+        """Swap every batch norm of ``module`` (torch.nn's, fastbn's) for this one,
+        in place, keeping its state, as ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+        process_group : torch.distributed.ProcessGroup, optional
+            The group to synchronize over (default: the whole world).
+
+        Returns
+        -------
+        torch.nn.Module
+
+        Examples
+        --------
+        >>> import torch
+        >>> from fastbn.torch import SyncBatchNorm
+        >>> net = SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm1d(3)))
+        >>> type(net[0]).__name__, type(net[0]).__module__
+        ('SyncBatchNorm', 'fastbn.torch')
+        """
+        return _swap(module, lambda m: isinstance(m, _torch_bn._BatchNorm)
+                     and type(m) is not cls, cls, process_group)
+
+
 _SWAPS = {torch.nn.BatchNorm1d: BatchNorm1d, torch.nn.BatchNorm2d: BatchNorm2d,
           torch.nn.BatchNorm3d: BatchNorm3d}
 
 
-def convert(module):
+def _swap(module, match, cls, process_group=None):
+    if match(module):
+        new = cls.__new__(cls)
+        new.__dict__ = module.__dict__.copy()   # parameters, buffers, hooks, mode, eps...
+        if cls is SyncBatchNorm:
+            new.process_group = process_group
+        return new
+    for name, child in module.named_children():
+        new = _swap(child, match, cls, process_group)
+        if new is not child:
+            setattr(module, name, new)
+    return module
+
+
+def convert(module, sync_batchnorm=False):
     """Swap every ``torch.nn`` BatchNorm1d/2d/3d of ``module`` for fastbn's, in place.
 
     Parameters, buffers, hooks and training mode are kept (the swapped module
     takes over the original's state, as
     ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does); subclasses of
-    them and ``torch.nn.SyncBatchNorm`` are left alone.
+    them are left alone, and so is ``torch.nn.SyncBatchNorm`` unless
+    ``sync_batchnorm`` is True (it then becomes :class:`SyncBatchNorm`, with
+    its process group).
 
     Parameters
     ----------
     module : torch.nn.Module
+    sync_batchnorm : bool, default False
+        Swap ``torch.nn.SyncBatchNorm`` too.
 
     Returns
     -------
@@ -423,13 +591,16 @@ def convert(module):
     >>> type(net[1]).__module__, isinstance(net[1], torch.nn.BatchNorm2d)
     ('fastbn.torch', True)
     """
+    if type(module) is torch.nn.SyncBatchNorm:
+        if not sync_batchnorm:
+            return module
+        group = module.process_group
+        return _swap(module, lambda m: True, SyncBatchNorm, group)
     swap = _SWAPS.get(type(module))
     if swap is not None:
-        new = swap.__new__(swap)
-        new.__dict__ = module.__dict__.copy()   # parameters, buffers, hooks, mode, eps...
-        return new
+        return _swap(module, lambda m: True, swap)
     for name, child in module.named_children():
-        new = convert(child)
+        new = convert(child, sync_batchnorm)
         if new is not child:
             setattr(module, name, new)
     return module

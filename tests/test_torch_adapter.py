@@ -338,3 +338,86 @@ def test_import_fastbn_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+SYNC = r"""
+import sys
+import numpy as np, torch
+import torch.distributed as dist
+import fastbn.torch as fbt
+
+rank, world, init = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+torch.set_num_threads(1)
+rows = [5, 3]                            # uneven slices of one global batch
+rng = np.random.default_rng(0)
+shape = (sum(rows), 4, 3, 3)
+fmt = torch.channels_last if rank == 1 else torch.contiguous_format   # layouts may differ
+ref = torch.nn.BatchNorm2d(4, momentum=None)
+with torch.no_grad():
+    ref.weight.normal_(generator=torch.Generator().manual_seed(1))
+net = fbt.SyncBatchNorm.convert_sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(4, momentum=None)))
+bn = net[0]
+bn.load_state_dict(ref.state_dict())
+lo, hi = sum(rows[:rank]), sum(rows[:rank + 1])
+for step in range(2):
+    x = torch.from_numpy(rng.standard_normal(shape) * 3 + 1e3).float()
+    dy = torch.from_numpy(rng.standard_normal(shape)).float()
+    xr = x.clone().requires_grad_()
+    yr = ref(xr)
+    yr.backward(dy)
+    xs = x[lo:hi].clone().contiguous(memory_format=fmt).requires_grad_()
+    bn.weight.grad = bn.bias.grad = None
+    y = bn(xs)
+    y.backward(dy[lo:hi].contiguous(memory_format=fmt))
+    torch.testing.assert_close(y, yr[lo:hi], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(xs.grad, xr.grad[lo:hi], rtol=1e-4, atol=1e-4)
+    gw = bn.weight.grad.clone()
+    dist.all_reduce(gw)                  # what DistributedDataParallel adds up
+    torch.testing.assert_close(gw, ref.weight.grad, rtol=1e-4, atol=1e-4)
+    ref.weight.grad = ref.bias.grad = None
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(bn.state_dict()[k], v, rtol=1e-5, atol=1e-5)
+    stats = torch.stack([bn.running_mean, bn.running_var])
+    every = [torch.empty_like(stats) for _ in range(world)]
+    dist.all_gather(every, stats)
+    assert all(torch.equal(e, every[0]) for e in every)   # bitwise the same on every rank
+bn.eval()
+torch.testing.assert_close(bn(x[lo:hi]), ref.eval()(x)[lo:hi], rtol=1e-4, atol=1e-4)
+dist.destroy_process_group()
+print("OK", rank)
+"""
+
+
+def test_sync_batchnorm_two_processes(tmp_path):
+    """Two gloo processes with uneven slices (5 and 3 rows) and different memory
+    formats: outputs, input gradients, summed weight gradients and running
+    statistics (momentum None) equal one torch.nn.BatchNorm2d on the whole
+    batch; running statistics bitwise equal on both ranks."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    init = (tmp_path / "rendezvous").as_uri()
+    procs = [subprocess.Popen([sys.executable, "-c", SYNC, str(r), "2", init], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=240))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail("SyncBatchNorm processes hung")
+    for r, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0 and f"OK {r}" in out, err[-3000:]
+
+
+def test_convert_sync_batchnorm_only_when_asked():
+    net = torch.nn.Sequential(torch.nn.SyncBatchNorm(3), torch.nn.BatchNorm1d(3))
+    fbt.convert(net)
+    assert type(net[0]) is torch.nn.SyncBatchNorm and type(net[1]) is fbt.BatchNorm1d
+    fbt.convert(net, sync_batchnorm=True)
+    assert type(net[0]) is fbt.SyncBatchNorm
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(net[0](x), torch.nn.functional.batch_norm(
+        x, None, None, net[0].weight, net[0].bias, True))

@@ -1,0 +1,205 @@
+"""fastbn.torch against torch.nn's batch norm, interleaved in one process.
+
+1. The modules alone, forward + backward through autograd (``y = bn(x);
+   y.backward(dy)``, training mode, running statistics updated), on the
+   benchmark cases C, D, E (``fastbn.bench.CASES``; E is D's shape in
+   ``channels_last`` memory) and small shapes; and the adapter's own cost per
+   call: the module's time minus fastbn's functional forward + backward on
+   the same arrays.
+2. A training step (forward, loss, backward, SGD) of a small ResNet-style CNN
+   on 32x32 inputs, batch 64, NCHW and channels_last: ``fastbn.torch.convert``
+   of the model against the model as it is.
+
+Each round times every variant once, in turn; the ratios are per round, and
+the medians over rounds are reported. Run::
+
+    python docs/scripts/torch_bench.py --threads 2 --rounds 7
+"""
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def _args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--threads", type=int, default=2, help="Numba and torch threads (default 2)")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    p.add_argument("--budget", type=float, default=0.25,
+                   help="seconds per variant per round (default 0.25)")
+    p.add_argument("--skip-cnn", action="store_true", help="modules only")
+    p.add_argument("--json", help="write the results here")
+    return p.parse_args()
+
+
+ARGS = _args()
+os.environ.setdefault("NUMBA_NUM_THREADS", str(ARGS.threads))
+
+import numba  # noqa: E402
+import torch  # noqa: E402
+
+import fastbn  # noqa: E402
+import fastbn.torch as fbt  # noqa: E402
+from fastbn.bench import CASES  # noqa: E402
+
+torch.set_num_threads(ARGS.threads)
+numba.set_num_threads(ARGS.threads)
+
+
+def _timed(step, calls):
+    t = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return (time.perf_counter() - t) / calls
+
+
+def _calls(step, budget):
+    step()
+    one = max(_timed(step, 1), 1e-6)
+    return max(1, min(2000, int(budget / one)))
+
+
+def interleave(steps, rounds, budget):
+    """{name: [seconds per call, one per round]}; each round runs every step in turn."""
+    calls = {k: _calls(f, budget) for k, f in steps.items()}
+    times = {k: [] for k in steps}
+    for r in range(rounds):
+        order = list(steps) if r % 2 == 0 else list(steps)[::-1]
+        for k in order:
+            times[k].append(_timed(steps[k], calls[k]))
+    return times
+
+
+def _module_case(shape, fmt):
+    c = shape[1]
+    cls = {2: (torch.nn.BatchNorm1d, fbt.BatchNorm1d), 3: (torch.nn.BatchNorm1d, fbt.BatchNorm1d),
+           4: (torch.nn.BatchNorm2d, fbt.BatchNorm2d)}[len(shape)]
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(shape, generator=g) * 2 + 1).contiguous(memory_format=fmt)
+    dy = torch.randn(shape, generator=g).contiguous(memory_format=fmt)
+    steps = {}
+    for name, mcls in (("torch", cls[0]), ("fastbn", cls[1])):
+        bn = mcls(c)
+        xr = x.clone().requires_grad_()
+
+        def step(bn=bn, xr=xr):
+            xr.grad = None
+            bn.weight.grad = bn.bias.grad = None
+            bn(xr).backward(dy)
+        steps[name] = step
+    # fastbn's functional API on the same arrays: what the module computes
+    xa, dya = x.numpy(), dy.numpy()
+    gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+
+    def functional():
+        mean_b, var_b = np.zeros(c), np.zeros(c)
+        _, mean, invstd = fastbn.batch_norm_forward(xa, gamma, beta, axis=1, epsilon=1e-5,
+                                                    moving_mean=mean_b, moving_variance=var_b,
+                                                    momentum=0.0)
+        fastbn.batch_norm_backward(dya, xa, mean, invstd, gamma, axis=1)
+    steps["functional"] = functional
+    return steps
+
+
+def modules():
+    cases = {"C": (CASES["C"][0], torch.contiguous_format),
+             "D": (CASES["D"][0], torch.contiguous_format),
+             "E": (CASES["D"][0], torch.channels_last),
+             "A": (CASES["A"][0], torch.contiguous_format),
+             "B": (CASES["B"][0], torch.contiguous_format),
+             "(64, 32, 16, 16)": ((64, 32, 16, 16), torch.contiguous_format),
+             "(64, 32, 16, 16) CL": ((64, 32, 16, 16), torch.channels_last),
+             "(32, 64)": ((32, 64), torch.contiguous_format)}
+    out = {}
+    for name, (shape, fmt) in cases.items():
+        times = interleave(_module_case(shape, fmt), ARGS.rounds, ARGS.budget)
+        ratio = statistics.median(t / f for t, f in zip(times["torch"], times["fastbn"]))
+        med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+        out[name] = dict(shape=list(shape), channels_last=fmt is torch.channels_last,
+                         torch_us=med["torch"], fastbn_us=med["fastbn"],
+                         functional_us=med["functional"],
+                         adapter_us=med["fastbn"] - med["functional"], speedup=ratio)
+        print(f"{name:>20}: torch.nn {med['torch']:9.1f} us  fastbn.torch {med['fastbn']:9.1f} us"
+              f"  speed-up {ratio:5.2f}x  (functional {med['functional']:9.1f} us, adapter "
+              f"{med['fastbn'] - med['functional']:6.1f} us)", flush=True)
+    return out
+
+
+class Block(torch.nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.skip = None
+        if stride != 1 or cin != cout:
+            self.skip = torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                            torch.nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + (x if self.skip is None else self.skip(x)))
+
+
+def resnet():
+    """A small ResNet for 32x32 inputs: 16-32-64 channels, one block per stage."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, 1, 1, bias=False), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+        Block(16, 16, 1), Block(16, 32, 2), Block(32, 64, 2),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+
+def cnn():
+    torch.manual_seed(0)
+    base = resnet()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    out = {}
+    for fmt_name, fmt in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        steps = {}
+        for name in ("torch", "fastbn"):
+            model = copy.deepcopy(base).to(memory_format=fmt)
+            if name == "fastbn":
+                fbt.convert(model)
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            xf = x.contiguous(memory_format=fmt)
+
+            def step(model=model, opt=opt, xf=xf):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(xf), y).backward()
+                opt.step()
+            steps[name] = step
+        times = interleave(steps, ARGS.rounds, max(ARGS.budget, 1.0))
+        ratio = statistics.median(t / f for t, f in zip(times["torch"], times["fastbn"]))
+        med = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+        out[fmt_name] = dict(torch_ms=med["torch"], fastbn_ms=med["fastbn"], speedup=ratio)
+        print(f"ResNet step {fmt_name:>13}: torch.nn {med['torch']:7.2f} ms  convert(model) "
+              f"{med['fastbn']:7.2f} ms  speed-up {ratio:5.2f}x", flush=True)
+    return out
+
+
+def main():
+    info = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                threads=ARGS.threads, rounds=ARGS.rounds, torch=torch.__version__,
+                numba=numba.__version__, python=sys.version.split()[0])
+    print(json.dumps(info), flush=True)
+    res = dict(info=info, modules=modules())
+    if not ARGS.skip_cnn:
+        res["cnn"] = cnn()
+    if ARGS.json:
+        with open(ARGS.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
