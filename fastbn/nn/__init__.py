@@ -27,8 +27,8 @@ Examples
 >>> sorted(h.history)
 ['accuracy', 'loss']
 """
-from . import (activations, callbacks, constraints, initializers, losses, optimizers,
-               regularizers, utils)
+from . import (activations, callbacks, constraints, initializers, losses, models,
+               optimizers, regularizers, utils)
 from .layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout,
                      Flatten, GlobalAveragePooling2D, Input, Layer, LeakyReLU, MaxPooling2D,
                      Variable)
@@ -42,5 +42,5 @@ __all__ = ["Sequential", "History", "Layer", "Variable", "Input", "Dense",
            "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
            "Optimizer", "SGD", "Adam", "RMSprop", "SparseCategoricalCrossentropy",
            "set_random_seed", "clear_session",
-           "activations", "callbacks", "constraints", "initializers", "losses", "optimizers",
-           "regularizers", "utils"]
+           "activations", "callbacks", "constraints", "initializers", "losses", "models",
+           "optimizers", "regularizers", "utils"]

@@ -7,6 +7,7 @@ named ``<layer name>/<weight name>`` as in Keras (``dense/kernel``,
 variables that are trainable receive gradients.
 """
 import functools
+import inspect
 import math
 
 import numpy as np
@@ -412,8 +413,91 @@ class Layer:
             self._activity_penalty(out)
         return out
 
+    # -------------------------------------------------------------- config
+    _BASE_ARGS = ("name", "input_shape", "trainable", "dtype", "activity_regularizer")
+
+    def get_config(self):
+        """The layer's constructor arguments, JSON-ready (Keras' ``get_config``).
+
+        Initializers, regularizers and constraints appear in their
+        ``{"class_name": ..., "config": ...}`` form, activations by name;
+        :meth:`from_config` rebuilds an equal, unbuilt layer (weights are not
+        part of the config).
+
+        Returns
+        -------
+        dict
+
+        Raises
+        ------
+        TypeError
+            For an argument that has no config (a plain function as an
+            initializer, activation or regularizer).
+
+        Examples
+        --------
+        >>> from fastbn import nn
+        >>> config = nn.Dense(3, activation="relu", name="d").get_config()
+        >>> config["units"], config["activation"], config["kernel_initializer"]
+        (3, 'relu', {'class_name': 'GlorotUniform', 'config': {'seed': None}})
+        >>> nn.Dense.from_config(config).get_config() == config
+        True
+        """
+        config = {"name": self.name, "trainable": self.trainable, "dtype": "float32"}
+        if self.input_shape_arg is not None:
+            config["input_shape"] = list(self.input_shape_arg)
+        if self.activity_regularizer is not None:
+            config["activity_regularizer"] = _serialize(self.activity_regularizer,
+                                                        "activity_regularizer", self)
+        for arg in inspect.signature(type(self).__init__).parameters.values():
+            if arg.name == "self" or arg.name in self._BASE_ARGS or arg.kind in (
+                    arg.VAR_KEYWORD, arg.VAR_POSITIONAL):
+                continue
+            if not hasattr(self, arg.name):
+                raise NotImplementedError(f"{type(self).__name__}.get_config: argument "
+                                          f"{arg.name!r} is not kept as an attribute; "
+                                          f"override get_config")
+            config[arg.name] = _serialize(getattr(self, arg.name), arg.name, self)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """A new layer from :meth:`get_config`'s dict.
+
+        Parameters
+        ----------
+        config : dict
+
+        Returns
+        -------
+        Layer
+        """
+        return cls(**config)
+
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"
+
+
+def _serialize(value, arg, layer):
+    """A constructor argument's JSON form: objects as Keras' {"class_name", "config"}."""
+    if isinstance(value, initializers.Initializer):
+        return initializers.serialize(value)
+    if isinstance(value, regularizers.Regularizer):
+        return regularizers.serialize(value)
+    if isinstance(value, constraints.Constraint):
+        return constraints.serialize(value)
+    if isinstance(value, (tuple, list)):
+        return [_serialize(v, arg, layer) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if arg == "activation" or arg.endswith("activation"):
+        name = activations.name_of(value)
+        if activations._BY_NAME.get(name) is value:
+            return name
+    raise TypeError(f"{type(layer).__name__} {layer.name!r}: {arg}={value!r} has no config "
+                    f"(use a name or a fastbn.nn object instead of a plain function)")
 
 
 Layer.build = _marks_built(Layer.build)

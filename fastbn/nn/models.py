@@ -21,7 +21,7 @@ from . import callbacks as callbacks_mod, layers as L, losses as losses_mod, opt
     saving, utils
 from ._progress import Progbar, mark_warm
 
-__all__ = ["Sequential", "History"]
+__all__ = ["Sequential", "History", "load_model"]
 
 
 class History:
@@ -942,6 +942,78 @@ class Sequential:
         with atomic_write(filepath) as f:  # a failed save leaves the old file whole
             np.savez(f, **arrays)
 
+    # ------------------------------------------------------ config, saving
+    def get_config(self):
+        """The model's architecture: name, input shape, each layer's class and config.
+
+        Returns
+        -------
+        dict
+            JSON-ready; :meth:`from_config` rebuilds the model (new weights).
+
+        Examples
+        --------
+        >>> from fastbn import nn
+        >>> model = nn.Sequential([nn.Input((4,)), nn.Dense(2, activation="softmax")])
+        >>> config = model.get_config()
+        >>> [entry["class_name"] for entry in config["layers"]], config["input_shape"]
+        (['Dense'], [None, 4])
+        >>> nn.Sequential.from_config(config).count_params()
+        10
+        """
+        return saving.model_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """A new model from :meth:`get_config`'s dict (built when it has an input shape).
+
+        Parameters
+        ----------
+        config : dict
+        custom_objects : dict, optional
+            Layer classes of your own, by class name.
+
+        Returns
+        -------
+        Sequential
+        """
+        return saving.model_from_config(config, custom_objects)
+
+    def save(self, filepath):
+        """Save architecture, weights, compile settings and optimizer state to a ``.keras`` file.
+
+        The file is a zip (``config.json``, ``model.weights.npz``,
+        ``optimizer.npz``) written atomically: an interrupted save leaves the
+        previous file whole. :func:`fastbn.nn.models.load_model` reads it
+        back; training continues as if uninterrupted.
+
+        Parameters
+        ----------
+        filepath : str or path-like
+            Ends in ``.keras``.
+
+        Raises
+        ------
+        ValueError
+            For another ending, or an unbuilt model.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> import numpy as np
+        >>> from fastbn import nn
+        >>> model = nn.Sequential([nn.Input((3,)), nn.BatchNormalization(), nn.Dense(2)])
+        >>> model.compile(loss="mse", optimizer="adam")
+        >>> path = os.path.join(tempfile.mkdtemp(), "model.keras")
+        >>> model.save(path)
+        >>> back = nn.models.load_model(path)
+        >>> all(np.array_equal(a, b) for a, b in zip(model.get_weights(), back.get_weights()))
+        True
+        >>> back.optimizer
+        Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-07)
+        """
+        saving.save_model(self, filepath)
+
     def _save_training_state(self, path, epoch):
         saving.save_training_state(self, path, epoch)
 
@@ -1017,3 +1089,36 @@ class Sequential:
             values.append(cast)
         for (v, _, _), cast in zip(pairs, values):  # nothing is assigned until all passed
             v.assign(cast)
+
+
+def load_model(filepath, custom_objects=None, compile=True):
+    """Read a model written by :meth:`Sequential.save` (Keras' ``load_model``).
+
+    Parameters
+    ----------
+    filepath : str or path-like
+        A ``.keras`` file.
+    custom_objects : dict, optional
+        Layer classes of your own, by class name.
+    compile : bool, default True
+        Compile with the saved optimizer (its state restored), loss and metrics.
+
+    Returns
+    -------
+    Sequential
+
+    Raises
+    ------
+    ValueError
+        For a file that is not one :meth:`Sequential.save` wrote.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from fastbn import nn
+    >>> path = os.path.join(tempfile.mkdtemp(), "m.keras")
+    >>> nn.Sequential([nn.Input((2,)), nn.Dense(1, name="out")]).save(path)
+    >>> [layer.name for layer in nn.models.load_model(path).layers]
+    ['out']
+    """
+    return saving.load_model(filepath, custom_objects, compile)

@@ -183,6 +183,40 @@ class Optimizer:
             else:
                 self._state.pop(id(v), None)
 
+    def get_config(self):
+        """The constructor's arguments (Keras' ``get_config``).
+
+        Returns
+        -------
+        dict
+
+        Examples
+        --------
+        >>> from fastbn import nn
+        >>> nn.Adam(0.01).get_config()
+        {'learning_rate': 0.01, 'beta_1': 0.9, 'beta_2': 0.999, 'epsilon': 1e-07}
+        """
+        import inspect
+        config = {}
+        for name in inspect.signature(type(self).__init__).parameters:
+            if name != "self":
+                config[name] = self._lr if name == "learning_rate" else getattr(self, name)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        """A new optimizer from :meth:`get_config`'s dict.
+
+        Parameters
+        ----------
+        config : dict
+
+        Returns
+        -------
+        Optimizer
+        """
+        return cls(**config)
+
     def _prepare(self):
         pass
 
@@ -418,6 +452,11 @@ def get(identifier):
     """
     if isinstance(identifier, Optimizer):
         return identifier
+    if isinstance(identifier, dict):
+        cls = {c.__name__: c for c in _BY_NAME.values()}.get(identifier.get("class_name"))
+        if cls is None:
+            raise ValueError(f"unknown optimizer class {identifier.get('class_name')!r}")
+        return cls.from_config(dict(identifier.get("config") or {}))
     if isinstance(identifier, str):
         key = identifier.lower()
         if key not in _BY_NAME:

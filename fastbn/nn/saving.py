@@ -1,11 +1,16 @@
-"""Files of whole models and training states: ``.weights.h5`` (Keras' HDF5 layout),
-the training state of :class:`~fastbn.nn.callbacks.BackupAndRestore`.
+"""Files of whole models and training states: ``.keras`` (config, weights, optimizer
+state), ``.weights.h5`` (Keras' HDF5 layout), the training state of
+:class:`~fastbn.nn.callbacks.BackupAndRestore`.
 
 Every file is written atomically (:mod:`fastbn._files`): to a temporary file
 beside the destination, then renamed, so an interrupted save leaves the
 previous file whole.
 """
+import io
+import json
 import os
+import warnings
+import zipfile
 
 import numpy as np
 
@@ -143,3 +148,117 @@ def load_training_state(model, path):
                                    {k[len("optimizer/"):]: a for k, a in arrays.items()
                                     if k.startswith("optimizer/")})
     return int(arrays["epoch"])
+
+
+# ------------------------------------------------------------- .keras files
+FORMAT = "fastbn.keras/1"
+
+
+def _layer_classes(custom_objects):
+    from . import layers as L
+    classes = {name: getattr(L, name) for name in L.__all__
+               if isinstance(getattr(L, name), type) and issubclass(getattr(L, name), L.Layer)}
+    classes.update(custom_objects or {})
+    return classes
+
+
+def model_config(model):
+    """``Sequential.get_config()``: name, input shape and each layer's class and config."""
+    return {"name": model.name,
+            "input_shape": None if model._input_shape is None else list(model._input_shape),
+            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                       for layer in model.layers]}
+
+
+def model_from_config(config, custom_objects=None):
+    """``Sequential.from_config()``: the layers rebuilt from their configs (new weights)."""
+    from .layers import Input
+    from .models import Sequential
+    classes = _layer_classes(custom_objects)
+    layers = []
+    for entry in config["layers"]:
+        cls = classes.get(entry["class_name"])
+        if cls is None:
+            raise ValueError(f"unknown layer class {entry['class_name']!r}; pass it in "
+                             f"custom_objects={{'{entry['class_name']}': TheClass}}")
+        layers.append(cls.from_config(dict(entry["config"])))
+    shape = config.get("input_shape")
+    if shape is not None:
+        layers.insert(0, Input(shape=tuple(shape)[1:]))
+    return Sequential(layers, name=config.get("name"))
+
+
+def _compile_config(model):
+    from . import losses
+    if not model.compiled:
+        return None
+    try:
+        loss = losses.serialize(model.loss)
+    except TypeError:
+        warnings.warn(f"model.save: the loss {model.loss!r} has no config, so the file holds "
+                      f"no compile settings; load_model returns an uncompiled model",
+                      stacklevel=3)
+        return None
+    return {"optimizer": {"class_name": type(model.optimizer).__name__,
+                          "config": model.optimizer.get_config()},
+            "loss": loss, "metrics": model.metrics_names[1:]}
+
+
+def save_model(model, path):
+    """Write ``model`` to a ``.keras`` zip: config, weights and optimizer state, atomically."""
+    if not os.fspath(path).endswith(".keras"):
+        raise ValueError(f"model.save: the file name must end in .keras, got {os.fspath(path)}; "
+                         f"for the weights alone use save_weights")
+    model._require_built("its weights")
+    config = {"format": FORMAT, "class_name": "Sequential", "config": model_config(model),
+              "compile_config": _compile_config(model)}
+    weights = io.BytesIO()
+    np.savez(weights, **{f"{i}": v.value for i, v in enumerate(model.variables)})
+    files = {"config.json": json.dumps(config, indent=1).encode(),
+             "model.weights.npz": weights.getvalue()}
+    if config["compile_config"] is not None:
+        state = io.BytesIO()
+        np.savez(state, **model.optimizer._get_state(model.trainable_variables))
+        files["optimizer.npz"] = state.getvalue()
+    with atomic_write(path) as f:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, data in files.items():
+                z.writestr(name, data)
+
+
+def load_model(path, custom_objects=None, compile=True):
+    """Read a ``.keras`` file written by :func:`save_model`."""
+    from . import losses, optimizers
+
+    def reject(why):
+        return ValueError(f"load_model: {os.fspath(path)} is not a fastbn .keras file: {why}")
+
+    try:
+        z = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as e:
+        raise reject(f"not a zip archive ({e})") from None
+    with z:
+        names = set(z.namelist())
+        if "config.json" not in names or "model.weights.npz" not in names:
+            raise reject("no config.json / model.weights.npz inside (a Keras-written "
+                         ".keras file stores HDF5 weights, which load_model does not read)")
+        config = json.loads(z.read("config.json"))
+        if config.get("format") != FORMAT:
+            raise reject(f"format {config.get('format')!r}, expected {FORMAT!r}")
+        with np.load(io.BytesIO(z.read("model.weights.npz")), allow_pickle=False) as f:
+            weights = [f[str(i)] for i in range(len(f.files))]
+        state = None
+        if "optimizer.npz" in names:
+            with np.load(io.BytesIO(z.read("optimizer.npz")), allow_pickle=False) as f:
+                state = {k: f[k] for k in f.files}
+    model = model_from_config(config["config"], custom_objects)
+    if not model.built:
+        raise reject("the configuration has no input shape")
+    model.set_weights(weights)
+    cc = config.get("compile_config")
+    if compile and cc is not None:
+        model.compile(optimizer=optimizers.get(cc["optimizer"]),
+                      loss=losses.deserialize(cc["loss"]), metrics=cc["metrics"] or None)
+        if state is not None:
+            model.optimizer._set_state(model.trainable_variables, state)
+    return model
