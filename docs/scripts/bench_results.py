@@ -331,7 +331,7 @@ def render(args):
                   "The same run, fastbn writing into outputs allocated once "
                   "(`--peers fastbn,fastbn-out,...`):", "", results_table(main, out=True)]
     if reuse is not None:
-        notes += ["### Every peer with `--malloc-reuse`", "", results_table(reuse), "",
+        notes += ["### The `--malloc-reuse` run", "", results_table(reuse), "",
                   machine_line(reuse), ""]
     for name, d in (("bench-2t", main), ("bench-2t-reuse", reuse)):
         if d is None:
