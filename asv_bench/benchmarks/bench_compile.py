@@ -2,7 +2,7 @@
 ``import fastbn``, and the first forward + backward call with an empty Numba
 cache (compilation) and with a warm one (loading the cached machine code).
 
-The issue's targets: ``import fastbn`` under 0.5 s, the first call in a new
+The goals: ``import fastbn`` under 0.5 s, the first call in a new
 process under 0.5 s once the cache is warm. Compile time is kept here, apart
 from the kernel timings, which never include it (numba-benchmark's
 ``bench_compiling.py`` does the same).

@@ -28,8 +28,8 @@ try:
 except ImportError:                    # pragma: no cover
     torch = None
 
-#: The performance issue's cases: label -> (shape, feature axis, dtype). One
-#: parameter carries all three, as the issue pairs them (G is C in float64);
+#: The benchmark cases (fastbn.bench.CASES): label -> (shape, feature axis, dtype).
+#: One parameter carries all three, as they come in pairs (G is C in float64);
 #: a full (shape x axis x dtype) grid would nearly double the run for pairs
 #: nobody asked about.
 CASES = {
@@ -179,7 +179,7 @@ def triad_gbps():
 def traced_peak_bytes(fn):
     """Peak bytes allocated (tracemalloc) during one call of ``fn``, minus what it returns.
 
-    What is left is the scratch memory: the issue allows O(C x chunks) beyond
+    What is left is the scratch memory: the goal is O(C x chunks) beyond
     the outputs.
     """
     fn()

@@ -11,7 +11,7 @@ compiles its own kernels. Inputs whose kernel view is not C-contiguous: small
 sliced ``x[..., ::2]``-style views, a Fortran-ordered ``dy`` for a C-ordered
 ``x``, small and large, and a channels-last ``dy`` or ``out=`` for an NCHW
 ``x``; and F's ``(256, 28, 28)``, axis ``(1, 2)``, with ``out=``; or, with
-``--issue-shapes``, plain arrays of the issue's shapes but D. For each case
+``--bench-shapes``, plain arrays of the benchmark shapes but D. For each case
 and operation, whole calls (forward training, inference and backward) are
 timed in rounds that alternate which tree goes first; printed are each tree's
 median of round medians, the median speed-up (base time / this tree's time)
@@ -61,28 +61,28 @@ def cases(rng):
         x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
         dy = np.asfortranarray(rng.standard_normal(shape).astype(dtype))
         out[f"{shape} {np.dtype(dtype).name}, Fortran dy"] = (x, dy, -1)
-    shape = (32, 64, 56, 56)                # the issue's D, NCHW, with an NHWC-stored dy
+    shape = (32, 64, 56, 56)                # benchmark case D, NCHW, with an NHWC-stored dy
     x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     out[f"{shape} float32, channels-last dy"] = (x, _channels_last(dy), 1)
     out[f"{shape} float32, channels-last out="] = (x, dy, 1, _channels_last(np.empty_like(x)))
-    shape = (256, 28, 28)                   # the issue's F, axis (1, 2): rows of 784
+    shape = (256, 28, 28)                   # benchmark case F, axis (1, 2): rows of 784
     x = (rng.standard_normal(shape) * 2 + 3).astype(np.float32)
     dy = rng.standard_normal(shape).astype(np.float32)
     out[f"{shape} float32, out="] = (x, dy, (1, 2), np.empty_like(x))
     return out
 
 
-#: the issue's shapes (fresh outputs), for ``--issue-shapes``; D (NCHW planes) left out
-ISSUE_SHAPES = {"A": ((128, 784), -1, np.float32), "B": ((256, 300), -1, np.float32),
+#: the benchmark shapes (fresh outputs), for ``--bench-shapes``; D (NCHW planes) left out
+BENCH_SHAPES = {"A": ((128, 784), -1, np.float32), "B": ((256, 300), -1, np.float32),
                 "C": ((8192, 1024), -1, np.float32), "E": ((32, 56, 56, 64), -1, np.float32),
                 "F": ((256, 28, 28), (1, 2), np.float32), "G": ((8192, 1024), -1, np.float64)}
 
 
-def issue_cases(rng):
-    """``{label: (x, dy, axis)}`` for the issue's shapes, plain C-ordered arrays."""
+def bench_cases(rng):
+    """``{label: (x, dy, axis)}`` for the benchmark shapes, plain C-ordered arrays."""
     out = {}
-    for name, (shape, axis, dtype) in ISSUE_SHAPES.items():
+    for name, (shape, axis, dtype) in BENCH_SHAPES.items():
         x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
         dy = rng.standard_normal(shape).astype(dtype)
         out[f"{name} {shape} {np.dtype(dtype).name}"] = (x, dy, axis)
@@ -100,13 +100,13 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--calls", type=int, default=20, help="timed calls per round")
     ap.add_argument("--only", default="", help="only the cases whose label contains this")
-    ap.add_argument("--issue-shapes", action="store_true",
-                    help="the issue's shapes A, B, C, E, F, G (plain arrays) instead")
+    ap.add_argument("--bench-shapes", action="store_true",
+                    help="the benchmark shapes A, B, C, E, F, G (plain arrays) instead")
     args = ap.parse_args(argv)
     trees = {"base": _load("fastbn_base", args.base),
              "this": _load("fastbn_this", os.path.dirname(os.path.dirname(HERE)))}
     fns = {}
-    make = issue_cases if args.issue_shapes else cases
+    make = bench_cases if args.bench_shapes else cases
     for label, (x, dy, axis, *out) in make(np.random.default_rng(0)).items():
         if args.only not in label:
             continue

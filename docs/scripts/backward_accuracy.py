@@ -3,7 +3,7 @@
 ``python docs/scripts/backward_accuracy.py [--shape 128 784] [--seed 0]``
 
 Float32 ``x = standard_normal + offset`` and ``dy = standard_normal + dy_offset``
-of the given ``(N, C)`` shape (default: case A of the performance issue), features
+of the given ``(N, C)`` shape (default: benchmark case A), features
 last. The truth is the textbook backward (``tests/reference.py``) in float64 on the
 *same* float32 values, with float64 statistics. Each implementation runs its
 training forward and then its backward, so its own statistics feed its gradients

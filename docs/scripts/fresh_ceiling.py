@@ -8,7 +8,7 @@
 A call that returns a new array writes into memory the process has never
 touched: the kernel page-faults and zeroes every page of it before the
 first store. The minimal-traffic model of :mod:`fastbn.bench` does not count
-that, so with a fresh output the issue's targets for C and G (``3x``
+that, so with a fresh output the goals for C and G (``3x``
 PyTorch forward, ``2x`` backward, ``75 %`` / ``80 %`` of the triad) meet a
 ceiling no kernel can pass. This script measures it, in one process and in
 alternating rounds (2 threads):
@@ -38,7 +38,7 @@ import sys
 import time
 
 import numpy as np
-from bench_results import TARGETS       # the issue's targets, as the results page uses them
+from bench_results import TARGETS       # the kernels' goals
 
 from fastbn import bench
 

@@ -27,7 +27,7 @@ layers 300 and 100 units, ``--activation`` (ELU) and ``--init``
 ``bn-before``  BN on the inputs; Dense (no bias) -> BN -> activation: the
                placement of the Ioffe & Szegedy paper and of the notebook's
                second model (Keras there: 96.98% at SGD 0.01).
-``textbook``   exactly the notebook model of issue 6: BN, Dense(300, elu,
+``textbook``   exactly the Keras notebook's model: BN, Dense(300, elu,
                he_normal), BN, Dense(100, elu, he_normal), BN, Dense(10).
 
 Why the defaults (``--model bn-after --lr 1.0 --schedule cosine``): batch
