@@ -488,6 +488,8 @@ def _serialize(value, arg, layer):
         return constraints.serialize(value)
     if isinstance(value, (tuple, list)):
         return [_serialize(v, arg, layer) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _serialize(v, arg, layer) for k, v in value.items()}
     if isinstance(value, np.generic):
         return value.item()
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -658,6 +660,24 @@ class BatchNormalization(Layer):
     beta_constraint, gamma_constraint : str or callable, optional
         Projections of ``beta`` / ``gamma`` after each optimizer step
         (:mod:`fastbn.nn.constraints`).
+    renorm : bool, default False
+        Batch renormalization (Ioffe, 2017), as Keras 3 does it: in training
+        the normalized batch is corrected by :math:`r = \sigma_B / \sigma_R`
+        and :math:`d = (\mu_B - \mu_R) / \sigma_R` (clipped, held constant
+        in the backward pass), :math:`\hat x r + d`, where :math:`\mu_R,
+        \sigma_R` are the moving ``renorm_mean`` / ``renorm_stddev``
+        (``max(renorm_stddev, sqrt(epsilon))``) and :math:`\sigma_B =
+        \sqrt{\mathrm{var}_B + \epsilon}`. Extra non-trainable variables:
+        ``moving_stddev``, ``renorm_mean``, ``renorm_stddev`` (the stddevs start
+        at the square root of the moving variance's initial value);
+        ``moving_variance`` becomes ``max(moving_stddev^2 - epsilon, 0)``.
+        Inference is the plain layer's.
+    renorm_clipping : dict, optional
+        Keys ``"rmax"``, ``"rmin"``, ``"dmax"`` (each optional): ``r`` is
+        clipped to ``[rmin, rmax]``, ``d`` to ``[-dmax, dmax]``. Another key,
+        ``rmax < rmin`` or a negative ``dmax`` is a ``ValueError``.
+    renorm_momentum : float, default 0.99
+        Momentum of ``renorm_mean`` / ``renorm_stddev``.
     synchronized : bool, default False
         In data-parallel training (:class:`fastbn.distributed.DataParallel`),
         normalise with the statistics of the global batch, over every process
@@ -689,9 +709,28 @@ class BatchNormalization(Layer):
                  beta_initializer="zeros", gamma_initializer="ones",
                  moving_mean_initializer="zeros", moving_variance_initializer="ones",
                  beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
-                 gamma_constraint=None, synchronized=False, **kwargs):
+                 gamma_constraint=None, renorm=False, renorm_clipping=None,
+                 renorm_momentum=0.99, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         self.synchronized, self.comm = bool(synchronized), None
+        self.renorm = bool(renorm)
+        if self.renorm:                       # Keras' checks, in Keras' order
+            renorm_clipping = dict(renorm_clipping or {})
+            keys = ["rmax", "rmin", "dmax"]
+            if set(renorm_clipping) - set(keys):
+                raise ValueError(f"BatchNormalization: invalid keys for renorm_clipping: "
+                                 f"{renorm_clipping}; supported: {keys}")
+            rmax, rmin = renorm_clipping.get("rmax"), renorm_clipping.get("rmin")
+            dmax = renorm_clipping.get("dmax")
+            if rmax is not None and rmin is not None and rmax < rmin:
+                raise ValueError(f"BatchNormalization: rmax should be greater than rmin in "
+                                 f"renorm_clipping; got rmax={rmax}, rmin={rmin}")
+            if dmax is not None and dmax < 0:
+                raise ValueError(f"BatchNormalization: dmax should be non-negative in "
+                                 f"renorm_clipping; got dmax={dmax}")
+        self.renorm_clipping = renorm_clipping
+        self.renorm_momentum = F._check_momentum(renorm_momentum, "BatchNormalization")
+        self.moving_stddev = self.renorm_mean = self.renorm_stddev = None
         if isinstance(axis, (list, tuple)):
             if not axis or not all(isinstance(a, (int, np.integer)) for a in axis):
                 raise TypeError(f"BatchNormalization: axis must be an int or a non-empty "
@@ -749,6 +788,16 @@ class BatchNormalization(Layer):
                                            trainable=False)
         self.moving_variance = self.add_weight("moving_variance", shape,
                                                self.moving_variance_initializer, trainable=False)
+        if self.renorm:
+            # Keras: the moving and renorm stddevs start at sqrt(moving variance initializer)
+            def stddev_init(shape, dtype=FLOATX):
+                return np.sqrt(self.moving_variance_initializer(shape, dtype))
+            self.moving_stddev = self.add_weight("moving_stddev", shape, stddev_init,
+                                                 trainable=False)
+            self.renorm_mean = self.add_weight("renorm_mean", shape,
+                                               self.moving_mean_initializer, trainable=False)
+            self.renorm_stddev = self.add_weight("renorm_stddev", shape, stddev_init,
+                                                 trainable=False)
 
     def _check_input(self, shape):
         want = self.input_shape
@@ -761,12 +810,51 @@ class BatchNormalization(Layer):
 
     def call(self, x, training=False):
         training = bool(training) and self.trainable
+        if training and self.renorm:
+            return self._call_renorm(x)
         return ag.BatchNorm.apply(
             x, None if self.gamma is None else self.gamma.tensor,
             None if self.beta is None else self.beta.tensor,
             axis=self._axes, epsilon=self.epsilon, training=training,
             moving_mean=self.moving_mean.value, moving_variance=self.moving_variance.value,
             momentum=self.momentum, comm=self.comm if self.synchronized else None)
+
+    def _call_renorm(self, x):
+        """Batch renormalization in training, Keras 3's rule (see the class docstring)."""
+        if self.synchronized and self.comm is not None:
+            raise NotImplementedError("BatchNormalization: renorm=True with synchronized "
+                                      "data-parallel statistics is not implemented")
+        feats = (self._axes,) if isinstance(self._axes, int) else self._axes
+        reduced = tuple(a for a in range(x.ndim) if a not in feats)
+        mean, var = (m.astype(np.float64) for m in F.moments(x.data, axis=reduced))
+        eps = self.epsilon
+        stddev = np.sqrt(var + eps)
+        renorm_stddev = np.maximum(self.renorm_stddev.value, np.sqrt(eps))
+        r = stddev / renorm_stddev
+        d = (mean - self.renorm_mean.value) / renorm_stddev
+        clip = self.renorm_clipping
+        if clip.get("rmin") is not None:
+            r = np.maximum(r, clip["rmin"])
+        if clip.get("rmax") is not None:
+            r = np.minimum(r, clip["rmax"])
+        if clip.get("dmax") is not None:
+            d = np.clip(d, -clip["dmax"], clip["dmax"])
+        r, d = r.astype(FLOATX), d.astype(FLOATX)         # constants: no gradient (Keras)
+        if self.gamma is not None:
+            gamma, beta = self.gamma.tensor * r, self.gamma.tensor * d
+        else:
+            gamma, beta = r, d
+        if self.beta is not None:
+            beta = self.beta.tensor + beta
+        out = ag.BatchNorm.apply(x, gamma, beta, axis=self._axes, epsilon=eps, training=True)
+        rm, m = self.renorm_momentum, self.momentum
+        self.renorm_mean.assign(self.renorm_mean.value * rm + mean * (1.0 - rm))
+        self.renorm_stddev.assign(self.renorm_stddev.value * rm + stddev * (1.0 - rm))
+        self.moving_mean.assign(self.moving_mean.value * m + mean * (1.0 - m))
+        moving_stddev = self.moving_stddev.value * m + stddev * (1.0 - m)
+        self.moving_stddev.assign(moving_stddev)
+        self.moving_variance.assign(np.maximum(moving_stddev.astype(np.float64) ** 2 - eps, 0))
+        return out
 
 
 class Activation(Layer):
