@@ -45,7 +45,7 @@ def _check_epoch_line(line):
 
 def test_fit_prints_every_metric_at_80_columns_in_a_terminal(monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")
-    monkeypatch.setattr(_progress, "_warm", False)
+    monkeypatch.setattr(_progress, "_warm", set())
     out = _Tty()
     monkeypatch.setattr(sys, "stdout", out)
     x, y = _data()
@@ -103,7 +103,19 @@ def test_rate_and_eta_leave_the_first_step_out(monkeypatch):
 
 
 def test_no_compile_note_once_warm(monkeypatch):
-    monkeypatch.setattr(_progress, "_warm", True)
+    monkeypatch.setattr(_progress, "_warm", {"fit"})
     out = _Tty()
     _progress.Progbar(5, file=out, width=80, compiling=True)
     assert out.getvalue() == ""
+
+
+def test_evaluate_says_it_compiles_on_its_first_run_only(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(_progress, "_warm", {"fit"})
+    x, y = _data()
+    model = _model()
+    for expected in (True, False):
+        out = _Tty()
+        monkeypatch.setattr(sys, "stdout", out)
+        model.evaluate(x, y, batch_size=32, verbose=1)
+        assert ("compiling kernels" in out.getvalue()) is expected

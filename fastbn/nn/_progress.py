@@ -18,8 +18,9 @@ import time
 COMPILING = "compiling kernels (first run only)\u2026"
 #: Live redraws at most this often (seconds); a redraw costs ~20 us.
 MIN_INTERVAL = 0.1
-#: Set once a training step has finished in this process: the kernels are compiled.
-_warm = False
+#: The passes ("fit", "evaluate", "predict") that have finished a step in this
+#: process: their kernels are compiled.
+_warm = set()
 #: The clock (a name of its own so tests can drive it).
 _clock = time.perf_counter
 
@@ -57,9 +58,10 @@ class Progbar:
     dynamic : bool, optional
         Redraw a live line (default: when ``file`` is a terminal or runs in a
         Jupyter kernel).
-    compiling : bool, default False
-        Say that the kernels compile while the first step runs (only before
-        this process's first finished training step).
+    compiling : str or bool, default False
+        The pass, ``"fit"`` (or True), ``"evaluate"`` or ``"predict"``: say that
+        the kernels compile while its first step runs, until a step of that
+        pass has finished in this process.
     """
 
     def __init__(self, total, file=None, width=None, dynamic=None, compiling=False):
@@ -76,7 +78,8 @@ class Progbar:
         self.t_first = None              # end of step 1: the rate clock starts here
         self._drawn = 0                  # length of the live line on screen
         self._last = 0.0
-        if compiling and dynamic and not _warm:
+        self._kind = "fit" if compiling is True else (compiling or None)
+        if self._kind and dynamic and self._kind not in _warm:
             self._draw(f"{self._count()} {COMPILING}")
 
     # -- timing
@@ -109,6 +112,8 @@ class Progbar:
         now = _clock()
         if self.t_first is None:
             self.t_first = now
+            if self._kind:
+                _warm.add(self._kind)
         if logs is not None:
             self.logs = logs
         if not self.dynamic or (now - self._last < MIN_INTERVAL and self.done < self.total):
@@ -146,7 +151,6 @@ class Progbar:
         self._drawn = 0
 
 
-def mark_warm():
-    """Record that a training step finished: later passes skip the compile note."""
-    global _warm
-    _warm = True
+def mark_warm(kind="fit"):
+    """Record that a step of ``kind`` finished: later passes skip the compile note."""
+    _warm.add(kind)

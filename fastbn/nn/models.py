@@ -840,7 +840,7 @@ class Sequential:
         if len(x) == 0:
             raise ValueError(f"evaluate(): x of shape {x.shape} has no samples; there is "
                              f"nothing to average the loss over")
-        bar = self._progress(verbose, -(-len(x) // batch_size), None)
+        bar = self._progress(verbose, -(-len(x) // batch_size), None, compiling="evaluate")
         self._reset_nan_outputs()
         with utils.training_threads(batch_size):
             loss, acc = self._evaluate(x, y, batch_size, bar)
@@ -878,7 +878,7 @@ class Sequential:
         batch_size = self._batch_size(batch_size)
         x = self._as_input(x, "x")
         self._check_input_shape(x.shape, "x")
-        bar = self._progress(verbose, -(-len(x) // batch_size), None)
+        bar = self._progress(verbose, -(-len(x) // batch_size), None, compiling="predict")
         outs = []
         with ag.no_grad(), utils.training_threads(batch_size):
             for lo in range(0, len(x), batch_size):
