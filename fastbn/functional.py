@@ -1144,8 +1144,8 @@ def _max_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
     return arg
 
 
-def _max_pool_backward(dy, arg, dx):
-    _run(K._max_pool_backward, dx)(dy, arg, dx)
+def _max_pool_backward(dy, arg, kh, kw, sh, sw, pt, pl, dx):
+    _run(K._max_pool_backward, dx)(dy, arg, kh, kw, sh, sw, pt, pl, dx)
 
 
 def _avg_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
@@ -1171,3 +1171,17 @@ def _gelu_backward(x, grad):
     dx = np.empty_like(xc)
     _run(K._gelu_backward, xc)(xc.reshape(-1), gc.reshape(-1), dx.reshape(-1))
     return dx
+
+
+def _bias_act(y, bias, relu):
+    """``y += bias`` and, with ``relu``, ``max(y, 0)``, in one pass over the
+    C-contiguous ``(rows, F)`` ``y`` (a convolution's output)."""
+    _run(K._bias_act, y)(y, bias, relu)
+
+
+def _relu_grad(grad, y):
+    """``grad * (y > 0)`` as a new C-contiguous array shaped like ``y``."""
+    g = np.ascontiguousarray(grad).reshape(-1)
+    out = np.empty(y.shape, grad.dtype)
+    _run(K._relu_grad, g)(g, np.ascontiguousarray(y).reshape(-1), out.reshape(-1))
+    return out

@@ -291,3 +291,16 @@ def test_cnn_training_step_is_bitwise_identical_with_1_and_2_threads():
         numba.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_conv2d_with_fused_relu_equals_conv_then_relu(data_format):
+    rng = _rng("relu", data_format)
+    x = rng.standard_normal((2, 3, 7, 6) if data_format == "channels_first" else (2, 7, 6, 3))
+    k, b = rng.standard_normal((3, 3, 3, 4)), rng.standard_normal(4)
+    fused = ag.conv2d(x, k, b, padding="same", data_format=data_format, activation="relu")
+    plain = ag.relu(ag.conv2d(x, k, b, padding="same", data_format=data_format))
+    np.testing.assert_array_equal(fused.data, plain.data)
+    check_vjp(lambda x, k, b: ag.conv2d(x, k, b, data_format=data_format, activation="relu"),
+              x, k, b)
+    check_vjp(lambda x, k: ag.conv2d(x, k, data_format=data_format, activation="relu"), x, k)

@@ -1847,8 +1847,33 @@ def _empty(n, ho, wo, c, dtype, cf):
     return out, out
 
 
+#: A matrix product with a dimension under this many runs BLAS on one thread:
+#: conv1's (169000, 9) @ (9, 32) took 10.6 ms on one thread and 23.6 on two,
+#: its kernel gradient (9, 169000) @ (169000, 32) 13.0 and 57.1 ms (medians
+#: of 7, interleaved, shared 2-core machine, 2026-12-06): too little work
+#: per thread for OpenBLAS to split.
+_SKINNY = 32
+_BLAS = []
+
+
+def _matmul(a, b):
+    """``a @ b``, on one BLAS thread when the product is skinny (see ``_SKINNY``)."""
+    if min(a.shape[0], a.shape[1], b.shape[1]) >= _SKINNY:
+        return a @ b
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:
+            _BLAS.append(None)
+    if _BLAS[0] is None:
+        return a @ b
+    with _BLAS[0].limit(limits=1, user_api="blas"):
+        return a @ b
+
+
 @primitive
-def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False):
+def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=False):
     r"""2-D convolution (cross-correlation, as in Keras) as one matrix product.
 
     With ``cols`` the ``(N*ho*wo, kh*kw*C)`` windows of ``x``
@@ -1863,7 +1888,9 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False):
     second layer, (250, 13, 13, 32) -> 64 filters 3x3, the input gradient's
     scatter (:func:`fastbn.functional._col2im`) took 1.7 ms in the Numba
     kernel against 24 ms as nine NumPy slice additions (one thread, shared
-    machine, 2026-12-06). Call it through :func:`conv2d`.
+    machine, 2026-12-06). ``relu=True`` applies ReLU in the same pass as the
+    bias (the gradient is masked by the output), which ``nn.Conv2D(...,
+    activation="relu")`` uses. Call it through :func:`conv2d`.
 
     Examples
     --------
@@ -1877,13 +1904,14 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False):
     xv = _nhwc(x, channels_first)
     n, c, f = xv.shape[0], xv.shape[3], kernel.shape[3]
     cols = functional._im2col(xv, kh, kw, sh, sw, pt, pl, ho, wo).reshape(n * ho * wo, -1)
-    y = cols @ kernel.reshape(-1, f)
-    if bias is not None:
-        y += bias
+    y = _matmul(cols, np.ascontiguousarray(kernel).reshape(-1, f))
+    if bias is not None or relu:
+        functional._bias_act(y, np.zeros(f, y.dtype) if bias is None
+                             else np.asarray(bias, y.dtype), relu)
+    ctx.save_for_backward(cols, kernel, y if relu else None)
     y = y.reshape(n, ho, wo, f)
     if channels_first:
         y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
-    ctx.save_for_backward(cols, kernel)
     ctx.x_shape, ctx.x_dtype = np.shape(x), x.dtype
     ctx.geometry, ctx.channels_first = geometry, channels_first
     return y
@@ -1891,17 +1919,20 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False):
 
 @Conv2D.defvjp
 def _(ctx, grad):
-    cols, kernel = ctx.saved_tensors
+    cols, kernel, y = ctx.saved_tensors
     kh, kw, sh, sw, pt, pl, ho, wo = ctx.geometry
     nx, nk, nb = ctx.needs_input_grad
     g = _nhwc(grad, ctx.channels_first)
     n, f = g.shape[0], g.shape[3]
     g = g.reshape(-1, f)                         # copies only a channels-first grad
-    dk = (cols.T @ g).reshape(kernel.shape) if nk else None
-    db = np.ones(len(g), g.dtype) @ g if nb else None        # BLAS: 5x NumPy's float64 sum
+    if y is not None:                            # the fused ReLU
+        g = functional._relu_grad(g, y)
+    dk = _matmul(cols.T, g).reshape(kernel.shape) if nk else None
+    db = _matmul(np.ones((1, len(g)), g.dtype), g)[0] if nb else None
     dx = None
     if nx:
-        dcols = (g @ kernel.reshape(-1, f).T).reshape(n, ho, wo, kh, kw, -1)
+        dcols = _matmul(g, np.ascontiguousarray(kernel).reshape(-1, f).T)
+        dcols = dcols.reshape(n, ho, wo, kh, kw, -1)
         shape = ctx.x_shape
         cf = ctx.channels_first
         dx, dxv = _empty(shape[0], *((shape[2], shape[3], shape[1]) if cf else shape[1:]),
@@ -1927,15 +1958,17 @@ def MaxPool2D(ctx, x, geometry=None, channels_first=False):
     xv = _nhwc(x, channels_first)
     y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], x.dtype, channels_first)
     ctx.arg = functional._max_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
-    ctx.x_shape, ctx.x_dtype, ctx.channels_first = x.shape, x.dtype, channels_first
+    ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+    ctx.geometry, ctx.channels_first = geometry, channels_first
     return y
 
 
 @MaxPool2D.defvjp
 def _(ctx, grad):
+    kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
     dx = np.empty(ctx.x_shape, ctx.x_dtype)
-    functional._max_pool_backward(_nhwc(grad, ctx.channels_first), ctx.arg,
-                                  _nhwc(dx, ctx.channels_first))
+    functional._max_pool_backward(_nhwc(grad, ctx.channels_first), ctx.arg, kh, kw, sh, sw,
+                                  pt, pl, _nhwc(dx, ctx.channels_first))
     return dx
 
 
@@ -1994,7 +2027,8 @@ def _(ctx, grad):
     return np.broadcast_to(g / (shape[axes[0]] * shape[axes[1]]), shape).copy()
 
 
-def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channels_last"):
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channels_last",
+           activation=None):
     r"""2-D convolution of a batch of images with gradients for all three inputs.
 
     Keras' ``Conv2D`` without the activation: cross-correlation,
@@ -2019,6 +2053,8 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channe
         ``"same"``: ``ceil(H / sh)`` rows, zero padding split as in Keras (the
         odd row after).
     data_format : {"channels_last", "channels_first"}, default "channels_last"
+    activation : {None, "relu"}, default None
+        ``"relu"`` applies ReLU in the pass that adds the bias.
 
     Returns
     -------
@@ -2063,9 +2099,12 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channe
     if bias is not None and np.shape(bias) != (kshape[3],):
         raise ValueError(f"{fn}: bias must have shape ({kshape[3]},), one per filter, got "
                          f"{np.shape(bias)}")
+    if activation not in (None, "relu"):
+        raise ValueError(f"{fn}: activation must be None or 'relu', got {activation!r}")
     if type(x) is not Tensor:
         x = np.asarray(x)
-    return Conv2D.apply(x, kernel, bias, geometry=geometry, channels_first=cf)
+    return Conv2D.apply(x, kernel, bias, geometry=geometry, channels_first=cf,
+                        relu=activation == "relu")
 
 
 def _pool(cls, fn, x, pool_size, strides, padding, data_format):

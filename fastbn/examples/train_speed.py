@@ -11,6 +11,15 @@ alternate ``--rounds`` times so that a noisy neighbour hurts both alike. A
 round is one epoch of ``--samples`` samples after a warm-up epoch; the table
 gives the median samples/s and ms per step over the rounds, and the ratio.
 
+``--model cnn`` times the Keras batch-normalization article's CNN instead
+(:func:`fastbn.examples.cnn.build_model`: two 3x3 convolutions, max pooling,
+five batch norms, Adam) at batch 250 on 48,000 samples (the article's epoch:
+60,000 less ``validation_split=0.2``), beside PyTorch eager in NCHW and in
+``channels_last`` memory format and, when keras and jax are installed, Keras
+3 on JAX, each in its own process. ``--profile`` then also splits fastbn's
+epoch between convolutions, pooling, batch norm and the rest
+(:func:`cnn_profile`).
+
 Results go to ``--out``/train_speed.json (with versions and the machine), for
 docs/scripts to render.
 
@@ -32,7 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["steps_per_epoch", "fastbn_model", "torch_model", "run_fastbn", "run_torch", "main"]
+__all__ = ["steps_per_epoch", "fastbn_model", "torch_model", "run_fastbn", "run_torch",
+           "torch_cnn_model", "run_fastbn_cnn", "run_torch_cnn", "run_keras_cnn", "cnn_profile",
+           "main"]
 
 
 def steps_per_epoch(samples, batch_size):
@@ -197,18 +208,266 @@ def run_torch(samples, batch_size, epochs):
         times.append(time.perf_counter() - t0)
     return times
 
+# ------------------------------------------------------------------ the CNN
+def _images(samples, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((samples, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, samples)
+
+
+def _fastbn_cnn():
+    from fastbn import nn
+    from fastbn.examples.cnn import build_model
+
+    nn.clear_session()
+    nn.set_random_seed(0)
+    model = build_model()
+    model.compile(loss=nn.losses.sparse_categorical_crossentropy,
+                  optimizer=nn.optimizers.Adam(), metrics=["accuracy"])
+    return model
+
+
+def run_fastbn_cnn(samples, batch_size, epochs):
+    """Seconds per epoch of fastbn's ``fit`` on the article's CNN (after a warm-up).
+
+    Parameters
+    ----------
+    samples, batch_size, epochs : int
+
+    Returns
+    -------
+    list of float
+
+    Examples
+    --------
+    >>> from fastbn.examples.train_speed import run_fastbn_cnn
+    >>> len(run_fastbn_cnn(samples=64, batch_size=32, epochs=1))
+    1
+    """
+    x, y = _images(samples)
+    model = _fastbn_cnn()
+    model.fit(x[:batch_size * 2], y[:batch_size * 2], batch_size=batch_size, verbose=0)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def torch_cnn_model(channels_last=False):
+    """The article's CNN in plain PyTorch (seed 0): ``(model, optimizer, loss_fn)``.
+
+    Keras' batch-norm momentum 0.99 and epsilon 1e-3, Adam with Keras'
+    epsilon 1e-7; ``channels_last`` puts the model in that memory format.
+
+    Parameters
+    ----------
+    channels_last : bool, default False
+
+    Returns
+    -------
+    tuple
+
+    Examples
+    --------
+    >>> import pytest
+    >>> _ = pytest.importorskip("torch")
+    >>> from fastbn.examples.train_speed import torch_cnn_model
+    >>> model, opt, loss_fn = torch_cnn_model()
+    >>> sum(p.numel() for p in model.parameters())       # 433,034 - 2 * 448 moving stats
+    432138
+    """
+    import torch
+    from torch import nn as tnn
+
+    torch.manual_seed(0)
+
+    def bn2(n):
+        return tnn.BatchNorm2d(n, eps=1e-3, momentum=0.01)
+
+    model = tnn.Sequential(
+        tnn.Conv2d(1, 32, 3), tnn.ReLU(), bn2(32), tnn.MaxPool2d(2), bn2(32),
+        tnn.Conv2d(32, 64, 3), tnn.ReLU(), bn2(64), tnn.MaxPool2d(2), bn2(64),
+        tnn.Flatten(), tnn.Linear(1600, 256), tnn.ReLU(),
+        tnn.BatchNorm1d(256, eps=1e-3, momentum=0.01), tnn.Linear(256, 10))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    return model, opt, tnn.CrossEntropyLoss()
+
+
+def run_torch_cnn(samples, batch_size, epochs, channels_last=False):
+    """The article's CNN in PyTorch eager, a standard loop; seconds per epoch.
+
+    Parameters
+    ----------
+    samples, batch_size, epochs : int
+    channels_last : bool, default False
+
+    Returns
+    -------
+    list of float
+
+    Examples
+    --------
+    >>> import pytest
+    >>> _ = pytest.importorskip("torch")
+    >>> from fastbn.examples.train_speed import run_torch_cnn
+    >>> len(run_torch_cnn(samples=64, batch_size=32, epochs=1, channels_last=True))
+    1
+    """
+    import torch
+
+    x, y = _images(samples)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    if channels_last:
+        xt = xt.contiguous(memory_format=torch.channels_last)
+    yt = torch.from_numpy(y)
+    model, opt, loss_fn = torch_cnn_model(channels_last)
+
+    def epoch(n):
+        model.train()
+        perm = torch.randperm(n)
+        total, correct = 0.0, 0
+        for lo in range(0, n, batch_size):
+            idx = perm[lo:lo + batch_size]
+            xb, yb = xt[idx], yt[idx]
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            correct += int((out.argmax(1) == yb).sum())
+        return total, correct
+
+    epoch(min(samples, batch_size * 2))
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        epoch(samples)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_keras_cnn(samples, batch_size, epochs):
+    """The article's program in Keras 3 (the backend of ``$KERAS_BACKEND``, jax
+    here); seconds per epoch of ``fit``, after a warm-up fit that compiles.
+
+    Parameters
+    ----------
+    samples, batch_size, epochs : int
+
+    Returns
+    -------
+    list of float
+    """
+    import keras
+    from keras import layers as L
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(shape=(28, 28, 1)),
+        L.Conv2D(32, kernel_size=(3, 3), activation="relu"), L.BatchNormalization(),
+        L.MaxPooling2D(pool_size=(2, 2)), L.BatchNormalization(),
+        L.Conv2D(64, kernel_size=(3, 3), activation="relu"), L.BatchNormalization(),
+        L.MaxPooling2D(pool_size=(2, 2)), L.BatchNormalization(),
+        L.Flatten(), L.Dense(256, activation="relu"), L.BatchNormalization(),
+        L.Dense(10, activation="softmax")])
+    model.compile(loss=keras.losses.sparse_categorical_crossentropy,
+                  optimizer=keras.optimizers.Adam(), metrics=["accuracy"])
+    x, y = _images(samples)
+    model.fit(x[:batch_size * 2], y[:batch_size * 2], batch_size=batch_size, verbose=0)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+#: Which op classes each part of :func:`cnn_profile`'s split times.
+_PARTS = {"convolution": ("Conv2D",), "pooling": ("MaxPool2D",), "batch norm": ("BatchNorm",)}
+
+
+def cnn_profile(samples, batch_size):
+    """Where one epoch of fastbn's ``fit`` on the article's CNN goes: seconds in the
+    convolutions, pooling and batch norm (forward and backward of their ops) and
+    in the rest (ReLU, Dense, the loss, Adam, batching), after a warm-up.
+
+    Parameters
+    ----------
+    samples, batch_size : int
+
+    Returns
+    -------
+    dict
+        ``{"epoch": s, "convolution": s, "pooling": s, "batch norm": s, "rest": s}``.
+
+    Examples
+    --------
+    >>> from fastbn.examples.train_speed import cnn_profile
+    >>> split = cnn_profile(samples=64, batch_size=32)
+    >>> sorted(split)
+    ['batch norm', 'convolution', 'epoch', 'pooling', 'rest']
+    """
+    from fastbn import autograd as ag
+
+    spent = dict.fromkeys(_PARTS, 0.0)
+    saved = []
+
+    def timed(fn, part):
+        def run(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[part] += time.perf_counter() - t0
+        return staticmethod(run)
+
+    for part, names in _PARTS.items():
+        for name in names:
+            cls = getattr(ag, name)
+            saved.append((cls, cls.__dict__.get("forward"), cls.__dict__.get("backward")))
+            cls.forward = timed(cls.forward, part)
+            cls.backward = timed(cls.backward, part)
+    try:
+        x, y = _images(samples)
+        model = _fastbn_cnn()
+        model.fit(x[:batch_size * 2], y[:batch_size * 2], batch_size=batch_size, verbose=0)
+        for part in spent:
+            spent[part] = 0.0
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        epoch = time.perf_counter() - t0
+    finally:
+        for cls, fwd, bwd in saved:
+            cls.forward, cls.backward = fwd, bwd
+    return {"epoch": epoch, **spent, "rest": epoch - sum(spent.values())}
+
 
 def _worker(peer, samples, batch_size, epochs, threads):
-    if peer == "torch":
+    if peer.startswith("torch"):
         import torch
         torch.set_num_threads(threads)
-        return run_torch(samples, batch_size, epochs)
+        if peer == "torch":
+            return run_torch(samples, batch_size, epochs)
+        return run_torch_cnn(samples, batch_size, epochs, channels_last=peer == "torch-cnn-cl")
+    if peer == "keras-cnn":
+        return run_keras_cnn(samples, batch_size, epochs)
+    if peer == "profile-cnn":
+        return cnn_profile(samples, batch_size)
+    if peer == "fastbn-cnn":
+        return run_fastbn_cnn(samples, batch_size, epochs)
     return run_fastbn(samples, batch_size, epochs)
 
 
 def _spawn(peer, samples, batch_size, epochs, threads):
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "jax"))
     cmd = [sys.executable, "-m", "fastbn.examples.train_speed", "--_worker", peer,
            "--samples", str(samples), "--batch-sizes", str(batch_size),
            "--rounds", str(epochs), "--threads", str(threads)]
@@ -219,16 +478,25 @@ def _spawn(peer, samples, batch_size, epochs, threads):
 
 
 def _have_torch():
+    return _have("torch")
+
+
+def _have(*modules):
     import importlib.util
-    return importlib.util.find_spec("torch") is not None
+    return all(importlib.util.find_spec(m) is not None for m in modules)
 
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m fastbn.examples.train_speed",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=50_000, help="samples per epoch "
-                   "(default %(default)s, the notebook's epoch)")
-    p.add_argument("--batch-sizes", default="32,128", help="default %(default)s")
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                   help="the main job's MLP or the article's CNN (default %(default)s)")
+    p.add_argument("--samples", type=int, default=None, help="samples per epoch "
+                   "(default 50000, the notebook's epoch; 48000 for the CNN)")
+    p.add_argument("--batch-sizes", default=None, help="default 32,128; 250 for the CNN")
+    p.add_argument("--profile", action="store_true",
+                   help="with --model cnn: also split fastbn's epoch by op kind")
+    p.add_argument("--no-keras", action="store_true")
     p.add_argument("--rounds", type=int, default=3, help="timed epochs per peer, "
                    "alternating peers (default %(default)s)")
     p.add_argument("--threads", type=int, default=2, help="default %(default)s")
@@ -259,11 +527,16 @@ def main(argv=None):
     ...                   "--rounds", "1", "--out", "/tmp/ts"])  # doctest: +SKIP
     """
     args = _parser().parse_args(argv)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    cnn = args.model == "cnn"
+    if args.samples is None:
+        args.samples = 48_000 if cnn else 50_000
+    batch_sizes = [int(b) for b in (args.batch_sizes or ("250" if cnn else "32,128")).split(",")]
     if args._worker:
         times = _worker(args._worker, args.samples, batch_sizes[0], args.rounds, args.threads)
         print(json.dumps(times))
         return times
+    if cnn:
+        return _main_cnn(args, batch_sizes, argv)
     peers = ["fastbn"] + ([] if args.no_torch or not _have_torch() else ["torch"])
     rows = []
     for bs in batch_sizes:
@@ -306,6 +579,57 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_speed.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {out / 'train_speed.json'}")
+    return result
+
+
+def _main_cnn(args, batch_sizes, argv):
+    peers = {"fastbn": "fastbn-cnn"}
+    if not args.no_torch and _have_torch():
+        peers.update({"torch NCHW": "torch-cnn", "torch channels_last": "torch-cnn-cl"})
+    if not args.no_keras and _have("keras", "jax"):
+        peers["keras (jax)"] = "keras-cnn"
+    rows = []
+    for bs in batch_sizes:
+        times = {p: [] for p in peers}
+        for _ in range(args.rounds):                 # alternate: noise hits every peer
+            for p, worker in peers.items():
+                times[p] += _spawn(worker, args.samples, bs, 1, args.threads)
+        row = {"batch_size": bs, "steps": steps_per_epoch(args.samples, bs)}
+        for p in peers:
+            med = statistics.median(times[p])
+            row[p] = {"seconds": times[p], "median_s": med,
+                      "samples_per_s": args.samples / med}
+        line = f"batch {bs}, {args.samples} samples, epoch seconds (median of " \
+               f"{args.rounds}): " + "   ".join(f"{p} {row[p]['median_s']:.2f}" for p in peers)
+        for p in peers:
+            if p != "fastbn":
+                row[f"fastbn_vs_{p}"] = row[p]["median_s"] / row["fastbn"]["median_s"]
+        if args.profile:
+            row["profile"] = _spawn("profile-cnn", args.samples, bs, 1, args.threads)
+            prof = row["profile"]
+            line += "\nfastbn epoch split: " + ", ".join(
+                f"{k} {v:.2f} s ({v / prof['epoch']:.0%})" for k, v in prof.items()
+                if k != "epoch") + f" of {prof['epoch']:.2f} s"
+        rows.append(row)
+        print(line, flush=True)
+    import numba
+
+    import fastbn
+    versions = {"numpy": np.__version__, "numba": numba.__version__,
+                "python": platform.python_version(), "fastbn": fastbn.__version__}
+    if "torch NCHW" in peers:
+        import torch
+        versions["torch"] = torch.__version__
+    result = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "threads": args.threads,
+              "samples": args.samples, "rounds": args.rounds, "model": "article-cnn",
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": os.cpu_count()},
+              "versions": versions, "rows": rows,
+              "command": "python -m fastbn.examples.train_speed " + " ".join(argv or sys.argv[1:])}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_speed_cnn.json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {out / 'train_speed_cnn.json'}")
     return result
 
 

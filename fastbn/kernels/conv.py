@@ -56,7 +56,8 @@ def _col2im(dcols, sh, sw, pt, pl, dx):
 @kernel
 def _max_pool_forward(x, kh, kw, sh, sw, pt, pl, y, arg):
     """Window maxima into ``y`` and, into ``arg``, the flat ``r * W + s`` of the
-    first maximum of each window (what the backward pass routes to)."""
+    first maximum of each window (what the backward pass routes to). The
+    channels are the inner loop: contiguous in NHWC, so it vectorizes."""
     n_, h_, w_, c_ = x.shape
     _, ho, wo, _ = y.shape
     for n in prange(n_):
@@ -67,30 +68,38 @@ def _max_pool_forward(x, kh, kw, sh, sw, pt, pl, y, arg):
                 s0 = max(j * sw - pl, 0)
                 s1 = min(j * sw - pl + kw, w_)
                 for c in range(c_):
-                    best = x[n, r0, s0, c]
-                    at = r0 * w_ + s0
-                    for r in range(r0, r1):
-                        for s in range(s0, s1):
+                    y[n, i, j, c] = x[n, r0, s0, c]
+                    arg[n, i, j, c] = r0 * w_ + s0
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        at = r * w_ + s
+                        for c in range(c_):
                             v = x[n, r, s, c]
-                            if v > best:
-                                best = v
-                                at = r * w_ + s
-                    y[n, i, j, c] = best
-                    arg[n, i, j, c] = at
+                            if v > y[n, i, j, c]:
+                                y[n, i, j, c] = v
+                                arg[n, i, j, c] = at
 
 
 @kernel
-def _max_pool_backward(dy, arg, dx):
-    """``dx`` zeroed, then each ``dy`` added at its window's maximum."""
+def _max_pool_backward(dy, arg, kh, kw, sh, sw, pt, pl, dx):
+    """``dx`` zeroed, then each ``dy`` added at its window's maximum (found by
+    comparing ``arg`` with each place of the window: no division per element)."""
     n_, h_, w_, c_ = dx.shape
     _, ho, wo, _ = dy.shape
     for n in prange(n_):
         dx[n] = 0
         for i in range(ho):
+            r0 = max(i * sh - pt, 0)
+            r1 = min(i * sh - pt + kh, h_)
             for j in range(wo):
-                for c in range(c_):
-                    at = arg[n, i, j, c]
-                    dx[n, at // w_, at % w_, c] += dy[n, i, j, c]
+                s0 = max(j * sw - pl, 0)
+                s1 = min(j * sw - pl + kw, w_)
+                for r in range(r0, r1):
+                    for s in range(s0, s1):
+                        at = r * w_ + s
+                        for c in range(c_):
+                            if arg[n, i, j, c] == at:
+                                dx[n, r, s, c] += dy[n, i, j, c]
 
 
 @kernel
@@ -135,3 +144,25 @@ def _avg_pool_backward(dy, kh, kw, sh, sw, pt, pl, dx):
                     for s in range(s0, s1):
                         for c in range(c_):
                             dx[n, r, s, c] += dy[n, i, j, c] * inv
+
+
+@kernel
+def _bias_act(y, bias, relu):
+    """``y = y + bias`` (per column), then ``max(y, 0)`` when ``relu``, in place;
+    ``y`` is ``(rows, F)``."""
+    rows, f_ = y.shape
+    if relu:
+        for i in prange(rows):
+            for f in range(f_):
+                y[i, f] = max(y[i, f] + bias[f], 0)
+    else:
+        for i in prange(rows):
+            for f in range(f_):
+                y[i, f] += bias[f]
+
+
+@kernel
+def _relu_grad(g, y, out):
+    """``out = g`` where ``y > 0``, else 0 (ReLU's gradient, read from its output)."""
+    for i in prange(g.shape[0]):
+        out[i] = g[i] if y[i] > 0 else 0

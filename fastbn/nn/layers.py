@@ -1113,9 +1113,11 @@ class Conv2D(Layer):
                           _out_len(cols, kw, sw, self.padding), self.filters, self.data_format)
 
     def call(self, x, training=False):
-        return self.activation(ag.conv2d(
-            x, self.kernel.tensor, None if self.bias is None else self.bias.tensor,
-            strides=self.strides, padding=self.padding, data_format=self.data_format))
+        relu = self.activation is ag.relu               # fused into the convolution's pass
+        y = ag.conv2d(x, self.kernel.tensor, None if self.bias is None else self.bias.tensor,
+                      strides=self.strides, padding=self.padding, data_format=self.data_format,
+                      activation="relu" if relu else None)
+        return y if relu else self.activation(y)
 
 
 class _Pooling2D(Layer):
