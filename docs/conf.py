@@ -124,6 +124,7 @@ def _generate(app):
     os.makedirs(GENERATED, exist_ok=True)
     _run("layouts.py")
     _run("mnist_results.py", "render")
+    _run("cnn_results.py", "render")
     _run("bench_results.py", "render")
     _run("accuracy.py", "render")
 

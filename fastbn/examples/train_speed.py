@@ -363,6 +363,12 @@ def run_keras_cnn(samples, batch_size, epochs):
     Returns
     -------
     list of float
+
+    Examples
+    --------
+    >>> from fastbn.examples.train_speed import run_keras_cnn
+    >>> len(run_keras_cnn(samples=64, batch_size=32, epochs=1))  # doctest: +SKIP
+    1
     """
     import keras
     from keras import layers as L
