@@ -6,10 +6,11 @@ one full line with every metric, never shortened (a narrow terminal wraps
 it), as Keras prints it. Output that is not a terminal or a notebook (a log
 file, a pipe, pytest's capture) gets only the full lines.
 
-The first training step of a process compiles the Numba kernels (about
-10 s on a cold cache), so the live line says so while it runs, and the rate,
-ms/step and ETA are measured from the end of the first step: compile time
-never inflates the ETA or deflates the rate.
+The first training step of a process compiles the Numba kernels (15-45 s
+on 2 cores with a cold cache), so the live line says so while it runs, and
+the rate, ms/step and ETA are measured from the end of the first step to the
+end of the last: neither compile time nor the validation after the last step
+inflates them.
 """
 import shutil
 import sys
@@ -76,6 +77,7 @@ class Progbar:
         self.logs = {}
         self.t_start = _clock()
         self.t_first = None              # end of step 1: the rate clock starts here
+        self.t_last = None               # end of the last step so far
         self._drawn = 0                  # length of the live line on screen
         self._last = 0.0
         self._kind = "fit" if compiling is True else (compiling or None)
@@ -109,7 +111,7 @@ class Progbar:
     def update(self, n=1, logs=None):
         """Advance ``n`` steps; ``logs`` (a dict of running metrics) replaces the shown ones."""
         self.done += n
-        now = _clock()
+        now = self.t_last = _clock()
         if self.t_first is None:
             self.t_first = now
             if self._kind:
@@ -135,9 +137,8 @@ class Progbar:
         """Print the pass's full line: steps, time, ms/step and every metric."""
         if logs is not None:
             self.logs = logs
-        now = _clock()
-        elapsed = now - self.t_start
-        per = self.step_seconds(now)
+        elapsed = _clock() - self.t_start
+        per = self.step_seconds(self.t_last)
         if per is None:
             per = elapsed / max(self.done, 1)
         text = _fmt_logs(self.logs)
