@@ -262,7 +262,7 @@ def summary_chart(d, path):
     rows, threads = _rows(d)
     cases, ops = _cases_ops(d)
     labels = [case_label(c) for c in cases]
-    panels = (("× PyTorch (median of rounds)", "speedup_vs_torch", 1.0, True),
+    panels = (("× PyTorch (median of rounds)", "speedup_vs_torch", 1.0, False),
               ("× plain NumPy", "speedup_vs_numpy", 1.0, True),
               ("% of STREAM triad", "pct_triad", 100.0, False))
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.6), sharey=True)
@@ -272,6 +272,7 @@ def summary_chart(d, path):
         for k, op in enumerate(ops):
             vals = [rows.get((c, op, "fastbn"), {}).get(key) for c in cases]
             pos = y + (len(ops) - 1) / 2 * h - k * h
+            # log axes: bars from 1 (x1, as fast); linear ones from 0
             base = ref if log else 0.0
             widths = [(v - base) if v is not None else 0.0 for v in vals]
             ax.barh(pos, widths, h, left=base, color=_plotting.color(op), label=op)
