@@ -297,7 +297,7 @@ def _grad_x(dyk, xk, mean, p, q, r, dxk, lay):
 
 
 # ---------------------------------------------------------------- public API
-def moments(x, axis=None, *, keepdims=False, ddof=0):
+def moments(x, axis=None, *, keepdims=False, ddof=0, where=None):
     r"""Mean and variance over ``axis``, NumPy-style, stable and parallel.
 
     .. math::
@@ -319,6 +319,13 @@ def moments(x, axis=None, *, keepdims=False, ddof=0):
         Keep the reduced axes with length one, as NumPy does.
     ddof : int, optional
         Delta degrees of freedom: the divisor is ``N - ddof`` (0: biased).
+    where : array_like of bool, optional
+        NumPy's name: only the elements where it is True count. It selects
+        positions along the reduced axes, so it must not vary along the kept
+        ones: broadcastable to ``x`` (e.g. ``(N, T, 1)`` for ``(N, T, C)``
+        reduced over ``(0, 1)``) or shaped like ``x`` without the kept axes
+        (``(N, T)``, Keras' mask). The selected positions go through the same
+        kernels, so accuracy and bitwise determinism are those of the plain call.
 
     Returns
     -------
@@ -342,7 +349,11 @@ def moments(x, axis=None, *, keepdims=False, ddof=0):
     (array([2., 4.]), array([1., 4.]))
     >>> [float(v) for v in fastbn.moments(x)]
     [3.0, 3.5]
+    >>> fastbn.moments(x, axis=0, where=np.array([[True], [False]]))[0]
+    array([1., 2.])
     """
+    if where is not None:
+        return _masked_moments(x, axis, keepdims, ddof, where)
     return _moments(x, axis, keepdims, ddof)
 
 
@@ -380,7 +391,8 @@ def _moments(x, axis, keepdims, ddof, merge=None):
 
 
 def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
-                       moving_mean=None, moving_variance=None, momentum=0.99, out=None):
+                       moving_mean=None, moving_variance=None, momentum=0.99, out=None,
+                       mask=None):
     r"""Batch normalization, forward: ``y = gamma * (x - mean) * invstd + beta``.
 
     .. math::
@@ -422,6 +434,13 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         NumPy's ufuncs), through a temporary. Reusing one output across calls
         avoids page-faulting a fresh array each time, which on (8192, 1024)
         float32 costs about as much as the kernels (see the benchmarks).
+    mask : array_like of bool, optional
+        Keras' mask: one value per sample position, shaped like ``x`` without
+        the feature axes (or broadcastable to ``x`` and constant along them).
+        In training the statistics (and the moving statistics' update) come
+        from the positions where it is True only, and normalise every
+        position; with none True the output is zeros and the moving
+        statistics stay. In inference it changes nothing.
 
     Returns
     -------
@@ -474,6 +493,9 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
     >>> mm
     array([0.2, 2. ])
     """
+    if mask is not None:
+        return _masked_forward(x, gamma, beta, axis, epsilon, training, moving_mean,
+                               moving_variance, momentum, out, mask)
     if training is True or training is False:
         res = _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean,
                                moving_variance, momentum, out)
@@ -564,7 +586,8 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
     return _finish(y, out, xk_in, out_dtype, lay), mean, invstd
 
 
-def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, out=None):
+def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, out=None,
+                        mask=None):
     r"""Backward pass of batch normalization: gradients with respect to x, gamma and beta.
 
     With :math:`\hat x = (x - \mu)\,s` (``s = invstd``), ``N`` elements per
@@ -606,6 +629,12 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
         a temporary. In place saves an array but costs
         time: the compiled loops check at run time that what they write does
         not overlap what they read, and when it does they run unvectorized.
+    mask : array_like of bool, optional
+        The forward pass's ``mask``: in training the statistics' part of the
+        gradient reaches the selected positions only,
+        :math:`dx = \gamma s (dy - m (\partial L/\partial\beta + \hat x\,
+        \partial L/\partial\gamma) / n)`, ``n`` the selected count and
+        ``dgamma``/``dbeta`` sums over every position (each output depends on them).
 
     Returns
     -------
@@ -635,6 +664,8 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
     >>> bool(np.abs(dx).max() < 1e-12), dbeta
     (True, array([3.]))
     """
+    if mask is not None:
+        return _masked_backward(dy, x, mean, invstd, gamma, axis, training, out, mask)
     if training is True:
         res = _planned_backward(dy, x, mean, invstd, gamma, axis, out)
         if res is not None:
@@ -1185,3 +1216,128 @@ def _relu_grad(grad, y):
     out = np.empty(y.shape, grad.dtype)
     _run(K._relu_grad, g)(g, np.ascontiguousarray(y).reshape(-1), out.reshape(-1))
     return out
+
+
+# ------------------------------------------------------------ masked statistics
+# A mask selects sample positions: it is constant along the feature axes, so
+# the masked statistics are the plain kernels' statistics of the selected
+# positions, gathered into one contiguous (selected, *features) array first.
+# They inherit the kernels' accuracy (float64 chunks, Chan's merge, offsets)
+# and their bitwise determinism for any thread count.
+def _sample_mask(mask, x, feats, name, fn):
+    """``mask`` as a boolean array over ``x``'s non-feature axes (in order).
+
+    Accepted: an array broadcastable to ``x`` that does not vary along the
+    feature axes, or one shaped like ``x`` without them (Keras' mask).
+    """
+    m = np.asarray(mask)
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: {name} has dtype {m.dtype}; pass booleans (True: use)")
+    m = m.astype(bool, copy=False)
+    other = tuple(s for a, s in enumerate(x.shape) if a not in feats)
+    if m.shape == other and m.ndim != x.ndim:
+        return m
+    try:
+        full = np.broadcast_to(m, x.shape)
+    except ValueError:
+        raise ValueError(f"{fn}: {name} of shape {m.shape} does not broadcast to x of shape "
+                         f"{x.shape}; pass one value per sample position, shape "
+                         f"{other}") from None
+    first = full[tuple(0 if a in feats else slice(None) for a in range(x.ndim))]
+    keep = tuple(None if a in feats else slice(None) for a in range(x.ndim))
+    if not np.array_equal(np.broadcast_to(first[keep], x.shape), full):
+        raise ValueError(f"{fn}: {name} varies along the feature axes {feats}; a mask selects "
+                         f"whole sample positions (the same for every feature)")
+    return np.ascontiguousarray(first)
+
+
+def _gather(x, feats, m):
+    """The selected positions of ``x``: a C-contiguous ``(count, *features)`` array."""
+    rest = [a for a in range(x.ndim) if a not in feats]
+    xt = np.transpose(x, rest + list(feats))
+    return np.ascontiguousarray(xt[m])
+
+
+def _masked_moments(x, axis, keepdims, ddof, where):
+    fn = "moments"
+    xk, _ = _float_input(x, "x", fn)
+    reduced = normalize_axis(axis, xk.ndim, fn=fn, allow_none=True)
+    feats = tuple(a for a in range(xk.ndim) if a not in reduced)
+    m = _sample_mask(where, xk, feats, "where", fn)
+    sel = _gather(xk, feats, m)
+    if sel.shape[0] == 0:
+        raise ValueError(f"{fn}: where= selects no elements; there is nothing to average")
+    mean, var = _moments(sel.astype(np.asarray(x).dtype, copy=False)
+                         if np.asarray(x).dtype == np.float16 else sel, 0, False, ddof)
+    if keepdims:
+        kshape = tuple(1 if a in reduced else s for a, s in enumerate(xk.shape))
+        mean, var = np.reshape(mean, kshape), np.reshape(var, kshape)
+    return mean, var
+
+
+def _masked_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance,
+                    momentum, out, mask):
+    """:func:`batch_norm_forward` with ``mask``: the statistics of the selected positions
+    normalise every position (Keras); a batch with none selected gives zeros."""
+    fn = "batch_norm_forward"
+    _check_training(training, fn)
+    if not training:                               # inference: a mask changes nothing
+        return batch_norm_forward(x, gamma, beta, axis=axis, epsilon=epsilon, training=False,
+                                  moving_mean=moving_mean, moving_variance=moving_variance,
+                                  momentum=momentum, out=out)
+    xk, out_dtype = _float_input(x, "x", fn)
+    feats = _features(xk, axis, fn)
+    momentum = _check_momentum(momentum, fn)
+    m = _sample_mask(mask, xk, feats, "mask", fn)
+    fshape = tuple(xk.shape[a] for a in feats)
+    if (moving_mean is None) != (moving_variance is None):
+        raise ValueError(f"{fn}: pass both moving_mean and moving_variance, or neither")
+    if moving_mean is not None:
+        for name, arr in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
+            _check_moving(arr, fshape, name, fn, axis)
+    sel = _gather(xk, feats, m)
+    if sel.shape[0] == 0:                          # nothing to take statistics from
+        y = np.zeros(xk.shape, out_dtype) if out is None else out
+        if out is not None:
+            out[...] = 0
+        zeros = np.zeros(fshape, xk.dtype)
+        return y, zeros, zeros.copy()
+    lay = layout(sel, tuple(range(1, sel.ndim)))       # float64 statistics, as unmasked
+    mean_k, m2_k = _stats(_kernel_view(lay, sel), lay)
+    mean, var = lay.from_kernel(mean_k), lay.from_kernel(m2_k / sel.shape[0])
+    y, mean_out, invstd = _batch_norm_forward(x, gamma, beta, axis, epsilon, False, mean, var,
+                                              momentum, out=out)
+    if moving_mean is not None:
+        for arr, batch in ((moving_mean, mean), (moving_variance, var)):
+            arr[...] = arr.astype(np.float64) * momentum + batch * (1.0 - momentum)
+    return y, mean_out, invstd
+
+
+def _masked_backward(dy, x, mean, invstd, gamma, axis, training, out, mask):
+    """:func:`batch_norm_backward` with ``mask``: the statistics' gradient reaches the
+    selected positions only, ``dx = gamma s (dy - m (dbeta + xhat dgamma) / n)``."""
+    fn = "batch_norm_backward"
+    _check_training(training, fn)
+    dx, dgamma, dbeta = _batch_norm_backward(dy, x, mean, invstd, gamma, axis, False, out=out)
+    if not training:
+        return dx, dgamma, dbeta
+    xk, _ = _float_input(x, "x", fn)
+    feats = _features(xk, axis, fn)
+    m = _sample_mask(mask, xk, feats, "mask", fn)
+    n = int(np.count_nonzero(m))
+    if n == 0:                                     # the forward gave constant zeros
+        dx[...] = 0
+        return dx, np.zeros_like(dgamma), np.zeros_like(dbeta)
+    rest = [a for a in range(xk.ndim) if a not in feats]
+    order = rest + list(feats)
+    inv = np.argsort(order)
+
+    def feature_view(v):                         # feature-shaped -> broadcast against x
+        return np.transpose(np.asarray(v, np.float64).reshape((1,) * len(rest) + v.shape), inv)
+    s = feature_view(np.asarray(invstd))
+    g = 1.0 if gamma is None else feature_view(np.asarray(gamma))
+    xhat = (xk - feature_view(np.asarray(mean))) * s
+    corr = g * s * (feature_view(dbeta) + xhat * feature_view(dgamma)) / n
+    mk = np.transpose(m.reshape(m.shape + (1,) * len(feats)), inv)
+    dx -= (corr * mk).astype(dx.dtype)
+    return dx, dgamma, dbeta

@@ -1703,9 +1703,18 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, gamma, beta, axis=-1, epsilon=1e-3, training=True,
-                moving_mean=None, moving_variance=None, momentum=0.99, comm=None):
+                moving_mean=None, moving_variance=None, momentum=0.99, comm=None, mask=None):
+        ctx.mask = mask
         # module attribute looked up per call: replaced kernels are picked up
-        if comm is None:
+        if mask is not None:
+            if comm is not None:
+                raise NotImplementedError("batch_norm: a mask with synchronized "
+                                          "data-parallel statistics is not implemented")
+            y, mean, invstd = functional.batch_norm_forward(
+                x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
+                moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum,
+                mask=mask)
+        elif comm is None:
             y, mean, invstd = functional.batch_norm_forward(
                 x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
                 moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum)
@@ -1722,7 +1731,11 @@ class BatchNorm(Function):
     def backward(ctx, grad):
         x, mean, invstd, gamma = ctx.saved_tensors
         nx, ng, nb = ctx.needs_input_grad
-        if ctx.comm is None:
+        if ctx.mask is not None:
+            dx, dgamma, dbeta = functional.batch_norm_backward(
+                grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training,
+                mask=ctx.mask)
+        elif ctx.comm is None:
             dx, dgamma, dbeta = functional.batch_norm_backward(
                 grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training)
         else:       # dgamma, dbeta: this process's share, summed by data-parallel training
@@ -1734,7 +1747,7 @@ class BatchNorm(Function):
 
 
 def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True,
-               moving_mean=None, moving_variance=None, momentum=0.99, comm=None):
+               moving_mean=None, moving_variance=None, momentum=0.99, comm=None, mask=None):
     r"""Batch normalization with gradients for ``x``, ``gamma`` and ``beta``.
 
     The forward pass is :func:`fastbn.functional.batch_norm_forward` and the
@@ -1756,6 +1769,9 @@ def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True
         As in :func:`fastbn.functional.batch_norm_forward`.
     comm : MPI communicator, optional
         Synchronize the statistics over its processes (:mod:`fastbn.distributed`).
+    mask : array_like of bool, optional
+        Keras' mask over the sample positions (see
+        :func:`fastbn.functional.batch_norm_forward`).
 
     Returns
     -------
@@ -1778,7 +1794,7 @@ def batch_norm(x, gamma=None, beta=None, *, axis=-1, epsilon=1e-3, training=True
     """
     return BatchNorm.apply(x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
                            moving_mean=moving_mean, moving_variance=moving_variance,
-                           momentum=momentum, comm=comm)
+                           momentum=momentum, comm=comm, mask=mask)
 
 
 # ------------------------------------------------------ convolution, pooling

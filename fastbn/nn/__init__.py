@@ -30,15 +30,15 @@ Examples
 from . import (activations, callbacks, constraints, initializers, losses, models,
                optimizers, regularizers, utils)
 from .layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout,
-                     Flatten, GlobalAveragePooling2D, Input, Layer, LeakyReLU, MaxPooling2D,
-                     Variable)
+                     Flatten, GlobalAveragePooling2D, Input, Layer, LeakyReLU, Masking,
+                     MaxPooling2D, Variable)
 from .losses import SparseCategoricalCrossentropy
 from .models import History, Sequential
 from .optimizers import SGD, Adam, Optimizer, RMSprop
 from .utils import clear_session, set_random_seed
 
 __all__ = ["Sequential", "History", "Layer", "Variable", "Input", "Dense",
-           "BatchNormalization", "Activation", "LeakyReLU", "Flatten", "Dropout",
+           "BatchNormalization", "Activation", "LeakyReLU", "Masking", "Flatten", "Dropout",
            "Conv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
            "Optimizer", "SGD", "Adam", "RMSprop", "SparseCategoricalCrossentropy",
            "set_random_seed", "clear_session",

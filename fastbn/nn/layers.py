@@ -16,7 +16,7 @@ from .. import autograd as ag
 from .. import functional as F
 from . import activations, constraints, initializers, regularizers, utils
 
-__all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation",
+__all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation", "Masking",
            "LeakyReLU", "Flatten", "Dropout", "Conv2D", "MaxPooling2D", "AveragePooling2D",
            "GlobalAveragePooling2D"]
 
@@ -388,15 +388,46 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    #: Whether the layer passes its input's mask on (Keras' ``supports_masking``).
+    supports_masking = False
+
+    def compute_mask(self, x, mask=None):
+        """The mask of the layer's output (Keras): the input's when the layer
+        ``supports_masking``, else None.
+
+        Parameters
+        ----------
+        x : Tensor
+            The layer's input.
+        mask : ndarray of bool, optional
+            The input's mask.
+
+        Returns
+        -------
+        ndarray of bool or None
+        """
+        return mask if self.supports_masking else None
+
+    def _takes_mask(self):
+        """Whether ``call`` has a ``mask`` argument (Keras passes masks only then)."""
+        cls = type(self)
+        takes = cls.__dict__.get("_call_takes_mask")
+        if takes is None:
+            takes = "mask" in inspect.signature(cls.call).parameters
+            cls._call_takes_mask = takes
+        return takes
+
     def call(self, x, training=False):
         raise NotImplementedError
 
-    def __call__(self, x, training=False):
+    def __call__(self, x, training=False, mask=None):
         """Apply the layer (building it on first use); returns a Tensor.
 
         ``training`` chooses batch statistics (BatchNormalization) and active
         dropout; the default, False, is inference, as when Keras calls a
-        layer outside ``fit``.
+        layer outside ``fit``. ``mask`` (booleans, one per sample position,
+        shaped like ``x`` without its last axis) reaches layers whose ``call``
+        takes one (BatchNormalization: statistics of the unmasked positions).
         """
         if not isinstance(x, ag.Tensor):
             x = np.asarray(x)
@@ -408,7 +439,10 @@ class Layer:
         self._build_once((None,) + x.shape[1:])
         if training is not None:
             F._check_training(training, f"{type(self).__name__} {self.name!r}")
-        out = self.call(x, training=training)
+        if mask is not None and self._takes_mask():
+            out = self.call(x, training=training, mask=mask)
+        else:
+            out = self.call(x, training=training)
         if self.activity_regularizer is not None:
             self._activity_penalty(out)
         return out
@@ -567,6 +601,8 @@ class Dense(Layer):
     [(3, 2), (2,)]
     """
 
+    supports_masking = True
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
                  activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
@@ -637,6 +673,13 @@ class BatchNormalization(Layer):
     in inference (``evaluate``, ``predict``, ``training=False``) the moving
     statistics are used. With ``trainable=False`` the layer always runs in
     inference mode (Keras 3).
+
+    Called as ``layer(x, training=True, mask=m)`` (``m``: one boolean per
+    sample position, shaped like ``x`` without the feature axes; a
+    :class:`Masking` layer in a :class:`~fastbn.nn.Sequential` provides it),
+    the batch statistics and the moving statistics' update come from the
+    unmasked positions only; a fully masked batch gives zeros; in inference
+    the mask changes nothing (Keras).
 
     Parameters
     ----------
@@ -808,8 +851,20 @@ class BatchNormalization(Layer):
                              f"shape {_fmt(want)} (features on axis {self.axis}), got "
                              f"{_fmt(shape)}")
 
-    def call(self, x, training=False):
+    supports_masking = True
+
+    def call(self, x, training=False, mask=None):
         training = bool(training) and self.trainable
+        if mask is not None and training:
+            if self.renorm:
+                raise NotImplementedError("BatchNormalization: renorm=True with a mask is "
+                                          "not implemented")
+            return ag.BatchNorm.apply(
+                x, None if self.gamma is None else self.gamma.tensor,
+                None if self.beta is None else self.beta.tensor,
+                axis=self._axes, epsilon=self.epsilon, training=True,
+                moving_mean=self.moving_mean.value, moving_variance=self.moving_variance.value,
+                momentum=self.momentum, mask=np.asarray(mask))
         if training and self.renorm:
             return self._call_renorm(x)
         return ag.BatchNorm.apply(
@@ -876,6 +931,8 @@ class Activation(Layer):
     Tensor([[0., 2.]], dtype=float32)
     """
 
+    supports_masking = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = activations.get(activation)
@@ -902,6 +959,8 @@ class LeakyReLU(Layer):
     >>> nn.LeakyReLU()(np.array([[-1.0, 2.0]]))
     Tensor([[-0.3,  2. ]], dtype=float32)
     """
+
+    supports_masking = True
 
     def __init__(self, negative_slope=0.3, **kwargs):
         if "alpha" in kwargs:                  # Keras 2's name for it
@@ -942,6 +1001,46 @@ class Flatten(Layer):
         return ag.Reshape.apply(x, (x.shape[0], -1))
 
 
+class Masking(Layer):
+    """Mask the time steps whose features all equal ``mask_value`` (Keras' ``Masking``).
+
+    The output is the input with those steps zeroed; its mask (one boolean
+    per step, ``any(x != mask_value, axis=-1)``) reaches the following layers
+    of a :class:`~fastbn.nn.Sequential` that take one, such as
+    :class:`BatchNormalization`, whose training statistics then leave the
+    masked steps out.
+
+    Parameters
+    ----------
+    mask_value : float, default 0.0
+    **kwargs
+        ``name``, ``input_shape``, ``input_dim``, ``trainable``, ``dtype``: see
+        :class:`Layer`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn import nn
+    >>> x = np.array([[[1.0, 2.0], [0.0, 0.0]]])
+    >>> nn.Masking().compute_mask(x)
+    array([[ True, False]])
+    """
+
+    supports_masking = True
+
+    def __init__(self, mask_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mask_value = float(mask_value)
+
+    def compute_mask(self, x, mask=None):
+        data = x.data if isinstance(x, ag.Tensor) else np.asarray(x)
+        return np.any(data != self.mask_value, axis=-1)
+
+    def call(self, x, training=False):
+        keep = self.compute_mask(x)[..., None].astype(x.dtype)
+        return x * keep
+
+
 class Dropout(Layer):
     """Randomly zeroes a fraction ``rate`` of the inputs in training, scaling the rest.
 
@@ -967,6 +1066,8 @@ class Dropout(Layer):
     >>> sorted(set(layer(np.ones((1, 8)), training=True).data.ravel().tolist()))
     [0.0, 2.0]
     """
+
+    supports_masking = True
 
     def __init__(self, rate, seed=None, **kwargs):
         super().__init__(**kwargs)

@@ -91,6 +91,22 @@ def _read_weights_file(filepath):
     return stored
 
 
+def _mask_passing(layers, calls):
+    """``calls`` that hand each layer the mask of its input (Keras' propagation):
+    layers whose ``call`` takes one get it; ``compute_mask`` gives the next."""
+    cell = [None]
+
+    def wrap(i, layer, call):
+        def masked(x, training):
+            mask = None if i == 0 else cell[0]
+            out = (layer.call(x, training, mask=mask) if mask is not None and layer._takes_mask()
+                   else call(x, training))
+            cell[0] = layer.compute_mask(x, mask)
+            return out
+        return masked
+    return [wrap(i, layer, call) for i, (layer, call) in enumerate(zip(layers, calls))]
+
+
 def _recording(layer, call):
     """``call`` that also records the layer's activity penalty of its output."""
     def recorded(x, training):
@@ -352,8 +368,13 @@ class Sequential:
         if not isinstance(x, ag.Tensor):
             x = ag.Tensor(self._as_input(x, "x"))
         self._check_input_shape(x.shape, "x")
+        mask = None
         for layer in self._layers:
-            x = layer.call(x, training=training)
+            out = (layer.call(x, training=training, mask=mask)
+                   if mask is not None and layer._takes_mask()
+                   else layer.call(x, training=training))
+            mask = layer.compute_mask(x, mask)
+            x = out
             if layer.activity_regularizer is not None:
                 layer._activity_penalty(x)
         return x
@@ -423,6 +444,8 @@ class Sequential:
         else:
             def loss_fn(y, out):
                 return loss(y, out)
+        if any(type(layer).compute_mask is not L.Layer.compute_mask for layer in layers):
+            calls = _mask_passing(layers, calls)
         trainable = self.trainable_variables
         # regularization penalties join the loss that is minimised and logged (Keras)
         regularized = [v for v in trainable if v.regularizer is not None]
