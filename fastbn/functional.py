@@ -582,7 +582,10 @@ def _batch_norm_forward(x, gamma, beta, axis, epsilon, training, moving_mean, mo
         _affine(xk, mean_k, scale_k, shift, yk, lay)
     mean, invstd = lay.from_kernel(mean_k), lay.from_kernel(invstd_k)
     if training and moving_mean is not None:
-        _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, float(momentum))
+        if _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, float(momentum)):
+            _warn_overflow(lay, moving_mean, moving_variance, var_k, momentum, fn)
+    elif training and xk.dtype == _F64 and c:
+        _check_variance(var_k, lay, fn)
     return _finish(y, out, xk_in, out_dtype, lay), mean, invstd
 
 
@@ -641,7 +644,13 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, axis=-1, training=True, o
     dx : ndarray
         Shaped and laid out like ``x``, in ``x``'s dtype (``out`` when given).
     dgamma, dbeta : ndarray
-        Feature-shaped, in ``x``'s dtype; returned even when ``gamma`` is None.
+        Feature-shaped, in ``x``'s dtype, but float32 for float16 ``x``: sums
+        over the batch overflow float16 (65504) where ``dx`` does not. PyTorch
+        does the same for float16 input with float32 parameters (its mixed
+        precision; with float16 parameters it returns float16, ``inf`` for a
+        sum of 100,000 ones), as does Keras' ``mixed_float16`` policy, which
+        keeps batch-norm variables in float32. Returned even when ``gamma``
+        is None.
 
     Raises
     ------
@@ -706,7 +715,8 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
     dx, dxk = _output(out, xk_in, out_dtype, lay, fn, (dy_in,), (mean, invstd, gamma))
     fused = _fuse(xk, lay, 2) if training and reduce is None else None
     if fused:
-        # dgamma, dbeta in the dtype returned (float64 for float16 input, then rounded once)
+        # dgamma, dbeta in the dtype returned (float64 for float16 input, then rounded once
+        # to float32)
         dgamma_k, dbeta_k = grads = np.empty(
             (2, c), out_dtype if out_dtype == xk.dtype else np.float64)
         if fused == "planes":
@@ -730,8 +740,9 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
             n, tot_g, tot_gx = reduce(lay, n, sum_g, sum_gx)
         p, q, r = K._grad_coeffs(gamma_k, invstd_k, tot_g, tot_gx, float(n))
         _grad_x(dyk, xk, mean_k, p, q, r, dxk, lay)
-    return (_finish(dx, out, xk_in, out_dtype, lay), lay.from_kernel(dgamma_k, out_dtype),
-            lay.from_kernel(dbeta_k, out_dtype))
+    pdtype = np.float32 if out_dtype == np.float16 else out_dtype   # as PyTorch's float32
+    return (_finish(dx, out, xk_in, out_dtype, lay), lay.from_kernel(dgamma_k, pdtype),
+            lay.from_kernel(dbeta_k, pdtype))
 
 
 # -------------------------------------------------------------- planned calls
@@ -755,7 +766,7 @@ def _batch_norm_backward(dy, x, mean, invstd, gamma, axis, training, reduce=None
 
 class _Plan:
     __slots__ = ("lay", "fshape", "dense", "chunk", "forward", "forward_cols", "affine",
-                 "backward", "backward_cols", "moving")
+                 "backward", "backward_cols", "moving", "f64")
 
     def __init__(self, lay, xk):
         self.lay = lay
@@ -766,6 +777,7 @@ class _Plan:
         self.affine = _run(K._affine_rows, xk)    # inference: the same split as forward
         self.backward, self.backward_cols = _run(K._backward_rows_fused, xk, 2), _cols(xk, 2)
         self.moving = lay._fident           # moving statistics update in kernel order
+        self.f64 = xk.dtype == _F64         # a batch variance can overflow (_check_variance)
 
 
 #: plans by (shape, strides, dtype, axis, threads); emptied when full, and in a
@@ -866,8 +878,11 @@ def _planned_forward(x, gamma, beta, axis, epsilon, training, moving_mean, movin
         plan.forward(lay.view(x), gamma_k, shift, epsilon, yk, stats, plan.chunk,
                      plan.forward_cols)
         if moving_mean is not None:
-            K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
-                                  momentum)
+            if K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
+                                     momentum):
+                _warn_overflow(lay, moving_mean, moving_variance, var_k, momentum, fn)
+        elif plan.f64:
+            _check_variance(var_k, lay, fn)
     else:
         mean_k, invstd_k, scale_k = stats = np.empty((3, lay.channels))
         if not K._inference_vectors(_own_dtype_vector(lay, moving_mean),
@@ -943,15 +958,59 @@ def _moving_kernel_vectors(lay, moving_mean, moving_variance):
 
 def _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, momentum):
     """Update the moving statistics in place (see :func:`batch_norm_forward`):
-    one Numba call when both are already kernel-order float vectors."""
+    one Numba call when both are already kernel-order float vectors. Each
+    entry is held to its dtype's largest finite value
+    (:func:`fastbn.kernels._update_moving`); returns how many were."""
     if lay._fident and _kernel_vector(moving_mean) and _kernel_vector(moving_variance):
-        K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k, momentum)
-        return
+        return K._update_moving_pair(_flat(moving_mean), mean_k, _flat(moving_variance), var_k,
+                                     momentum)
+    held = 0
     for arr, batch_k in ((moving_mean, mean_k), (moving_variance, var_k)):
         if lay._fident and _kernel_vector(arr):
-            K._update_moving(_flat(arr), batch_k, momentum)
+            held += K._update_moving(_flat(arr), batch_k, momentum)
         else:
-            arr[...] = arr.astype(np.float64) * momentum + lay.from_kernel(batch_k) * (1.0 - momentum)
+            new = arr.astype(np.float64) * momentum + lay.from_kernel(batch_k) * (1.0 - momentum)
+            top = float(np.finfo(arr.dtype).max)
+            held += int(np.count_nonzero(np.abs(new) > top))
+            arr[...] = np.clip(new, -top, top)
+    return held
+
+
+def _check_variance(var_k, lay, fn, level=4):
+    """Warn when a batch variance overflowed to inf (float64 input beyond about
+    1e154: the squares pass 1.8e308). Float32 and float16 input cannot, as
+    their statistics are float64. One dot product, about 0.3 us on 300
+    features, finds any inf or NaN; only then is it looked at closely. Returns
+    whether it warned."""
+    if var_k.dot(var_k) < math.inf:
+        return False
+    bad = np.isinf(var_k)
+    if bad.any():
+        k = int(np.count_nonzero(lay.from_kernel(bad.astype(np.float64))))
+        warnings.warn(f"{fn}: the batch variance of {k} feature(s) overflowed float64 to "
+                      f"inf (values of x beyond about 1e154 square past 1.8e308), so their "
+                      f"invstd is 0 and their output is beta, with zero gradient (moving "
+                      f"statistics, when given, are held at float64's largest value, not "
+                      f"inf). Rescale the input, e.g. divide it by its largest magnitude, "
+                      f"before batch norm", RuntimeWarning, stacklevel=level)
+        return True
+    return False
+
+
+def _warn_overflow(lay, moving_mean, moving_variance, var_k, momentum, fn):
+    """Say that the moving statistics were held at their dtype's largest value,
+    or, when that is because the batch variance overflowed, that (once)."""
+    if _check_variance(var_k, lay, fn, level=5):
+        return
+    dtype = np.result_type(moving_mean, moving_variance)
+    top = np.finfo(dtype).max
+    steps = math.log(float(top)) / -math.log(momentum) if 0 < momentum < 1 else math.inf
+    warnings.warn(f"{fn}: this batch would take the moving statistics past {dtype}'s "
+                  f"largest value (batch variance up to {float(np.max(var_k)):.3g}); they "
+                  f"hold {float(top):.3g} there instead of inf, so inference gives about "
+                  f"beta for those features until later batches bring them down (about "
+                  f"{steps:,.0f} steps at momentum={momentum}). Rescale the input if its "
+                  f"values are this large on purpose", RuntimeWarning, stacklevel=4)
 
 
 def _flat(arr):

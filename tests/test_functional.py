@@ -291,7 +291,7 @@ def test_float16_computed_in_float32():
     yr, _, _ = R.batch_norm_forward(x.astype(np.float32))
     np.testing.assert_allclose(y.astype(np.float64), yr, atol=5e-3)
     dx, dg, db = fastbn.batch_norm_backward(x, x, m, s, None)
-    assert dx.dtype == dg.dtype == db.dtype == np.float16
+    assert dx.dtype == np.float16 and dg.dtype == db.dtype == np.float32   # sums: float32
     mean, var = fastbn.moments(x, axis=0)
     assert mean.dtype == var.dtype == np.float16
 
@@ -980,3 +980,84 @@ def test_out_the_same_memory_as_x_stays_in_place():
     want = R.batch_norm_forward(a.copy())[0]
     y, _, _ = fastbn.batch_norm_forward(a, None, None, out=b)
     np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------ overflow
+def test_float16_parameter_gradients_are_float32():
+    """dbeta of 100,000 ones was inf in float16 (PyTorch's float16 parameters
+    give inf too; its float32 parameters, float32)."""
+    x = (np.random.default_rng(8).standard_normal((100_000, 2)) + 1).astype(np.float16)
+    dy = np.ones_like(x)
+    _, m, s = fastbn.batch_norm_forward(x, None, None)
+    dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, None)
+    assert dx.dtype == np.float16 and dg.dtype == db.dtype == np.float32
+    np.testing.assert_array_equal(db, 100_000.0)
+    _, dg_ref, _ = R.batch_norm_backward(dy, x, m, s)
+    np.testing.assert_allclose(dg, dg_ref, rtol=1e-5, atol=1e-2)
+
+
+def _runtime_warnings(rec, text):
+    return [w for w in rec if issubclass(w.category, RuntimeWarning) and text in str(w.message)]
+
+
+def test_overflowing_variance_warns_once_per_call():
+    """float64 data near 1e300: var inf, invstd 0, the features' output all
+    beta, silently. Now one warning a call (checked, then planned), and the
+    moving statistics stay finite."""
+    x = np.random.default_rng(9).standard_normal((64, 3)) * 1e300
+    top = np.finfo(np.float64).max
+    for call in range(2):
+        mm, mv = np.zeros(3), np.ones(3)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            _, _, s = fastbn.batch_norm_forward(x, None, None, moving_mean=mm,
+                                                moving_variance=mv)
+        assert len(_runtime_warnings(rec, "overflowed float64")) == 1, call
+        assert len(rec) == 1
+        np.testing.assert_array_equal(s, 0.0)
+        np.testing.assert_array_equal(mv, top)
+    assert len(functional._PLANS) == 1         # the second call was planned
+
+
+def test_moving_statistics_stay_finite_and_recover():
+    """A float32 model fed one 1e38 value stored moving_variance = inf, and
+    inf * momentum is inf: that feature was beta in inference forever. Now
+    float32's largest value, a warning, and later batches bring it down."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((32, 3)).astype(np.float32)
+    x[4, 1] = 1e38
+    mm, mv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    top = np.finfo(np.float32).max
+    for call in range(2):                        # checked, then planned
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            fastbn.batch_norm_forward(x, None, None, moving_mean=mm, moving_variance=mv)
+        assert len(_runtime_warnings(rec, "past float32's largest value")) == 1
+        assert np.isfinite(mm).all() and mv[1] == top
+    clean = rng.standard_normal((32, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(10):
+            fastbn.batch_norm_forward(clean, None, None, moving_mean=mm, moving_variance=mv,
+                                      momentum=0.5)
+    assert mv[1] < top / 2**9
+
+
+def test_moving_statistics_of_another_dtype_are_held_too():
+    """float16 moving statistics (NumPy's update, not the kernels')."""
+    x = np.zeros((32, 2), np.float32)
+    x[0, 0] = 1e5                                # batch variance 3e8: past float16's 65504
+    mm, mv = np.zeros(2, np.float16), np.ones(2, np.float16)
+    with pytest.warns(RuntimeWarning, match="past float16's largest value"):
+        fastbn.batch_norm_forward(x, None, None, moving_mean=mm, moving_variance=mv)
+    assert mv[0] == np.finfo(np.float16).max and np.isfinite(mm).all()
+
+
+def test_batch_norm_layer_fed_1e38_keeps_finite_moving_statistics():
+    from fastbn import nn
+    bn = nn.BatchNormalization()
+    x = np.random.default_rng(11).standard_normal((32, 3)).astype(np.float32)
+    x[0, 2] = 1e38
+    with pytest.warns(RuntimeWarning, match="moving statistics"):
+        bn(x, training=True)
+    assert np.isfinite(bn.moving_variance.value).all()
