@@ -60,3 +60,22 @@ def test_mnist_flags_are_the_non_default_ones_and_divergence_is_named(scripts):
     assert mnist_results._flags("bn-after", default) == ""
     assert mnist_results.diverged(run)
     assert not mnist_results.diverged({"history": {"loss": [0.1], "val_accuracy": [0.98]}})
+
+
+def test_readme_headline_numbers_match_the_committed_results(scripts):
+    """The README's numbers are typed (a Git host shows no generated text): they
+    must be the ones the docs render from docs/results/."""
+    import bench_results
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = " ".join(f.read().split())
+    with open(os.path.join(ROOT, "docs", "results", "bench", "bench-2t", "bench.json")) as f:
+        d = json.load(f)
+    rows, _ = bench_results._rows(d)
+    fast = [r for (c, op, p), r in rows.items() if p == "fastbn"]
+    span = bench_results._span
+    assert f"{span([r['speedup_vs_torch'] for r in fast], '.2f')} × as fast" in readme
+    assert f"{span([r['speedup_vs_numpy'] for r in fast], '.1f')} × as fast" in readme
+    assert f"{span([r['pct_triad'] for r in fast], '.0f')} % of a STREAM triad" in readme
+    with open(os.path.join(ROOT, "docs", "results", "mnist", "bn-after", "metrics.json")) as f:
+        m = json.load(f)
+    assert f"{100 * m['test_accuracy']:.2f} % test accuracy" in readme
