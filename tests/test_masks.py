@@ -156,3 +156,39 @@ def test_masked_batch_norm_matches_keras(keras):
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fb.moving_variance.value, np.asarray(kb.moving_variance.value),
                                rtol=1e-5, atol=1e-6)
+
+
+def _masked_regression(seed=6):
+    x, mask = _padded(seed=seed)
+    rng = np.random.default_rng(seed)
+    y = rng.standard_normal((6, 7, 2)).astype(np.float32)
+    y[~mask] = 1e3                                   # padded targets: must not count
+    nn.set_random_seed(0)
+    model = nn.Sequential([nn.Input((None, 3)), nn.Masking(), nn.Dense(2)])
+    model.compile(loss="mse", optimizer=nn.SGD(0.1))
+    return model, x, mask, y
+
+
+def test_the_output_mask_weights_the_loss():
+    model, x, mask, y = _masked_regression()
+    k, b = (w.astype(np.float64) for w in model.get_weights())
+    pred = x.astype(np.float64) @ k + b
+    per = ((pred - y) ** 2).mean(-1)
+    expect = per[mask].mean()                        # Keras: the mean over unmasked steps
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(expect, rel=1e-5)
+    assert model.train_on_batch(x, y) == pytest.approx(expect, rel=1e-5)
+    # the gradient ignores the padded steps too: one SGD step by hand
+    d = np.zeros_like(pred)
+    d[mask] = 2 * (pred - y)[mask] / 2 / mask.sum()
+    gk = np.einsum("ntc,ntu->cu", x.astype(np.float64), d)
+    np.testing.assert_allclose(model.layers[1].kernel.value, k - 0.1 * gk, rtol=1e-4, atol=1e-6)
+
+
+def test_masked_loss_matches_keras(keras):
+    model, x, mask, y = _masked_regression(seed=7)
+    km = keras.Sequential([keras.Input((None, 3)), keras.layers.Masking(),
+                           keras.layers.Dense(2)])
+    km.set_weights(model.get_weights())
+    km.compile(loss="mse", optimizer="sgd")
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(
+        float(km.evaluate(x, y, verbose=0)), rel=1e-5)

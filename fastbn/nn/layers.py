@@ -1008,7 +1008,8 @@ class Masking(Layer):
     per step, ``any(x != mask_value, axis=-1)``) reaches the following layers
     of a :class:`~fastbn.nn.Sequential` that take one, such as
     :class:`BatchNormalization`, whose training statistics then leave the
-    masked steps out.
+    masked steps out. When the model's output still carries the mask, the
+    loss is averaged over the unmasked steps only (Keras).
 
     Parameters
     ----------

@@ -366,6 +366,23 @@ def mean_absolute_error(y_true, y_pred):
     return ag.abs(y_pred - _like(y_true, y_pred, "mean_absolute_error")).mean(axis=-1)
 
 
+def _per_sample(loss):
+    """The per-sample form of a compiled loss (for masks), or None if it has none."""
+    if isinstance(loss, SparseCategoricalCrossentropy):
+        return lambda y, p: sparse_categorical_crossentropy(y, p, loss.from_logits)
+    if isinstance(loss, (CategoricalCrossentropy, BinaryCrossentropy)):
+        fn = (categorical_crossentropy if isinstance(loss, CategoricalCrossentropy)
+              else binary_crossentropy)
+        return lambda y, p: fn(y, p, loss.from_logits, loss.label_smoothing)
+    if isinstance(loss, MeanSquaredError):
+        return mean_squared_error
+    if isinstance(loss, MeanAbsoluteError):
+        return mean_absolute_error
+    if isinstance(loss, _Mean):
+        return loss.fn
+    return None
+
+
 _CLASSES = (SparseCategoricalCrossentropy, CategoricalCrossentropy, BinaryCrossentropy,
             MeanSquaredError, MeanAbsoluteError)
 _BY_NAME = {c.name: c for c in _CLASSES}

@@ -91,10 +91,10 @@ def _read_weights_file(filepath):
     return stored
 
 
-def _mask_passing(layers, calls):
+def _mask_passing(layers, calls, cell):
     """``calls`` that hand each layer the mask of its input (Keras' propagation):
-    layers whose ``call`` takes one get it; ``compute_mask`` gives the next."""
-    cell = [None]
+    layers whose ``call`` takes one get it; ``compute_mask`` gives the next, and
+    ``cell[0]`` holds the output's mask after the last call."""
 
     def wrap(i, layer, call):
         def masked(x, training):
@@ -429,8 +429,9 @@ class Sequential:
         calls = [layer.call for layer in layers]
         loss = self.loss
         fused = False
+        masking = any(type(layer).compute_mask is not L.Layer.compute_mask for layer in layers)
         if (isinstance(loss, losses_mod.SparseCategoricalCrossentropy) and not loss.from_logits
-                and layers and layers[-1].activity_regularizer is None):
+                and layers and layers[-1].activity_regularizer is None and not masking):
             last = layers[-1]
             if isinstance(last, L.Dense) and last.activation is ag.softmax:
                 calls[-1] = lambda x, training: last.call_linear(x)
@@ -444,8 +445,25 @@ class Sequential:
         else:
             def loss_fn(y, out):
                 return loss(y, out)
-        if any(type(layer).compute_mask is not L.Layer.compute_mask for layer in layers):
-            calls = _mask_passing(layers, calls)
+        if masking:
+            cell = [None]
+            calls = _mask_passing(layers, calls, cell)
+            per_sample = losses_mod._per_sample(loss)
+            if per_sample is not None:
+                unmasked_loss = loss_fn
+
+                def loss_fn(y, out):
+                    # Keras: the output's mask weights the per-sample losses, whose
+                    # mean is then over the unmasked entries
+                    m = cell[0]
+                    if m is None:
+                        return unmasked_loss(y, out)
+                    per = per_sample(y, out)
+                    if not isinstance(per, ag.Tensor) or per.shape != m.shape:
+                        return unmasked_loss(y, out)
+                    w = m.astype(per.dtype) * np.asarray(m.size / (np.count_nonzero(m) + 1e-7),
+                                                         per.dtype)
+                    return (per * w).mean()
         trainable = self.trainable_variables
         # regularization penalties join the loss that is minimised and logged (Keras)
         regularized = [v for v in trainable if v.regularizer is not None]
