@@ -344,3 +344,11 @@ def test_weights_h5_is_keras_layout(keras, tmp_path):
     other.load_weights(kpath)
     for a, b in zip(other.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_initial_epoch():
+    x, y = _data()
+    h = _model().fit(x, y, epochs=4, initial_epoch=2, verbose=0)
+    assert h.epoch == [2, 3]
+    with pytest.raises(ValueError, match="initial_epoch"):
+        _model().fit(x, y, epochs=2, initial_epoch=-1, verbose=0)

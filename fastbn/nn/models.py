@@ -749,6 +749,10 @@ class Sequential:
                 if fn is not None:
                     fn(*args)
 
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+                or initial_epoch < 0:
+            raise ValueError(f"fit(): initial_epoch must be a non-negative integer, got "
+                             f"{initial_epoch!r}")
         batch_begin, batch_end = callbacks_mod._batch_hooks(callbacks)
         self._reset_nan_outputs()
         self.stop_training = False
