@@ -192,3 +192,22 @@ def test_masked_loss_matches_keras(keras):
     km.compile(loss="mse", optimizer="sgd")
     assert model.evaluate(x, y, verbose=0) == pytest.approx(
         float(km.evaluate(x, y, verbose=0)), rel=1e-5)
+
+
+@pytest.mark.parametrize("shape,axis,mshape", [((4, 3, 5, 6), 1, (4, 5, 6)),
+                                               ((8, 4, 3), (1, 2), (8,))])
+def test_masks_with_other_feature_axes(shape, axis, mshape):
+    rng = np.random.default_rng(8)
+    x = 100 + rng.standard_normal(shape)
+    mask = rng.random(mshape) > 0.4
+    feats = (axis,) if isinstance(axis, int) else axis
+    rest = [a for a in range(x.ndim) if a not in feats]
+    sel = np.transpose(x, rest + list(feats))[mask]
+    y, mean, invstd = fastbn.batch_norm_forward(x, None, None, axis=axis, mask=mask)
+    np.testing.assert_allclose(mean, sel.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(1 / invstd ** 2 - 1e-3, sel.var(0), rtol=1e-9)
+    dy = rng.standard_normal(shape)
+    dx, _, _ = fastbn.batch_norm_backward(dy, x, mean, invstd, None, axis=axis, mask=mask)
+    full = np.broadcast_to(np.expand_dims(mask, tuple(feats)), shape)
+    inv = np.expand_dims(invstd, tuple(rest))
+    np.testing.assert_allclose(dx[~full], (inv * dy)[~full], rtol=1e-12)
