@@ -1,4 +1,5 @@
-"""Keras 3's callbacks on fastbn.nn's fit, and .weights.h5 files; Keras side by side where installed."""
+"""Keras 3's callbacks on fastbn.nn's fit, and .weights.h5 files; Keras side by side
+where installed."""
 import csv
 import os
 import sys

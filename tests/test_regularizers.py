@@ -1,5 +1,6 @@
 """nn.regularizers and nn.constraints on Dense, Conv2D and BatchNormalization; layer and model
-``losses``; the frozen BatchNormalization. Float64 references, Keras side by side where installed."""
+``losses``; the frozen BatchNormalization. Float64 references, Keras side by side where
+installed."""
 import os
 
 import numpy as np

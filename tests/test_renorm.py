@@ -121,7 +121,8 @@ def test_inference_is_the_plain_layer():
 
 
 def test_variables_initial_values_and_checks():
-    bn = nn.BatchNormalization(renorm=True, moving_variance_initializer=nn.initializers.Constant(4.0))
+    bn = nn.BatchNormalization(renorm=True,
+                               moving_variance_initializer=nn.initializers.Constant(4.0))
     bn.build((None, 3))
     assert [v.name.split("/")[1] for v in bn.weights] == [
         "gamma", "beta", "moving_mean", "moving_variance", "moving_stddev", "renorm_mean",

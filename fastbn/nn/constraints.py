@@ -66,7 +66,8 @@ class Constraint:
         return cls(**config)
 
     def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.get_config().items())})"
+        args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
 
 
 class NonNeg(Constraint):

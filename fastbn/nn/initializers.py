@@ -333,7 +333,8 @@ def _variance_scaling(name, scale, mode, distribution, doc):
 
 
 GlorotUniform = _variance_scaling("GlorotUniform", 1.0, "fan_avg", "uniform", r"""
-    Glorot (Xavier) uniform: :math:`U(-l, l)`, :math:`l = \sqrt{6 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
+    Glorot (Xavier) uniform: :math:`U(-l, l)`,
+    :math:`l = \sqrt{6 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
 
     Keras' default kernel initializer (``VarianceScaling(1.0, "fan_avg", "uniform")``).
 
@@ -351,7 +352,8 @@ GlorotUniform = _variance_scaling("GlorotUniform", 1.0, "fan_avg", "uniform", r"
     """)
 
 GlorotNormal = _variance_scaling("GlorotNormal", 1.0, "fan_avg", "truncated_normal", r"""
-    Glorot normal: a truncated normal with stddev :math:`\sqrt{2 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
+    Glorot normal: a truncated normal with stddev
+    :math:`\sqrt{2 / (\mathrm{fan_{in}} + \mathrm{fan_{out}})}`.
 
     Keras' ``VarianceScaling(1.0, "fan_avg", "truncated_normal")``.
 

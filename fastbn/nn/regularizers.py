@@ -68,7 +68,8 @@ class Regularizer:
         return cls(**config)
 
     def __repr__(self):
-        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.get_config().items())})"
+        args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
 
 
 class L1L2(Regularizer):
