@@ -14,9 +14,10 @@ batch. Batch normalization then needs the statistics of the **global** batch
   per-feature sums ``sum(dy)`` and ``sum(dy * (x - mean))`` and the count are
   gathered and summed the same way. Ranks may hold different numbers of rows,
   or none (PyTorch got uneven batches wrong once: pytorch/pytorch#22192).
-* Before the data, one cheap ``Allgather`` of a fixed 96-byte header compares
-  the feature shapes and dtypes (and whether a rank already failed its own
-  checks): a mismatch raises on **every** rank instead of hanging one.
+* Before the data, one cheap ``Allgather`` of a fixed 104-byte header compares
+  the feature shapes, feature axes and dtypes (and whether a rank already
+  failed its own checks): a mismatch raises on **every** rank instead of
+  hanging one.
 * :class:`DataParallel` trains a :class:`fastbn.nn.Sequential`: weights
   broadcast from rank 0, each rank steps on its shard of every global batch,
   all gradients summed with **one** bucketed ``Allreduce`` per step, metrics
@@ -43,6 +44,7 @@ from functools import lru_cache
 import numpy as np
 
 from . import functional as F
+from ._axes import normalize_axis
 
 __all__ = ["moments", "batch_norm_forward", "batch_norm_backward", "DataParallel",
            "abort_on_exception", "world"]
@@ -95,28 +97,38 @@ def _size(comm):
 # ------------------------------------------------------------ the shape check
 _OPS = {"moments": 1, "batch_norm_forward": 2, "batch_norm_backward": 3}
 _DIMS = 6           # feature dimensions written out in the header (any more: crc only)
-_HEADER = 6 + _DIMS  # ok, op, dtype, feature ndim, crc, dims..., then x.ndim (not compared)
+#: ok, op, dtype, feature ndim, crc, feature axes (bit a: axis a), dims..., then x.ndim
+#: (not compared)
+_HEADER = 7 + _DIMS
+
+
+def _tuple(shape):
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 @lru_cache(maxsize=256)
-def _header(fn, error, dtype, ndim, fshape):
-    """The header of one call, as bytes (cached: the same layer sends the same one)."""
+def _header(fn, error, dtype, ndim, fshape, axes=()):
+    """The header of one call, as bytes (cached: the same layer sends the same one).
+    ``axes`` are the kept (feature) axes, non-negative: ``axis=-1`` on one rank
+    and ``axis=0`` on another can give the same feature shape, not the same axes."""
     h = np.full(_HEADER, -1, np.int64)
     h[0], h[1] = not error, _OPS[fn]
     if not error:
         h[2], h[3] = np.dtype(dtype).num, len(fshape)
         h[4] = zlib.crc32(repr(tuple(int(s) for s in fshape)).encode())
-        h[5:5 + min(len(fshape), _DIMS)] = fshape[:_DIMS]
+        h[5] = sum(1 << int(a) for a in axes if a < 63)
+        h[6:6 + min(len(fshape), _DIMS)] = fshape[:_DIMS]
         h[-1] = ndim
     return h.tobytes()
 
 
 def _describe(h):
-    dims = [str(int(s)) for s in h[5:5 + min(int(h[3]), _DIMS)]]
+    dims = [str(int(s)) for s in h[6:6 + min(int(h[3]), _DIMS)]]
     if h[3] > _DIMS:
         dims.append("...")
-    shape = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-    return f"{_DTYPE_NAMES.get(int(h[2]), f'dtype #{int(h[2])}')} x, features {shape}"
+    axes = tuple(a for a in range(63) if int(h[5]) >> a & 1)
+    return (f"{_DTYPE_NAMES.get(int(h[2]), f'dtype #{int(h[2])}')} x, features "
+            f"{_tuple(dims)} on axes {_tuple(axes)}")
 
 
 _DTYPE_NAMES = {np.dtype(t).num: np.dtype(t).name
@@ -124,14 +136,14 @@ _DTYPE_NAMES = {np.dtype(t).num: np.dtype(t).name
                           np.int8, np.uint8, np.bool_)}
 
 
-def _check(comm, fn, dtype=None, ndim=0, fshape=(), error=None):
+def _check(comm, fn, dtype=None, ndim=0, fshape=(), error=None, axes=()):
     """One Allgather of a fixed-size header: do all ranks agree, did any fail?
 
     Called by every rank before the data collective (a rank whose own checks
     failed calls it with ``error``), so that every rank raises, or none.
     Returns normally on the failed rank, which then raises its own error.
     """
-    mine = _header(fn, error is not None, dtype, ndim, tuple(fshape))
+    mine = _header(fn, error is not None, dtype, ndim, tuple(fshape), tuple(axes))
     size = comm.Get_size()
     every = np.empty((size, _HEADER), np.int64)
     comm.Allgather(np.frombuffer(mine, np.int64), every)
@@ -152,9 +164,9 @@ def _check(comm, fn, dtype=None, ndim=0, fshape=(), error=None):
                            + ", ".join(f"{r}: {_name(o)}" for r, o in enumerate(every[:, 1]))
                            + "); every rank must make the same calls in the same order")
     seen = "; ".join(f"rank {r}: {_describe(h)}" for r, h in enumerate(every))
-    raise ValueError(f"{fn}: the ranks disagree on the feature shape or dtype ({seen}); "
-                     f"each rank's slice must differ from the others only along the "
-                     f"reduced axes (e.g. the batch size)")
+    raise ValueError(f"{fn}: the ranks disagree on the feature shape, axes or dtype "
+                     f"({seen}); each rank's slice must differ from the others only along "
+                     f"the reduced axes (e.g. the batch size), with the same axis argument")
 
 
 def _name(op):
@@ -164,17 +176,24 @@ def _name(op):
 class _Collective:
     """The shape check, then the data collective, for one synchronized call."""
 
-    def __init__(self, comm, fn, x):
-        self.comm, self.fn, self.checked = comm, fn, False
+    def __init__(self, comm, fn, x, axis):
+        self.comm, self.fn, self.checked, self.axis = comm, fn, False, axis
         self.dtype = getattr(x, "dtype", None)
         self.dtype = None if self.dtype is None else np.dtype(self.dtype)
-        self.ndim = getattr(x, "ndim", 0)
+        self.ndim = getattr(x, "ndim", None)
+        if self.ndim is None:
+            self.ndim = np.ndim(x)
 
     def check(self, lay):
         self.checked = True
         if self.dtype is None:      # a list or scalar: what the kernels were given
             self.dtype = np.float64
-        _check(self.comm, self.fn, self.dtype, self.ndim, lay.feature_shape)
+        # the call's own checks passed, so its axis is good; moments names reduced axes
+        axes = normalize_axis(self.axis, self.ndim, fn=self.fn,
+                              allow_none=self.fn == "moments")
+        if self.fn == "moments":
+            axes = tuple(a for a in range(self.ndim) if a not in axes)
+        _check(self.comm, self.fn, self.dtype, self.ndim, lay.feature_shape, axes=axes)
 
     def fail(self, error):
         """Tell the other ranks (they are waiting in :func:`_check`) that this one failed."""
@@ -301,7 +320,7 @@ def moments(x, axis=None, *, comm, keepdims=False, ddof=0):
     """
     if _size(comm) == 1:
         return F.moments(x, axis, keepdims=keepdims, ddof=ddof)
-    sync = _Collective(comm, "moments", x)
+    sync = _Collective(comm, "moments", x, axis)
     return sync.run(lambda: F._moments(x, axis, keepdims, ddof, merge=sync.merge))
 
 
@@ -367,7 +386,7 @@ def batch_norm_forward(x, gamma, beta, *, comm, axis=-1, epsilon=1e-3, training=
         return F.batch_norm_forward(x, gamma, beta, axis=axis, epsilon=epsilon,
                                     training=training, moving_mean=moving_mean,
                                     moving_variance=moving_variance, momentum=momentum)
-    sync = _Collective(comm, "batch_norm_forward", x)
+    sync = _Collective(comm, "batch_norm_forward", x, axis)
     return sync.run(lambda: F._batch_norm_forward(
         x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance, momentum,
         merge=sync.merge))
@@ -429,7 +448,7 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, comm, axis=-1, training=T
     """
     if _size(comm) == 1 or not training:
         return F.batch_norm_backward(dy, x, mean, invstd, gamma, axis=axis, training=training)
-    sync = _Collective(comm, "batch_norm_backward", x)
+    sync = _Collective(comm, "batch_norm_backward", x, axis)
     return sync.run(lambda: F._batch_norm_backward(dy, x, mean, invstd, gamma, axis, training,
                                                    reduce=sync.sums))
 
@@ -503,6 +522,9 @@ class _Solo:
     def Abort(self, code=1):
         os._exit(code)
 
+    def Dup(self):
+        return self
+
 
 def _default_comm():
     try:
@@ -530,8 +552,9 @@ class DataParallel:
       into one flat buffer, with the step's loss and correct count, so
       every rank applies the gradient of the global batch's mean loss and
       the weights stay identical;
-    * shuffling uses rank 0's order, validation and ``evaluate`` split the
-      data across the ranks and combine the sums;
+    * shuffling uses rank 0's order, validation in ``fit`` splits the data
+      across the ranks and combines the sums (``evaluate`` and ``predict``
+      run on each rank alone);
     * only rank 0 shows progress (``is_root`` tells a script when to print
       or write files).
 
@@ -545,6 +568,26 @@ class DataParallel:
     abort_on_error : bool, default True
         Call :func:`abort_on_exception`, so that an uncaught exception on
         one rank ends the job instead of leaving the others waiting.
+    timeout : float or None, default 300
+        Seconds ``fit`` waits at its start for every rank to call it too
+        before it raises ``RuntimeError`` (then, with ``abort_on_error``,
+        the job ends): ``fit`` guarded by ``if dp.is_root:`` would otherwise
+        wait forever in its first collective. None: wait forever. MPI's
+        collectives have no timeout; this one is a non-blocking barrier on a
+        communicator of its own, polled. After it fires the ranks are out of
+        step for good: end the job.
+
+    Notes
+    -----
+    Every rank must call ``fit`` (and ``train_on_batch``) with the same
+    number of samples, batch size, epochs, shuffle and validation data: at
+    its start ``fit`` compares them across the ranks and raises
+    ``ValueError`` on every rank when they differ (they used to abort with
+    "Message truncated" or hang). ``evaluate`` and ``predict`` do not
+    communicate: each rank computes on all the data it is given (the
+    weights are the same everywhere), so ``if dp.is_root:
+    model.evaluate(...)`` works. Validation inside ``fit`` is split across
+    the ranks.
 
     Attributes
     ----------
@@ -569,14 +612,20 @@ class DataParallel:
     (1, True)
     """
 
-    def __init__(self, comm=None, *, root=0, abort_on_error=True):
+    def __init__(self, comm=None, *, root=0, abort_on_error=True, timeout=300.0):
         self.comm = _default_comm() if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         if not 0 <= root < self.size:
             raise ValueError(f"DataParallel: root={root} is not a rank of a communicator "
                              f"of {self.size}")
-        self.root = root
+        if timeout is not None and not (F._number(timeout) is not None and timeout > 0):
+            raise ValueError(f"DataParallel: timeout must be a number of seconds > 0 or "
+                             f"None, got {timeout!r}")
+        self.root, self.timeout = root, timeout
         self._steps = {}
+        # fit's entry handshake: its own communicator, so that a barrier left
+        # waiting can never match another collective
+        self._entry = self.comm.Dup() if self.size > 1 else None
         if abort_on_error and self.size > 1:
             abort_on_exception(self.comm)
 
@@ -672,22 +721,80 @@ class DataParallel:
         return array
 
     # ---------------------------------------------------- Sequential's hooks
-    def begin_fit(self, model):
-        """Called by ``fit``: broadcast the weights and return :meth:`step`'s function.
+    def begin_fit(self, model, **arguments):
+        """Called by ``fit``: check that every rank is here with the same
+        ``arguments`` (:meth:`agree`), broadcast the weights and return
+        :meth:`step`'s function.
 
         Parameters
         ----------
         model : fastbn.nn.Sequential
             Compiled, with its step plan made.
+        **arguments
+            What must be the same on every rank (the number of samples, ...).
 
         Returns
         -------
         callable
             ``step(xb, yb) -> (loss, correct)``.
         """
+        self.agree("fit()", **arguments)
         self._attach(model)
         self.broadcast_variables(model)
         return self.step(model)
+
+    def agree(self, what, **arguments):
+        """Wait for every rank to call this too, then raise on every rank unless
+        all passed the same ``what`` and ``arguments``.
+
+        The wait is a non-blocking barrier on a communicator of this object's
+        own, polled for up to ``timeout`` seconds; then one ``allgather`` of
+        ``(what, arguments)``. Called at the start of ``fit``, before any
+        other collective, so that ranks given different data fail there
+        instead of hanging or aborting in a later collective.
+
+        Parameters
+        ----------
+        what : str
+            The call, as the error message names it (``"fit()"``).
+        **arguments
+            Small picklable values (counts, flags).
+
+        Raises
+        ------
+        ValueError
+            On every rank, when the ranks' ``what`` or ``arguments`` differ.
+        RuntimeError
+            On a rank that waited ``timeout`` seconds for the others.
+        """
+        if self.size == 1:
+            return
+        request = self._entry.Ibarrier()
+        if self.timeout is None:
+            request.Wait()
+        else:
+            start = time.monotonic()
+            pause = 1e-4
+            while not request.Test():
+                if time.monotonic() - start > self.timeout:
+                    raise RuntimeError(
+                        f"{what}: rank {self.rank} of {self.size} waited {self.timeout:g} s "
+                        f"for the other ranks to call {what} too, and not all came. With "
+                        f"DataParallel every rank runs fit() (and train_on_batch()) "
+                        f"together: do not guard them with 'if dp.is_root:' (evaluate() "
+                        f"and predict() may run on one rank). The ranks are now out of "
+                        f"step; end the job (DataParallel(timeout=...) sets the wait)")
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)
+        mine = (what, sorted(arguments.items()))
+        every = self.comm.allgather(mine)
+        if any(e != mine for e in every):
+            seen = "; ".join(f"rank {r}: {e[0]} " + ", ".join(f"{k}={v!r}" for k, v in e[1])
+                             for r, e in enumerate(every))
+            raise ValueError(f"{what}: the ranks disagree ({seen}). With DataParallel every "
+                             f"rank runs the same script on the same data and passes "
+                             f"fit() the whole data set and the global batch size; each "
+                             f"rank takes its shard of every batch itself")
 
     def step(self, model):
         """The function that takes one data-parallel step on a global batch.
@@ -752,7 +859,7 @@ class DataParallel:
         return step
 
     def evaluate(self, model, x, y, batch_size, bar=None):
-        """Called by ``evaluate`` and validation: each rank a shard, the sums combined.
+        """Called by validation in ``fit``: each rank a shard, the sums combined.
 
         Parameters
         ----------

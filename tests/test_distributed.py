@@ -201,10 +201,13 @@ def test_synchronized_batch_norm_equals_single_process(sync_run, case):
 def test_mismatches_raise_on_every_rank(sync_run):
     n, _, _, errors = sync_run
     for r, seen in enumerate(errors):
-        for name in ("feature-shape", "dtype", "moments-kept-shape"):
+        for name in ("feature-shape", "dtype", "moments-kept-shape", "axis", "moments-axis"):
             kind, msg = seen[name]
-            assert kind == "ValueError" and "disagree on the feature shape or dtype" in msg
+            assert kind == "ValueError" and "disagree on the feature shape, axes or dtype" in msg
         assert "rank 1: float64 x, features (5,)" in seen["feature-shape"][1]
+        # axis=-1 on rank 0, axis=0 elsewhere: both (4,) features; passed the check before
+        assert ("rank 0: float64 x, features (4,) on axes (1,)" in seen["axis"][1]
+                and "rank 1: float64 x, features (4,) on axes (0,)" in seen["axis"][1])
         assert "rank 1: float32 x" in seen["dtype"][1]
         kind, msg = seen["bad-gamma-on-rank-0"]
         if r == 0:
@@ -229,6 +232,30 @@ def test_data_parallel_training_equals_single_process(n, tmp_path):
         # float32 training, 7 steps at SGD 0.1 + momentum: rounding only
         np.testing.assert_allclose(ranks[0][key], w, rtol=2e-5,
                                    atol=2e-5 * max(1.0, np.abs(w).max()), err_msg=key)
+
+
+@needs_mpi
+def test_fit_with_different_sample_counts_raises_on_every_rank(tmp_path):
+    """They aborted with "Message truncated" (shuffle) or hung; evaluate() on rank 0
+    alone hung in its allgather. Now a ValueError at fit's start on every rank, and
+    evaluate() is each rank's own (the same numbers, called alone or by all)."""
+    launch(2, "fit_checks.py", tmp_path, "counts")
+    seen = [json.loads((tmp_path / f"fit{r}.json").read_text()) for r in range(2)]
+    for r in range(2):
+        kind, msg = seen[r]["counts"]
+        assert kind == "ValueError" and "the ranks disagree" in msg
+        assert "rank 0: fit() " in msg and "samples=40" in msg and "samples=38" in msg
+        assert seen[r]["every-rank"] == seen[0]["every-rank"]
+    assert seen[0]["root-only"] == seen[0]["every-rank"]
+
+
+@needs_mpi
+def test_fit_on_one_rank_raises_instead_of_waiting_forever():
+    """MPI has no collective with a timeout: fit() on rank 0 alone waited in its
+    first Bcast for ever. Now it raises after DataParallel(timeout=) seconds."""
+    rc, out, err = launch(2, "fit_checks.py", "-", "root-only", 2, check=False)
+    assert rc != 0 and "finished fit alone" not in out
+    assert "RuntimeError: fit(): rank 0 of 2 waited 2 s" in err, err
 
 
 @needs_mpi

@@ -740,7 +740,10 @@ class Sequential:
         step = self._fit_step
         dist = self.distribution
         if dist is not None:                # weights broadcast; each process steps on a shard
-            step = dist.begin_fit(self)
+            step = dist.begin_fit(self, samples=n, batch_size=batch_size, epochs=epochs,
+                                  initial_epoch=initial_epoch, shuffle=bool(shuffle),
+                                  validation_samples=None if validation_data is None
+                                  else len(validation_data[0]))
             verbose = verbose if dist.is_root else 0
 
         def hook(name, *args):
@@ -888,7 +891,9 @@ class Sequential:
         bar = self._progress(verbose, -(-len(x) // batch_size), None, compiling="evaluate")
         self._reset_nan_outputs()
         with utils.training_threads(batch_size):
-            loss, acc = self._evaluate(x, y, batch_size, bar)
+            # each rank alone, even in data-parallel training (no collective: one rank
+            # may evaluate while the others do not; the weights are the same everywhere)
+            loss, acc = self._evaluate_local(x, y, batch_size, bar)
         if bar is not None:
             bar.finish(self._running_logs(loss, acc))
         self._warn_nan_outputs("evaluate()")

@@ -86,6 +86,12 @@ def errors(comm):
             comm=comm),
         "moments-kept-shape": lambda: distributed.moments(
             np.ones((3, 2 + rank)), axis=0, comm=comm),
+        # (4, 4): four features either way, but rank 0's are columns, the others' rows
+        "axis": lambda: distributed.batch_norm_forward(
+            np.arange(16.0).reshape(4, 4), None, None, axis=-1 if rank == 0 else 0,
+            comm=comm),
+        "moments-axis": lambda: distributed.moments(
+            np.arange(16.0).reshape(4, 4), axis=0 if rank == 0 else 1, comm=comm),
     }
     seen = {}
     for name, call in calls.items():
