@@ -577,21 +577,21 @@ class DataParallel:
         communicator of its own, polled. After it fires the ranks are out of
         step for good: end the job.
 
+    Attributes
+    ----------
+    comm, rank, size, root
+
     Notes
     -----
     Every rank must call ``fit`` (and ``train_on_batch``) with the same
     number of samples, batch size, epochs, shuffle and validation data: at
     its start ``fit`` compares them across the ranks and raises
-    ``ValueError`` on every rank when they differ (they used to abort with
-    "Message truncated" or hang). ``evaluate`` and ``predict`` do not
+    ``ValueError`` on every rank when they differ (rather than aborting
+    with "Message truncated" or hanging later). ``evaluate`` and ``predict`` do not
     communicate: each rank computes on all the data it is given (the
     weights are the same everywhere), so ``if dp.is_root:
     model.evaluate(...)`` works. Validation inside ``fit`` is split across
     the ranks.
-
-    Attributes
-    ----------
-    comm, rank, size, root
 
     Examples
     --------
