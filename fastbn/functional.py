@@ -969,10 +969,17 @@ def _update_moving(lay, moving_mean, mean_k, moving_variance, var_k, momentum):
         if lay._fident and _kernel_vector(arr):
             held += K._update_moving(_flat(arr), batch_k, momentum)
         else:
-            new = arr.astype(np.float64) * momentum + lay.from_kernel(batch_k) * (1.0 - momentum)
-            top = float(np.finfo(arr.dtype).max)
-            held += int(np.count_nonzero(np.abs(new) > top))
-            arr[...] = np.clip(new, -top, top)
+            held += _update_moving_numpy(arr, lay.from_kernel(batch_k), momentum)
+    return held
+
+
+def _update_moving_numpy(arr, batch, momentum):
+    """:func:`fastbn.kernels._update_moving` in NumPy, for a feature-shaped
+    ``batch`` and a moving statistic of any float dtype or layout."""
+    new = arr.astype(np.float64) * momentum + batch * (1.0 - momentum)
+    top = float(np.finfo(arr.dtype).max)
+    held = int(np.count_nonzero(np.abs(new) > top))
+    arr[...] = np.clip(new, -top, top)
     return held
 
 
@@ -1367,8 +1374,9 @@ def _masked_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving
     y, mean_out, invstd = _batch_norm_forward(x, gamma, beta, axis, epsilon, False, mean, var,
                                               momentum, out=out)
     if moving_mean is not None:
-        for arr, batch in ((moving_mean, mean), (moving_variance, var)):
-            arr[...] = arr.astype(np.float64) * momentum + batch * (1.0 - momentum)
+        if sum(_update_moving_numpy(arr, batch, momentum)
+               for arr, batch in ((moving_mean, mean), (moving_variance, var))):
+            _warn_overflow(lay, moving_mean, moving_variance, m2_k / sel.shape[0], momentum, fn)
     return y, mean_out, invstd
 
 

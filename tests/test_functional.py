@@ -1061,3 +1061,15 @@ def test_batch_norm_layer_fed_1e38_keeps_finite_moving_statistics():
     with pytest.warns(RuntimeWarning, match="moving statistics"):
         bn(x, training=True)
     assert np.isfinite(bn.moving_variance.value).all()
+
+
+def test_masked_moving_statistics_stay_finite():
+    x = np.random.default_rng(12).standard_normal((32, 3)).astype(np.float32)
+    x[2, 0] = 1e38
+    mask = np.ones(32, bool)
+    mask[5] = False
+    mm, mv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    with pytest.warns(RuntimeWarning, match="past float32's largest value"):
+        fastbn.batch_norm_forward(x, None, None, moving_mean=mm, moving_variance=mv,
+                                  mask=mask)
+    assert np.isfinite(mv).all() and mv[0] == np.finfo(np.float32).max
