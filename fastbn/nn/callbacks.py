@@ -558,8 +558,11 @@ class TerminateOnNaN(Callback):
     >>> model = nn.Sequential([nn.Dense(1, input_shape=(1,))])
     >>> model.compile(loss="mse", optimizer="sgd")
     >>> x = np.array([[1.0], [np.nan]])
-    >>> h = model.fit(x, [0.0, 0.0], epochs=3, batch_size=1, shuffle=False, verbose=0,
-    ...               callbacks=[nn.callbacks.TerminateOnNaN()])
+    >>> import warnings
+    >>> with warnings.catch_warnings():              # fit also warns about the NaN
+    ...     warnings.simplefilter("ignore", RuntimeWarning)
+    ...     h = model.fit(x, [0.0, 0.0], epochs=3, batch_size=1, shuffle=False, verbose=0,
+    ...                   callbacks=[nn.callbacks.TerminateOnNaN()])
     Batch 1: Invalid loss, terminating training
     >>> h.epoch
     [0]
