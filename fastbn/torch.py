@@ -317,6 +317,34 @@ def _check(input, fn):
                          f"(N, C, ...), got shape {tuple(input.shape)}")
 
 
+_PARAMETERS = """    Parameters
+    ----------
+    num_features : int
+        ``C``, the size of dim 1 of the input.
+    eps : float, default 1e-5
+        Added to the variance.
+    momentum : float or None, default 0.1
+        Weight of each batch in the running statistics; None: a cumulative
+        average over ``num_batches_tracked``.
+    affine : bool, default True
+        Learnable ``weight`` (ones) and ``bias`` (zeros).
+    track_running_stats : bool, default True
+        Keep ``running_mean``, ``running_var`` (unbiased) and
+        ``num_batches_tracked``; without them, evaluation uses the batch's
+        statistics.{extra}
+    device, dtype : optional
+        Of the parameters and buffers.
+    bias : bool, default True
+        Keyword only: with ``affine``, a learnable ``bias`` too.
+
+"""
+
+
+def _with_parameters(cls, extra=""):
+    cls.__doc__ = cls.__doc__.replace("    {parameters}\n", _PARAMETERS.format(extra=extra))
+    return cls
+
+
 # ------------------------------------------------------------------- modules
 class _BatchNorm:
     """The forward of fastbn's modules; ``torch.nn``'s base class owns the
@@ -354,6 +382,7 @@ class BatchNorm1d(_BatchNorm, torch.nn.BatchNorm1d):
     track_running_stats=True, device=None, dtype=None``), buffers and
     ``state_dict`` as ``torch.nn.BatchNorm1d``, of which it is a subclass.
 
+    {parameters}
     Examples
     --------
     >>> import torch
@@ -365,10 +394,14 @@ class BatchNorm1d(_BatchNorm, torch.nn.BatchNorm1d):
     """
 
 
+_with_parameters(BatchNorm1d)
+
+
 class BatchNorm2d(_BatchNorm, torch.nn.BatchNorm2d):
     r"""``torch.nn.BatchNorm2d`` on fastbn's kernels: input ``(N, C, H, W)``,
     contiguous or ``channels_last``.
 
+    {parameters}
     Examples
     --------
     >>> import torch
@@ -380,10 +413,14 @@ class BatchNorm2d(_BatchNorm, torch.nn.BatchNorm2d):
     """
 
 
+_with_parameters(BatchNorm2d)
+
+
 class BatchNorm3d(_BatchNorm, torch.nn.BatchNorm3d):
     r"""``torch.nn.BatchNorm3d`` on fastbn's kernels: input ``(N, C, D, H, W)``,
     contiguous or ``channels_last_3d``.
 
+    {parameters}
     Examples
     --------
     >>> import torch
@@ -391,6 +428,9 @@ class BatchNorm3d(_BatchNorm, torch.nn.BatchNorm3d):
     >>> BatchNorm3d(2)(torch.randn(2, 2, 3, 3, 3)).shape
     torch.Size([2, 2, 3, 3, 3])
     """
+
+
+_with_parameters(BatchNorm3d)
 
 
 # ------------------------------------------------------- torch.distributed
@@ -487,6 +527,7 @@ class SyncBatchNorm(torch.nn.SyncBatchNorm):
     batch sizes. Otherwise it is :class:`BatchNorm1d`/2d/3d's computation.
     CPU tensors (gloo); eager mode only.
 
+    {parameters}
     Examples
     --------
     >>> import torch
@@ -541,6 +582,11 @@ class SyncBatchNorm(torch.nn.SyncBatchNorm):
         """
         return _swap(module, lambda m: isinstance(m, _torch_bn._BatchNorm)
                      and type(m) is not cls, cls, process_group)
+
+
+_with_parameters(SyncBatchNorm, extra="""
+    process_group : torch.distributed.ProcessGroup, optional
+        The processes to synchronize over (default: the whole world).""")
 
 
 _SWAPS = {torch.nn.BatchNorm1d: BatchNorm1d, torch.nn.BatchNorm2d: BatchNorm2d,

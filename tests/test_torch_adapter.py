@@ -421,3 +421,17 @@ def test_convert_sync_batchnorm_only_when_asked():
     x = torch.randn(4, 3)
     torch.testing.assert_close(net[0](x), torch.nn.functional.batch_norm(
         x, None, None, net[0].weight, net[0].bias, True))
+
+
+def test_weight_without_bias_matches_torch_nn():
+    kwargs = {"bias": False} if "bias" in torch.nn.BatchNorm2d.__init__.__code__.co_varnames else {}
+    ref, fb = torch.nn.BatchNorm2d(3, **kwargs), fbt.BatchNorm2d(3, **kwargs)
+    with torch.no_grad():
+        ref.weight.normal_()
+    fb.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 3, 2, 2)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ref(xr).sum().backward()
+    fb(xf).sum().backward()
+    torch.testing.assert_close(xf.grad, xr.grad)
+    torch.testing.assert_close(fb.weight.grad, ref.weight.grad)

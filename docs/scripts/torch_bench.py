@@ -52,27 +52,27 @@ torch.set_num_threads(ARGS.threads)
 numba.set_num_threads(ARGS.threads)
 
 
-def _timed(step, calls):
-    t = time.perf_counter()
-    for _ in range(calls):
+def _timed(step, budget):
+    """Seconds per call of ``step``, calling it until ``budget`` seconds have passed."""
+    calls, t0 = 0, time.perf_counter()
+    while True:
         step()
-    return (time.perf_counter() - t) / calls
-
-
-def _calls(step, budget):
-    step()
-    one = max(_timed(step, 1), 1e-6)
-    return max(1, min(2000, int(budget / one)))
+        calls += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= budget:
+            return elapsed / calls
 
 
 def interleave(steps, rounds, budget):
     """{name: [seconds per call, one per round]}; each round runs every step in turn."""
-    calls = {k: _calls(f, budget) for k, f in steps.items()}
+    for f in steps.values():                # warm up: compilation, plans, allocator
+        f()
+        f()
     times = {k: [] for k in steps}
     for r in range(rounds):
         order = list(steps) if r % 2 == 0 else list(steps)[::-1]
         for k in order:
-            times[k].append(_timed(steps[k], calls[k]))
+            times[k].append(_timed(steps[k], budget))
     return times
 
 
@@ -191,11 +191,15 @@ def main():
     info = dict(date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 machine=platform.processor() or platform.machine(), cpus=os.cpu_count(),
                 threads=ARGS.threads, rounds=ARGS.rounds, torch=torch.__version__,
-                numba=numba.__version__, python=sys.version.split()[0])
+                numba=numba.__version__, python=sys.version.split()[0],
+                load_average_before=os.getloadavg()[0])
     print(json.dumps(info), flush=True)
     res = dict(info=info, modules=modules())
     if not ARGS.skip_cnn:
         res["cnn"] = cnn()
+    res["info"]["load_average_after"] = os.getloadavg()[0]
+    print(f"load average (1 min) before {info['load_average_before']:.1f}, after "
+          f"{res['info']['load_average_after']:.1f}, on {os.cpu_count()} CPUs")
     if ARGS.json:
         with open(ARGS.json, "w") as f:
             json.dump(res, f, indent=1)
