@@ -9,6 +9,7 @@ import itertools
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,9 @@ def _pair(dim, c, dtype, affine, track, momentum, rng):
     return ref, fb
 
 
-def _close(a, b, dtype, what):
-    torch.testing.assert_close(a, b, **TOL[dtype], msg=lambda m: f"{what}: {m}")
+def _close(a, b, dtype, what, scale=1.0):
+    tol = {k: v * max(scale, 1.0) if k == "atol" else v for k, v in TOL[dtype].items()}
+    torch.testing.assert_close(a, b, **tol, msg=lambda m: f"{what}: {m}")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -57,7 +59,7 @@ def _close(a, b, dtype, what):
                                          ("2d", "contiguous"), ("2d", "channels_last"),
                                          ("3d", "contiguous"), ("3d", "channels_last")])
 def test_modules_match_torch_nn(kind, layout, dtype):
-    rng = np.random.default_rng(abs(hash((kind, layout, str(dtype)))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{kind} {layout} {dtype}".encode()))
     dim = int(kind[0])
     fmt = _format(kind, layout)
     for affine, track, momentum, train in FLAGS:
@@ -78,7 +80,11 @@ def test_modules_match_torch_nn(kind, layout, dtype):
             yr.backward(dy)
             yf.backward(dy)
             _close(yf, yr, dtype, f"output {what}")
-            _close(xf.grad, xr.grad, dtype, f"grad input {what}")
+            # dx is a difference of terms of size invstd * |dy| (exactly 0 for N = 2)
+            dims = [d for d in range(x.dim()) if d != 1]
+            var = x.double().var(dims, unbiased=False) if mode or not track else ref.running_var
+            scale = float(dy.abs().max() / torch.sqrt(var.double() + ref.eps).min())
+            _close(xf.grad, xr.grad, dtype, f"grad input {what}", scale)
             if affine:
                 _close(fb.weight.grad, ref.weight.grad, dtype, f"grad weight {what}")
                 _close(fb.bias.grad, ref.bias.grad, dtype, f"grad bias {what}")
