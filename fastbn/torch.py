@@ -465,17 +465,12 @@ def _sync_forward(x, gamma, beta, eps, comm):
     var, count)`` with the global batch's statistics (biased variance) and count."""
     from . import distributed as D
     c = x.shape[1]
-    mean_b, var_b = np.zeros(c), np.zeros(c)
-    sync = D._Collective(comm, "batch_norm_forward", x)
-    total = []
-
-    def merge(lay, n, mean_k, m2_k):
-        n, mean_k, m2_k = sync.merge(lay, n, mean_k, m2_k)
-        total.append(n)
-        return n, mean_k, m2_k
-    y, mean, invstd = sync.run(lambda: F._batch_norm_forward(
-        x, gamma, beta, 1, eps, True, mean_b, var_b, 0.0, merge=merge))
-    return y, mean, invstd, var_b, total[0]
+    mean_b, var_b = np.zeros(c), np.zeros(c)      # momentum 0: the global statistics
+    y, mean, invstd = D.batch_norm_forward(x, gamma, beta, comm=comm, axis=1, epsilon=eps,
+                                           moving_mean=mean_b, moving_variance=var_b,
+                                           momentum=0.0)
+    count = sum(comm.allgather(x.size // c if c else 0))
+    return y, mean, invstd, var_b, count
 
 
 class _SyncFunction(torch.autograd.Function):
