@@ -22,6 +22,8 @@ from math import prod
 
 import numpy as np
 
+from ._config import FRESH_PAGES_FROM, STREAM_MIN_BYTES
+
 
 def normalize_axis(axis, ndim, *, fn, allow_none=False):
     """Return ``axis`` as a sorted tuple of non-negative ints.
@@ -155,7 +157,7 @@ class Layout:
 
         Laid out like the input unless :attr:`interleaved`; see :meth:`restore`.
         """
-        buf = np.empty(self._pshape, dtype=dtype)
+        buf = _empty(self._pshape, dtype)
         if self.plain:
             return buf, buf
         return buf.transpose(self._inv), buf.reshape(self.kshape)
@@ -209,6 +211,19 @@ GROUP_BELOW = 128
 FOLD_BELOW = 256
 #: ... and the widest kernel row folding makes (``kernels.COLS_PER_BLOCK``).
 FOLD_COLS = 1024
+
+
+def _empty(shape, dtype):
+    """``np.empty(shape, dtype)``, starting on a cache line when it has
+    ``STREAM_MIN_BYTES`` or more (the kernels then stream into it, see
+    ``kernels._chunks._streams``; NumPy's large blocks start 16 bytes into one)."""
+    dtype = np.dtype(dtype)
+    nbytes = prod(shape) * dtype.itemsize
+    if not STREAM_MIN_BYTES <= nbytes < FRESH_PAGES_FROM - 4096:
+        return np.empty(shape, dtype)
+    raw = np.empty(nbytes + 64, np.uint8)
+    skip = -raw.__array_interface__["data"][0] % 64
+    return raw[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
 @lru_cache(maxsize=512)

@@ -37,6 +37,17 @@ SERIAL_BELOW = 1 << 15
 #: the spells cost little. (Before 2026-12-03 a chunk held 128 rows, and rows
 #: under 2^16 elements ran serially.)
 ROWS_SERIAL_BELOW = 1 << 17
+#: Outputs of at least this many bytes are written with non-temporal stores
+#: by the rows elementwise passes (``kernels._chunks._streams``) and allocated
+#: on a cache line (``_axes.Layout.empty``).
+STREAM_MIN_BYTES = 1 << 24
+#: glibc maps a new block for each allocation of this many bytes or more (its
+#: largest mmap threshold) and the kernel zeroes its pages on first touch,
+#: which leaves them in the cache: non-temporal stores into such an output
+#: lose (C (8192, 1024) fp32, fresh 32 MiB outputs, 1 thread: forward 0.80x,
+#: inference 0.76x, backward 0.87x), so outputs this large are not aligned
+#: for them (``_axes._empty``).
+FRESH_PAGES_FROM = 1 << 25
 
 #: True in a process forked from one that had started Numba's threading layer:
 #: there every kernel runs its serial twin (same arithmetic, same bits) and

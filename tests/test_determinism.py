@@ -3,7 +3,8 @@
 Each thread count runs in its own process (``NUMBA_NUM_THREADS`` is read once,
 at import). The inputs are large enough for the parallel kernels (above
 ``SERIAL_BELOW``) and cover rows, planes, grouped rows, fused planes, fused
-rows and a copied (interleaved) layout.
+rows, a copied (interleaved) layout, and outputs large enough for non-temporal
+stores (``kernels._chunks._streams``).
 """
 import os
 import subprocess
@@ -31,6 +32,13 @@ for k, (shape, axis) in enumerate(cases):
         m, v = fastbn.moments(x, axis=0)
         for a in (y, mean, invstd, dx, dg, db, m, v):
             h.update(np.ascontiguousarray(a).tobytes())
+rng = np.random.default_rng(9)                  # NHWC (32, 56, 56, 64) fp32: streamed outputs
+x = (rng.standard_normal((32, 56, 56, 64), np.float32) * 3 + 1e3)
+dy = rng.standard_normal(x.shape, np.float32)
+y, mean, invstd = fastbn.batch_norm_forward(x, None, None)
+dx, dg, db = fastbn.batch_norm_backward(dy, x, mean, invstd, None)
+for a in (y, mean, invstd, dx, dg, db):
+    h.update(a.tobytes())
 import numba
 print(numba.get_num_threads(), h.hexdigest())
 """

@@ -6,8 +6,8 @@ so results are bitwise identical with 1, 2 or 16 threads.
 """
 import numpy as np
 
-from .._config import SERIAL_BELOW, helper
-from ._intrinsics import fma
+from .._config import SERIAL_BELOW, STREAM_MIN_BYTES, helper
+from ._intrinsics import LINE, fma
 
 #: rows layout: most rows per statistics chunk (see :func:`rows_per_chunk`). A
 #: 128 x 1024 block is 512 KiB in float32, the L2 of one core here (the 32 MiB
@@ -356,3 +356,27 @@ def _add_prod_dev_row(gr, xr, mu, ag, agx):
     for j in range(ag.size):
         ag[j] += gr[j]
         agx[j] = fma(gr[j], xr[j] - mu[j], agx[j])
+
+
+@helper
+def _streams(out, c0):
+    """Whether the rows elementwise passes write columns ``c0:`` of the 2-D
+    ``out`` with non-temporal stores (:func:`._intrinsics.stream`): ``out`` has
+    ``STREAM_MIN_BYTES`` or more, unit column stride, and every row segment
+    starts on a cache line (:func:`fastbn._axes.Layout.empty` allocates large
+    outputs so), where all but its last partial line is written non-temporally.
+    Row segments that start inside a line would mix both kinds of store in a
+    line at each end: E's backward was then 0.93-0.97x as fast, against 1.08-1.10x
+    on lines (fused kernel alone, 1 thread, thread CPU time).
+
+    An ordinary store first reads its line (read for ownership), so the
+    elementwise pass of the backward moves 16 bytes per float32 element, not
+    12; streamed, it does not. Whole calls on E's NHWC (32, 56, 56, 64) fp32
+    against ordinary stores, ``docs/scripts/ab_layouts.py --bench-shapes
+    --clock thread --rounds 11 --calls 10``, ``NUMBA_NUM_THREADS=1``, shared
+    2-core machine, 2026-12-06: forward 1.03x (0.98-1.06), inference 1.05x
+    (1.00-1.12), backward 1.08x (1.02-1.12); A, B, C, F, G (not streamed)
+    0.97-1.00x. (2-thread wall-clock ratios were noise-bound: load 10 on 2 cores.)"""
+    item = out.itemsize
+    return (out.size * item >= STREAM_MIN_BYTES and out.strides[1] == item
+            and out.strides[0] % LINE == 0 and (out.ctypes.data + c0 * item) % LINE == 0)

@@ -10,8 +10,8 @@ from numba import prange
 
 from .._config import helper, kernel
 from ._chunks import (LANES, _half, _lanes_add_prod_dev, _lanes_total, _n_chunks, _row_task,
-                      _rows_grad_sums)
-from ._intrinsics import fma
+                      _rows_grad_sums, _streams)
+from ._intrinsics import fma, store_fence, stream
 
 
 @kernel
@@ -100,6 +100,9 @@ def _grad_x_rows(dy, x, mean, p, q, r, dx, rows_per_chunk, cols_per_block):
 @helper
 def _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx):
     """:func:`_grad_x_rows` on rows ``r0:r1``, columns ``c0:c1``."""
+    if _streams(dx, c0):
+        _grad_x_row_block_streamed(dy, x, r0, r1, c0, c1, mean, p, q, r, dx)
+        return
     mu = mean[c0:c1]
     pc = p[c0:c1]
     qc = q[c0:c1]
@@ -125,6 +128,41 @@ def _grad_x_row_block(dy, x, r0, r1, c0, c1, mean, p, q, r, dx):
         dr = dx[i, c0:c1]
         for j in range(c1 - c0):
             dr[j] = fma(gr[j], pc[j], -fma(xr[j] - mu[j], qc[j], rc[j]))
+
+
+@helper
+def _grad_x_row_block_streamed(dy, x, r0, r1, c0, c1, mean, p, q, r, dx):
+    """:func:`_grad_x_row_block` computing each row segment into a buffer in L1
+    and streaming it to ``dx`` (:func:`._intrinsics.stream`): the same numbers."""
+    mu = mean[c0:c1]
+    pc = p[c0:c1]
+    qc = q[c0:c1]
+    rc = r[c0:c1]
+    w = c1 - c0
+    br = np.empty(w, dx.dtype)
+    bs = np.empty(w, dx.dtype)
+    h = _half(x, r0, r1)
+    for i in range(r0, r0 + h):
+        gr = dy[i, c0:c1]
+        xr = x[i, c0:c1]
+        gs = dy[i + h, c0:c1]
+        xs = x[i + h, c0:c1]
+        for j in range(w):
+            m = mu[j]
+            a = pc[j]
+            b = qc[j]
+            e = rc[j]
+            br[j] = fma(gr[j], a, -fma(xr[j] - m, b, e))
+            bs[j] = fma(gs[j], a, -fma(xs[j] - m, b, e))
+        stream(dx[i, c0:c1], br)
+        stream(dx[i + h, c0:c1], bs)
+    for i in range(r0 + 2 * h, r1):
+        gr = dy[i, c0:c1]
+        xr = x[i, c0:c1]
+        for j in range(w):
+            br[j] = fma(gr[j], pc[j], -fma(xr[j] - mu[j], qc[j], rc[j]))
+        stream(dx[i, c0:c1], br)
+    store_fence()
 
 
 @kernel

@@ -8,7 +8,8 @@ import numpy as np
 from numba import prange
 
 from .._config import helper, kernel
-from ._chunks import _half, _n_chunks, _row_task
+from ._chunks import _half, _n_chunks, _row_task, _streams
+from ._intrinsics import store_fence, stream
 
 
 @kernel
@@ -25,6 +26,9 @@ def _affine_rows(x, mean, scale, shift, y, rows_per_chunk, cols_per_block):
 @helper
 def _affine_row_block(x, r0, r1, c0, c1, mean, scale, shift, y):
     """:func:`_affine_rows` on rows ``r0:r1``, columns ``c0:c1``."""
+    if _streams(y, c0):
+        _affine_row_block_streamed(x, r0, r1, c0, c1, mean, scale, shift, y)
+        return
     mu = mean[c0:c1]
     sc = scale[c0:c1]
     sh = shift[c0:c1]
@@ -45,6 +49,36 @@ def _affine_row_block(x, r0, r1, c0, c1, mean, scale, shift, y):
         yr = y[i, c0:c1]
         for j in range(c1 - c0):
             yr[j] = (xr[j] - mu[j]) * sc[j] + sh[j]
+
+
+@helper
+def _affine_row_block_streamed(x, r0, r1, c0, c1, mean, scale, shift, y):
+    """:func:`_affine_row_block` through a buffer in L1, streamed to ``y``
+    (:func:`._intrinsics.stream`): the same numbers."""
+    mu = mean[c0:c1]
+    sc = scale[c0:c1]
+    sh = shift[c0:c1]
+    w = c1 - c0
+    br = np.empty(w, y.dtype)
+    bs = np.empty(w, y.dtype)
+    h = _half(x, r0, r1)
+    for i in range(r0, r0 + h):
+        xr = x[i, c0:c1]
+        xs = x[i + h, c0:c1]
+        for j in range(w):
+            m = mu[j]
+            a = sc[j]
+            b = sh[j]
+            br[j] = (xr[j] - m) * a + b
+            bs[j] = (xs[j] - m) * a + b
+        stream(y[i, c0:c1], br)
+        stream(y[i + h, c0:c1], bs)
+    for i in range(r0 + 2 * h, r1):
+        xr = x[i, c0:c1]
+        for j in range(w):
+            br[j] = (xr[j] - mu[j]) * sc[j] + sh[j]
+        stream(y[i, c0:c1], br)
+    store_fence()
 
 
 @kernel
