@@ -67,6 +67,10 @@ def test_streamed_outputs_equal_ordinary_stores():
     dx, dg, db = fastbn.batch_norm_backward(dy, x, mean, invstd, gamma)
     dx2, dg2, db2 = fastbn.batch_norm_backward(dy, x, mean, invstd, gamma, out=off_line())
     assert dx.tobytes() == dx2.tobytes() and dg.tobytes() == dg2.tobytes()
+    dy_own = _empty(shape, np.float32)               # in place, on a line: streamed over dy
+    dy_own[...] = dy
+    dx3 = fastbn.batch_norm_backward(dy_own, x, mean, invstd, gamma, out=dy_own)[0]
+    assert dx3 is dy_own and dx.tobytes() == dx3.tobytes()
     # and right: the float64 textbook formulas
     xd, gd = x.astype(np.float64), dy.astype(np.float64)
     m, s = xd.mean((0, 1, 2)), 1 / np.sqrt(xd.var((0, 1, 2)) + 1e-3)
