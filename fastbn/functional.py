@@ -1317,6 +1317,34 @@ def _sample_mask(mask, x, feats, name, fn):
     return np.ascontiguousarray(first)
 
 
+def _selected_stats(xk, feats, m):
+    """``(n, mean, m2)`` (float64, kernel order) of the positions ``m`` selects, read in
+    place through their row indices, or None when ``xk`` is not C-contiguous with
+    trailing feature axes (such a mask goes through :func:`_gather` instead), or
+    selects nothing.
+
+    Not gathering them first saves a copy of the selected positions and a
+    pass over it. Masked training forwards (padded mask keeping 75%, as in
+    ``docs/scripts/mask_cost.py``), interleaved in one process, 2 threads,
+    shared machine (load 8), 2026-12-06, medians: C = (8192, 1024) fp32 74.7
+    ms gathered, 44.0 ms in place, 44.0 ms unmasked (1.70x -> 1.07x the
+    unmasked forward); E = (32, 56, 56, 64) fp32 73.3 ms, 41.3 ms, 36.0 ms
+    (1.94x -> 1.05x).
+    """
+    if not xk.flags.c_contiguous or feats != tuple(range(xk.ndim - len(feats), xk.ndim)):
+        return None
+    rows = np.flatnonzero(m)
+    if rows.size == 0:
+        return None
+    x2 = xk.reshape(m.size, -1)
+    if x2.shape[1] == 0:
+        return None
+    shift = K._finite_shift(x2[rows[0]])
+    mean, m2 = _run(K._moments_rows_at, x2)(x2, rows, shift,
+                                            K.rows_per_chunk(rows.size, x2.shape[1]))
+    return rows.size, mean + shift, m2
+
+
 def _gather(x, feats, m):
     """The selected positions of ``x``: a C-contiguous ``(count, *features)`` array."""
     rest = [a for a in range(x.ndim) if a not in feats]
@@ -1330,11 +1358,24 @@ def _masked_moments(x, axis, keepdims, ddof, where):
     reduced = normalize_axis(axis, xk.ndim, fn=fn, allow_none=True)
     feats = tuple(a for a in range(xk.ndim) if a not in reduced)
     m = _sample_mask(where, xk, feats, "where", fn)
-    sel = _gather(xk, feats, m)
-    if sel.shape[0] == 0:
-        raise ValueError(f"{fn}: where= selects no elements; there is nothing to average")
-    mean, var = _moments(sel.astype(np.asarray(x).dtype, copy=False)
-                         if np.asarray(x).dtype == np.float16 else sel, 0, False, ddof)
+    stats = _selected_stats(xk, feats, m) if feats else None
+    if stats is not None:                          # the same bits as batch_norm_forward(mask=)
+        count, mean_k, m2_k = stats
+        if isinstance(ddof, (bool, np.bool_)) or not isinstance(ddof, (int, np.integer, float)):
+            raise TypeError(f"{fn}: ddof must be a number, got {ddof!r}")
+        if count - ddof <= 0:
+            raise ValueError(f"{fn}: ddof={ddof} leaves no degrees of freedom for {count} "
+                             f"element(s) per result (need N - ddof > 0)")
+        lay = layout(xk, feats)
+        dtype = np.asarray(x).dtype
+        mean = lay.from_kernel(mean_k).astype(dtype)
+        var = lay.from_kernel(m2_k / (count - ddof)).astype(dtype)
+    else:
+        sel = _gather(xk, feats, m)
+        if sel.shape[0] == 0:
+            raise ValueError(f"{fn}: where= selects no elements; there is nothing to average")
+        mean, var = _moments(sel.astype(np.asarray(x).dtype, copy=False)
+                             if np.asarray(x).dtype == np.float16 else sel, 0, False, ddof)
     if keepdims:
         kshape = tuple(1 if a in reduced else s for a, s in enumerate(xk.shape))
         mean, var = np.reshape(mean, kshape), np.reshape(var, kshape)
@@ -1361,22 +1402,29 @@ def _masked_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving
     if moving_mean is not None:
         for name, arr in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
             _check_moving(arr, fshape, name, fn, axis)
-    sel = _gather(xk, feats, m)
-    if sel.shape[0] == 0:                          # nothing to take statistics from
+    stats = _selected_stats(xk, feats, m)
+    if stats is not None:
+        count, mean_k, m2_k = stats
+        lay = layout(xk, feats)                    # kernel order: the features' C order
+    else:
+        sel = _gather(xk, feats, m)
+        count = sel.shape[0]
+        if count:
+            lay = layout(sel, tuple(range(1, sel.ndim)))   # float64 statistics, as unmasked
+            mean_k, m2_k = _stats(_kernel_view(lay, sel), lay)
+    if count == 0:                                 # nothing to take statistics from
         y = np.zeros(xk.shape, out_dtype) if out is None else out
         if out is not None:
             out[...] = 0
         zeros = np.zeros(fshape, xk.dtype)
         return y, zeros, zeros.copy()
-    lay = layout(sel, tuple(range(1, sel.ndim)))       # float64 statistics, as unmasked
-    mean_k, m2_k = _stats(_kernel_view(lay, sel), lay)
-    mean, var = lay.from_kernel(mean_k), lay.from_kernel(m2_k / sel.shape[0])
+    mean, var = lay.from_kernel(mean_k), lay.from_kernel(m2_k / count)
     y, mean_out, invstd = _batch_norm_forward(x, gamma, beta, axis, epsilon, False, mean, var,
                                               momentum, out=out)
     if moving_mean is not None:
         if sum(_update_moving_numpy(arr, batch, momentum)
                for arr, batch in ((moving_mean, mean), (moving_variance, var))):
-            _warn_overflow(lay, moving_mean, moving_variance, m2_k / sel.shape[0], momentum, fn)
+            _warn_overflow(lay, moving_mean, moving_variance, m2_k / count, momentum, fn)
     return y, mean_out, invstd
 
 

@@ -39,8 +39,8 @@ def test_masked_moments_are_those_of_the_selected_values(dtype, offset):
     ref_mean, ref_var = R.moments(sel, axis=0)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-6 if dtype == np.float32 else 1e-13)
     np.testing.assert_allclose(var, ref_var, rtol=1e-5 if dtype == np.float32 else 1e-9)
-    m2, v2 = fastbn.moments(sel, axis=0)                  # the same kernels: the same bits
-    assert np.array_equal(mean, m2) and np.array_equal(var, v2)
+    _, m2, _ = fastbn.batch_norm_forward(x, None, None, mask=mask)   # float64 statistics
+    assert np.array_equal(mean, m2.astype(dtype))         # the same kernel: the same bits
     m3, v3 = fastbn.moments(x, axis=(0, 1), where=mask, keepdims=True)   # Keras' (N, T) mask
     assert m3.shape == (1, 1, 3) and np.array_equal(m3.ravel(), mean)
 
@@ -61,6 +61,35 @@ def test_masked_statistics_are_bitwise_the_same_for_any_thread_count():
             numba.set_num_threads(old)
     for a, b in zip(results[0], results[-1]):
         assert np.array_equal(a, b)
+    sel = x[mask].astype(np.float64)
+    np.testing.assert_allclose(results[0][1], sel.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(1 / results[0][2] ** 2 - 1e-3, sel.var(0), rtol=1e-10)
+
+
+def test_masked_statistics_read_the_selected_rows_in_place(monkeypatch):
+    """C-contiguous input with the features last takes the in-place kernel, in
+    parallel for a large one (the determinism test above covers it), serially
+    for a small one; other layouts gather the selected positions."""
+    from fastbn import kernels
+    real, used = kernels._moments_rows_at, []
+
+    class Spy:
+        @property
+        def serial(self):
+            used.append("serial")
+            return real.serial
+
+        @property
+        def parallel(self):
+            used.append("parallel")
+            return real.parallel
+    monkeypatch.setattr(kernels, "_moments_rows_at", Spy())
+    x, mask = _padded(n=300, t=64, c=96, offset=3.0)
+    fastbn.batch_norm_forward(x, None, None, mask=mask)
+    fastbn.moments(x[:4].copy(), axis=(0, 1), where=mask[:4])
+    assert used == ["parallel", "serial"]
+    fastbn.batch_norm_forward(np.asfortranarray(x), None, None, mask=mask)
+    assert used == ["parallel", "serial"]
 
 
 def test_where_errors():

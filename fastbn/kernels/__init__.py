@@ -14,12 +14,12 @@ from .conv import (_avg_pool_backward, _avg_pool_forward, _bias_act, _col2im, _i
 from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
                     _forward_rows_fused)
 from .layout import _copy_tiles
-from .moments import _merge_columns, _moments_planes, _moments_rows
+from .moments import _merge_columns, _moments_planes, _moments_rows, _moments_rows_at
 from .normalize import (_affine_planes, _affine_rows, _finite_shift, _inference_vectors,
                         _invstd_scale, _update_moving, _update_moving_pair)
 
 __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK", "SHARE_MIN_ROWS", "rows_per_chunk",
-           "_moments_rows", "_moments_planes", "_affine_rows", "_affine_planes",
+           "_moments_rows", "_moments_rows_at", "_moments_planes", "_affine_rows", "_affine_planes",
            "_grad_sums_rows", "_grad_sums_planes", "_grad_x_rows", "_grad_x_planes",
            "_merge_columns", "_sum_columns", "_forward_planes_fused", "_backward_planes_fused",
            "_forward_rows_fused", "_backward_rows_fused",

@@ -277,6 +277,23 @@ def _rows_moments(x, r0, r1, c0, sh, mean, m2):
 
 
 @helper
+def _rows_moments_at(x, rows, i0, i1, sh, mean, m2):
+    """:func:`_rows_moments` of the rows ``rows[i0:i1]`` of ``x`` (all columns),
+    read in place in that order, one row per sweep."""
+    w = mean.size
+    loc = np.empty(w)
+    xs = x[rows[i0]]
+    for j in range(w):
+        loc[j] = _local_shift(xs[j], sh[j])
+    a1 = np.zeros(w)
+    a2 = np.zeros(w)
+    for i in range(i0, i1):
+        _add_sq_row(x[rows[i]], loc, a1, a2)
+    for j in range(w):
+        mean[j], m2[j] = _moments_from_sums(a1[j], a2[j], i1 - i0, loc[j] - sh[j])
+
+
+@helper
 def _rows_grad_sums(dy, x, r0, r1, c0, mu, sg, sgx):
     """``sg[j] = sum(dy)``, ``sgx[j] = sum(dy * (x - mu[j]))`` over rows r0:r1, as above."""
     w = sg.size

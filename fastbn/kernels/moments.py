@@ -22,7 +22,7 @@ from numba import prange
 
 from .._config import helper, kernel
 from ._chunks import (LANES, _chan_merge, _chan_merge_into, _n_chunks, _plane_chunk_moments,
-                      _row_task, _rows_moments)
+                      _row_task, _rows_moments, _rows_moments_at)
 
 
 @kernel
@@ -46,6 +46,28 @@ def _moments_rows(x, shift, rows_per_chunk, cols_per_block):
         c0 = b * cols_per_block
         c1 = min(c, c0 + cols_per_block)
         _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, c0, mean[c0:c1], m2[c0:c1])
+    return mean, m2
+
+
+@kernel
+def _moments_rows_at(x, rows, shift, rows_per_chunk):
+    """``(mean - shift, m2)`` of each column of ``x[rows]`` (a masked batch's
+    selected rows) without gathering them: ``rows`` (at least one index) is cut
+    into chunks of ``rows_per_chunk`` indices, as :func:`_moments_rows` cuts
+    rows, and the chunks are merged in order, so results do not depend on the
+    thread count."""
+    n = rows.size
+    c = x.shape[1]
+    n_chunks = _n_chunks(n, rows_per_chunk)
+    part_mean = np.empty((n_chunks, c))
+    part_m2 = np.empty((n_chunks, c))
+    for k in prange(n_chunks):
+        i0 = k * rows_per_chunk
+        _rows_moments_at(x, rows, i0, min(n, i0 + rows_per_chunk), shift, part_mean[k],
+                         part_m2[k])
+    mean = np.empty(c)
+    m2 = np.empty(c)
+    _merge_row_chunks(part_mean, part_m2, n, rows_per_chunk, 0, mean, m2)
     return mean, m2
 
 
