@@ -173,10 +173,14 @@ def _name(op):
     return next((k for k, v in _OPS.items() if v == op), f"op {op}")
 
 
+#: a caller that does not say its axis: the header then compares no axes
+_UNSAID = object()
+
+
 class _Collective:
     """The shape check, then the data collective, for one synchronized call."""
 
-    def __init__(self, comm, fn, x, axis):
+    def __init__(self, comm, fn, x, axis=_UNSAID):
         self.comm, self.fn, self.checked, self.axis = comm, fn, False, axis
         self.dtype = getattr(x, "dtype", None)
         self.dtype = None if self.dtype is None else np.dtype(self.dtype)
@@ -189,10 +193,12 @@ class _Collective:
         if self.dtype is None:      # a list or scalar: what the kernels were given
             self.dtype = np.float64
         # the call's own checks passed, so its axis is good; moments names reduced axes
-        axes = normalize_axis(self.axis, self.ndim, fn=self.fn,
-                              allow_none=self.fn == "moments")
-        if self.fn == "moments":
-            axes = tuple(a for a in range(self.ndim) if a not in axes)
+        axes = ()
+        if self.axis is not _UNSAID:
+            axes = normalize_axis(self.axis, self.ndim, fn=self.fn,
+                                  allow_none=self.fn == "moments")
+            if self.fn == "moments":
+                axes = tuple(a for a in range(self.ndim) if a not in axes)
         _check(self.comm, self.fn, self.dtype, self.ndim, lay.feature_shape, axes=axes)
 
     def fail(self, error):
