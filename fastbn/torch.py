@@ -73,14 +73,8 @@ def _update_running(running, batch, momentum):
 # backward, and the running-statistics update (mutates its first two
 # arguments; torch.library gives an autograd formula to functional operators
 # only, hence the split).
-def _forward_impl(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
-                   running_mean: Optional[Tensor], running_var: Optional[Tensor],
-                   training: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Batch norm over dim 1: ``(output, mean, invstd, var)``, the statistics float64.
-
-    ``var`` is the biased batch variance in training (for the running update),
-    empty otherwise; without training the running statistics are used.
-    """
+def _forward_arrays(input, weight, bias, running_mean, running_var, training, eps):
+    """:func:`_forward_impl` with the statistics as NumPy arrays."""
     x = _array(_compute(input))
     gamma, beta = _vector(weight, x.dtype), _vector(bias, x.dtype)
     c = x.shape[1]
@@ -99,7 +93,20 @@ def _forward_impl(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor
     out = torch.from_numpy(y)
     if out.dtype != input.dtype:
         out = out.to(input.dtype)
-    return out, torch.from_numpy(mean), torch.from_numpy(invstd), torch.from_numpy(var_b)
+    return out, mean, invstd, var_b
+
+
+def _forward_impl(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                  running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                  training: bool, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Batch norm over dim 1: ``(output, mean, invstd, var)``, the statistics float64.
+
+    ``var`` is the biased batch variance in training (for the running update),
+    empty otherwise; without training the running statistics are used.
+    """
+    out, mean, invstd, var = _forward_arrays(input, weight, bias, running_mean, running_var,
+                                             training, eps)
+    return out, torch.from_numpy(mean), torch.from_numpy(invstd), torch.from_numpy(var)
 
 
 _batch_norm_op = torch.library.custom_op("fastbn::batch_norm", _forward_impl, mutates_args=(),
@@ -115,11 +122,15 @@ def _(input, weight, bias, running_mean, running_var, training, eps):
 
 
 def _update_impl(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: Tensor,
-                       count: int, momentum: float) -> None:
+                 count: int, momentum: float) -> None:
     """``running = (1 - momentum) * running + momentum * batch`` in float64, in place,
     with the unbiased batch variance ``var * count / (count - 1)``."""
-    _update_running(running_mean, _array(mean), momentum)
-    _update_running(running_var, _array(var) * (count / (count - 1)), momentum)
+    _update_arrays(running_mean, running_var, _array(mean), _array(var), count, momentum)
+
+
+def _update_arrays(running_mean, running_var, mean, var, count, momentum):
+    _update_running(running_mean, mean, momentum)
+    _update_running(running_var, var * (count / (count - 1)), momentum)
 
 
 _update_running_op = torch.library.custom_op("fastbn::update_running_stats", _update_impl,
@@ -133,14 +144,17 @@ def _(running_mean, running_var, mean, var, count, momentum):
 
 
 def _backward_impl(grad_output: Tensor, input: Tensor, weight: Optional[Tensor],
-                            mean: Tensor, invstd: Tensor,
-                            training: bool) -> tuple[Tensor, Tensor, Tensor]:
+                   mean: Tensor, invstd: Tensor, training: bool) -> tuple[Tensor, Tensor, Tensor]:
     """fastbn's analytic backward: ``(grad_input, grad_weight, grad_bias)``."""
+    return _backward_arrays(grad_output, input, weight, _array(mean), _array(invstd), training)
+
+
+def _backward_arrays(grad_output, input, weight, mean, invstd, training):
+    """:func:`_backward_impl` with ``mean`` and ``invstd`` as NumPy arrays."""
     x = _array(_compute(input))
     dy = _array(_compute(grad_output))
-    dx, dgamma, dbeta = F.batch_norm_backward(dy, x, _array(mean), _array(invstd),
-                                              _vector(weight, x.dtype), axis=1,
-                                              training=training)
+    dx, dgamma, dbeta = F.batch_norm_backward(dy, x, mean, invstd, _vector(weight, x.dtype),
+                                              axis=1, training=training)
     dx = torch.from_numpy(dx)
     if dx.dtype != input.dtype:
         dx = dx.to(input.dtype)
@@ -190,43 +204,41 @@ _batch_norm_backward_op.register_autograd(_no_double_backward,
                                           setup_context=lambda ctx, inputs, output: None)
 
 
-class _BatchNormFunction(torch.autograd.Function):
-    """The operators' eager path: the same implementations and autograd formula
-    without the dispatch of :func:`torch.library.custom_op`, which cost 300-400
-    us a call here (2026-12-06, (4, 3) forward: 400 us against 48 us for
-    ``torch.nn.BatchNorm1d``). Under ``torch.compile`` the operators run."""
+class _EagerBatchNorm(torch.autograd.Function):
+    """The operators' eager path: the same implementations and the same backward,
+    without the dispatch of :func:`torch.library.custom_op` (300-400 us a call
+    here, 2026-12-06: a (4, 3) forward took 400 us against 48 us for
+    ``torch.nn.BatchNorm1d``), with one output and the running update inside,
+    the statistics kept as NumPy arrays on ``ctx``. Under ``torch.compile`` the
+    operators run."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, running_mean, running_var, training, eps):
+    def forward(ctx, input, weight, bias, running_mean, running_var, training, eps, momentum):
         # forward(ctx, ...) rather than setup_context: Function.apply binds the
-        # arguments with inspect.signature when setup_context is defined, 80 us
-        output = _forward_impl(input, weight, bias, running_mean, running_var, training, eps)
-        _setup_context(ctx, (input, weight, bias, running_mean, running_var, training, eps),
-                       output)
-        return output
+        # arguments with inspect.signature when setup_context is defined (80 us)
+        out, mean, invstd, var = _forward_arrays(input, weight, bias, running_mean,
+                                                 running_var, training, eps)
+        if training and running_mean is not None and running_var is not None:
+            _update_arrays(running_mean, running_var, mean, var,
+                           input.numel() // input.shape[1], momentum)
+        ctx.save_for_backward(input, weight)
+        ctx.stats, ctx.training = (mean, invstd), training
+        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
+        return out
 
     @staticmethod
-    def backward(ctx, grad_output, grad_mean, grad_invstd, grad_var):
-        if torch.is_grad_enabled():         # create_graph=True: the operator, which
-            return _backward(ctx, grad_output, grad_mean, grad_invstd, grad_var)  # refuses
-        input, weight, mean, invstd = ctx.saved_tensors
-        dx, dw, db = _backward_impl(grad_output, input, weight, mean, invstd, ctx.training)
+    def backward(ctx, grad_output):
+        input, weight = ctx.saved_tensors
+        mean, invstd = ctx.stats
+        if torch.is_grad_enabled():         # create_graph=True: the operator, which refuses
+            dx, dw, db = torch.ops.fastbn.batch_norm_backward(
+                grad_output, input, weight, torch.from_numpy(mean), torch.from_numpy(invstd),
+                ctx.training)
+        else:
+            dx, dw, db = _backward_arrays(grad_output, input, weight, mean, invstd,
+                                          ctx.training)
         return (dx, dw if ctx.has_weight else None, db if ctx.has_bias else None,
-                None, None, None, None)
-
-
-def _run_forward(input, weight, bias, running_mean, running_var, training, eps):
-    """``(out, mean, invstd, var)``: the operator when compiling, else the same
-    implementation directly (through autograd only when a gradient is wanted)."""
-    if torch.compiler.is_compiling():
-        return torch.ops.fastbn.batch_norm(input, weight, bias, running_mean, running_var,
-                                           training, eps)
-    if torch.is_grad_enabled() and (input.requires_grad
-                                    or (weight is not None and weight.requires_grad)
-                                    or (bias is not None and bias.requires_grad)):
-        return _BatchNormFunction.apply(input, weight, bias, running_mean, running_var,
-                                        training, eps)
-    return _forward_impl(input, weight, bias, running_mean, running_var, training, eps)
+                None, None, None, None, None)
 
 
 # ------------------------------------------------------------ functional API
@@ -288,16 +300,25 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     elif running_mean is None or running_var is None:
         raise ValueError("fastbn.torch.batch_norm: training=False normalizes with the running "
                          "statistics; pass running_mean and running_var (or training=True)")
-    training = bool(training)
-    out, mean, _, var = _run_forward(input, weight, bias, running_mean, running_var, training,
-                                     float(eps))
-    if training and running_mean is not None and running_var is not None:
-        count = input.numel() // input.shape[1]
-        if torch.compiler.is_compiling():
-            torch.ops.fastbn.update_running_stats(running_mean, running_var, mean, var, count,
-                                                  float(momentum))
-        else:
-            _update_impl(running_mean, running_var, mean, var, count, float(momentum))
+    training, eps, momentum = bool(training), float(eps), float(momentum)
+    update = training and running_mean is not None and running_var is not None
+    if torch.compiler.is_compiling():
+        out, mean, _, var = torch.ops.fastbn.batch_norm(input, weight, bias, running_mean,
+                                                        running_var, training, eps)
+        if update:
+            torch.ops.fastbn.update_running_stats(running_mean, running_var, mean, var,
+                                                  input.numel() // input.shape[1], momentum)
+        return out
+    if torch.is_grad_enabled() and (input.requires_grad
+                                    or (weight is not None and weight.requires_grad)
+                                    or (bias is not None and bias.requires_grad)):
+        return _EagerBatchNorm.apply(input, weight, bias, running_mean, running_var, training,
+                                     eps, momentum)
+    out, mean, _, var = _forward_arrays(input, weight, bias, running_mean, running_var,
+                                        training, eps)
+    if update:
+        _update_arrays(running_mean, running_var, mean, var, input.numel() // input.shape[1],
+                       momentum)
     return out
 
 
