@@ -178,6 +178,19 @@ def test_asv_benchmarks_run_one_param_set(asv_benchmarks, impl):
     assert ran >= 10
 
 
+def test_asv_mask_benchmark_runs(asv_benchmarks):
+    mod = importlib.import_module("benchmarks.bench_masks")
+    assert mod.MaskedForward.params == [mod.MASK_CASES] and len(mod.MASK_CASES) == 2
+    case = mod.MASK_CASES[-1]                                   # E, the smaller one
+    b = mod.MaskedForward()
+    b.setup(case)
+    assert 0.7 < b.mask.mean() < 0.8 and b.mask.shape == b.x.shape[:-1]
+    b.time_masked_train(case)
+    b.time_unmasked_train(case)
+    assert b.track_masked_over_unmasked(case) > 0
+    assert mod.MaskedForward.track_masked_over_unmasked.unit == "ratio"
+
+
 def test_asv_compile_benchmarks_are_valid_code(asv_benchmarks):
     mod = importlib.import_module("benchmarks.bench_compile")
     layout = next(iter(mod.LAYOUTS))
