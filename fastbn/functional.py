@@ -440,7 +440,12 @@ def batch_norm_forward(x, gamma, beta, *, axis=-1, epsilon=1e-3, training=True,
         In training the statistics (and the moving statistics' update) come
         from the positions where it is True only, and normalise every
         position; with none True the output is zeros and the moving
-        statistics stay. In inference it changes nothing.
+        statistics stay. In inference it changes nothing. On C-contiguous
+        ``x`` with the features last the selected positions are read in
+        place, and a training forward with a mask keeping 75% costs about
+        what one without does (1.0-1.1x on (8192, 1024) and NHWC
+        (32, 56, 56, 64) float32, ``docs/scripts/mask_cost.py``); other
+        layouts copy them first.
 
     Returns
     -------
@@ -1286,10 +1291,12 @@ def _relu_grad(grad, y):
 
 # ------------------------------------------------------------ masked statistics
 # A mask selects sample positions: it is constant along the feature axes, so
-# the masked statistics are the plain kernels' statistics of the selected
-# positions, gathered into one contiguous (selected, *features) array first.
-# They inherit the kernels' accuracy (float64 chunks, Chan's merge, offsets)
-# and their bitwise determinism for any thread count.
+# the masked statistics are the rows kernels' statistics of the selected
+# positions: read in place through their row indices when x is C-contiguous
+# with the features last (_selected_stats), else gathered into one contiguous
+# (selected, *features) array first. Both keep the kernels' accuracy (float64
+# chunks, Chan's merge, offsets) and their bitwise determinism for any thread
+# count (chunks of selected rows, never of threads).
 def _sample_mask(mask, x, feats, name, fn):
     """``mask`` as a boolean array over ``x``'s non-feature axes (in order).
 
