@@ -304,3 +304,28 @@ def test_conv2d_with_fused_relu_equals_conv_then_relu(data_format):
     check_vjp(lambda x, k, b: ag.conv2d(x, k, b, data_format=data_format, activation="relu"),
               x, k, b)
     check_vjp(lambda x, k: ag.conv2d(x, k, data_format=data_format, activation="relu"), x, k)
+
+
+def test_channels_first_conv_then_bn_is_bitwise_identical_with_1_and_2_threads():
+    numba = pytest.importorskip("numba")
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    from fastbn import nn
+    x = _rng("cf-bits").standard_normal((16, 1, 28, 28)).astype(np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            nn.clear_session()
+            nn.set_random_seed(0)
+            conv = nn.Conv2D(32, 3, activation="relu", data_format="channels_first")
+            bn = nn.BatchNormalization(axis=1)
+            z = bn(conv(x), training=True)
+            z.backward(np.cos(np.arange(z.data.size, dtype=np.float32)).reshape(z.shape))
+            results.append([z.data.copy(), conv.kernel.tensor.grad.copy(),
+                            bn.gamma.tensor.grad.copy(), bn.moving_variance.numpy()])
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -7,6 +7,10 @@
     and ``learning_curve.png`` and a ``command.json`` (the command line, wall
     time); the weights and checkpoint are deleted. Commit ``docs/results/cnn/``.
 
+The speed section renders ``docs/results/cnn/train_speed_cnn.json``, the
+output of ``python -m fastbn.examples.train_speed --model cnn --profile --out
+docs/results/cnn`` (copy it there and commit it).
+
 ``python docs/scripts/cnn_results.py render``
     reads ``docs/results/cnn/`` and writes ``docs/_generated/cnn.md`` (the
     numbers, from ``metrics.json``) and ``docs/_generated/cnn.png`` (the job's
@@ -92,6 +96,40 @@ def render(_args=None):
     print(f"cnn_results: rendered {n} epochs")
 
 
+def render_speed():
+    path = os.path.join(os.path.dirname(RESULTS), "train_speed_cnn.json")
+    md = os.path.join(GENERATED, "cnn_speed.md")
+    if not os.path.exists(path):
+        with open(md, "w") as f:
+            f.write(":::{note}\nNo speed result in this checkout "
+                    "(`docs/results/cnn/train_speed_cnn.json`).\n:::\n")
+        return
+    with open(path) as f:
+        r = json.load(f)
+    lines = ["| peer | seconds per epoch | samples / s | vs fastbn |", "|---|---:|---:|---:|"]
+    for row in r["rows"]:
+        peers = [k for k, v in row.items() if isinstance(v, dict) and "median_s" in v]
+        base = row["fastbn"]["median_s"]
+        for p in peers:
+            lines.append(f"| {p} | {row[p]['median_s']:.1f} | {row[p]['samples_per_s']:,.0f} "
+                         f"| {row[p]['median_s'] / base:.2f}x |")
+        prof = row.get("profile")
+        if prof:
+            lines += ["", "fastbn's epoch in the profile run (its own process, after the "
+                      "others): " + ", ".join(f"{k} {v:.1f} s ({v / prof['epoch']:.0%})"
+                                               for k, v in prof.items() if k != "epoch")
+                      + f", of {prof['epoch']:.1f} s."]
+    v = r["versions"]
+    lines += ["", f"`{r['command']}`: batch {r['rows'][0]['batch_size']}, {r['samples']:,} "
+              f"samples, {r['threads']} threads, median of {r['rounds']} round(s), {r['date']}; "
+              f"fastbn {v['fastbn']}, PyTorch {v.get('torch', '-')}, {r['machine']['cpus']} "
+              f"CPUs. The machine was shared with other work while this ran, so the "
+              f"seconds are inflated; the peers alternate, so their ratios are the "
+              f"comparison."]
+    with open(md, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="step", required=True)
@@ -101,7 +139,11 @@ def main(argv=None):
     r.add_argument("--threads", type=int, default=2)
     sub.add_parser("render")
     args = p.parse_args(argv)
-    (run if args.step == "run" else render)(args)
+    if args.step == "run":
+        run(args)
+    else:
+        render(args)
+        render_speed()
 
 
 if __name__ == "__main__":
