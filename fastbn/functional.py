@@ -1450,6 +1450,19 @@ def _masked_backward(dy, x, mean, invstd, gamma, axis, training, out, mask):
     if n == 0:                                     # the forward gave constant zeros
         dx[...] = 0
         return dx, np.zeros_like(dgamma), np.zeros_like(dbeta)
+    if (xk.flags.c_contiguous and dx.flags.c_contiguous and dx.dtype == xk.dtype
+            and feats == tuple(range(xk.ndim - len(feats), xk.ndim))):
+        # in place through the selected rows (kernels._masked_grad_rows). The
+        # NumPy pass below (float64 temporaries the size of x) made the masked
+        # backward on C and E (75% kept) 9.7x / 11.5x the unmasked one; this,
+        # 1.9x / 1.3x (2 threads, shared machine, 2026-12-06, medians of 9)
+        f64 = lambda v: np.ascontiguousarray(v, np.float64).reshape(-1)   # noqa: E731
+        s, dg, db = f64(invstd), f64(dgamma), f64(dbeta)
+        g = s if gamma is None else f64(gamma) * s
+        x2, dx2 = xk.reshape(m.size, -1), dx.reshape(m.size, -1)
+        _run(K._masked_grad_rows, x2)(x2, np.flatnonzero(m), f64(mean), g * db / n,
+                                      g * s * dg / n, dx2, K.ROWS_PER_CHUNK)
+        return dx, dgamma, dbeta
     rest = [a for a in range(xk.ndim) if a not in feats]
     order = rest + list(feats)
     inv = np.argsort(order)

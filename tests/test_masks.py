@@ -71,25 +71,35 @@ def test_masked_statistics_read_the_selected_rows_in_place(monkeypatch):
     parallel for a large one (the determinism test above covers it), serially
     for a small one; other layouts gather the selected positions."""
     from fastbn import kernels
-    real, used = kernels._moments_rows_at, []
+    used = []
 
     class Spy:
+        def __init__(self, name):
+            self.name, self.real = name, getattr(kernels, name)
+
         @property
         def serial(self):
-            used.append("serial")
-            return real.serial
+            used.append((self.name, "serial"))
+            return self.real.serial
 
         @property
         def parallel(self):
-            used.append("parallel")
-            return real.parallel
-    monkeypatch.setattr(kernels, "_moments_rows_at", Spy())
+            used.append((self.name, "parallel"))
+            return self.real.parallel
+    for name in ("_moments_rows_at", "_masked_grad_rows"):
+        monkeypatch.setattr(kernels, name, Spy(name))
     x, mask = _padded(n=300, t=64, c=96, offset=3.0)
-    fastbn.batch_norm_forward(x, None, None, mask=mask)
+    _, mean, invstd = fastbn.batch_norm_forward(x, None, None, mask=mask)
     fastbn.moments(x[:4].copy(), axis=(0, 1), where=mask[:4])
-    assert used == ["parallel", "serial"]
-    fastbn.batch_norm_forward(np.asfortranarray(x), None, None, mask=mask)
-    assert used == ["parallel", "serial"]
+    dx = fastbn.batch_norm_backward(np.cos(x), x, mean, invstd, None, mask=mask)[0]
+    expect = [("_moments_rows_at", "parallel"), ("_moments_rows_at", "serial"),
+              ("_masked_grad_rows", "parallel")]
+    assert used == expect
+    xf = np.asfortranarray(x)
+    fastbn.batch_norm_forward(xf, None, None, mask=mask)
+    dxf = fastbn.batch_norm_backward(np.cos(xf), xf, mean, invstd, None, mask=mask)[0]
+    assert used == expect
+    np.testing.assert_allclose(dx, dxf, rtol=1e-5, atol=1e-6)     # float32 output
 
 
 def test_where_errors():

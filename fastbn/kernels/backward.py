@@ -230,3 +230,19 @@ def _sum_columns(v, c, first, step):
         for i in range(members):
             out[ch] += v[k + i * step]
     return out
+
+
+@kernel
+def _masked_grad_rows(x, rows, mean, a, b, dx, rows_per_task):
+    """``dx[r] -= a + b * (x[r] - mean)`` for each selected row ``r`` in ``rows`` of the
+    2-D ``x``/``dx``: the masked statistics' gradient, which reaches the selected
+    positions only. Every element is computed alone (float64), so the tasks,
+    ``rows_per_task`` rows each, never change a result."""
+    n = rows.size
+    c = a.size
+    for t in prange(_n_chunks(n, rows_per_task)):
+        for i in range(t * rows_per_task, min(n, (t + 1) * rows_per_task)):
+            xr = x[rows[i]]
+            dr = dx[rows[i]]
+            for j in range(c):
+                dr[j] = dr[j] - (a[j] + b[j] * (xr[j] - mean[j]))
