@@ -7,7 +7,7 @@ Dense kernel ``(in, units)``, the weights into each unit).
 """
 import numpy as np
 
-from . import utils
+from . import _serialization, utils
 
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "serialize",
            "deserialize"]
@@ -42,32 +42,9 @@ class Constraint:
     def __call__(self, w):
         return w
 
-    def get_config(self):
-        """The constructor's arguments (Keras' ``get_config``).
-
-        Returns
-        -------
-        dict
-        """
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        """A new constraint from :meth:`get_config`'s dict.
-
-        Parameters
-        ----------
-        config : dict
-
-        Returns
-        -------
-        Constraint
-        """
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+    get_config = _serialization.empty_config
+    from_config = _serialization.from_config
+    __repr__ = _serialization.config_repr(show=format)
 
 
 class NonNeg(Constraint):
@@ -239,10 +216,7 @@ def serialize(constraint):
     >>> constraints.serialize(constraints.UnitNorm(axis=1))
     {'class_name': 'UnitNorm', 'config': {'axis': 1}}
     """
-    if not isinstance(constraint, Constraint):
-        raise TypeError(f"cannot serialize constraint {constraint!r}: only "
-                        f"fastbn.nn.constraints.Constraint objects have a config")
-    return {"class_name": type(constraint).__name__, "config": constraint.get_config()}
+    return _serialization.serialize(constraint, Constraint, "constraint")
 
 
 def deserialize(config):
@@ -262,7 +236,4 @@ def deserialize(config):
     >>> constraints.deserialize({"class_name": "NonNeg", "config": {}})
     NonNeg()
     """
-    cls = {c.__name__: c for c in _CLASSES}.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"unknown constraint class {config.get('class_name')!r}")
-    return cls.from_config(dict(config.get("config") or {}))
+    return _serialization.deserialize(config, _CLASSES, "constraint")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from . import utils
+from . import _serialization, utils
 
 __all__ = ["Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
            "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
@@ -71,24 +71,8 @@ class Initializer:
         """
         return {"seed": self.seed}
 
-    @classmethod
-    def from_config(cls, config):
-        """A new initializer from :meth:`get_config`'s dict.
-
-        Parameters
-        ----------
-        config : dict
-
-        Returns
-        -------
-        Initializer
-        """
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items()
-                         if k != "seed" or v is not None)
-        return f"{type(self).__name__}({args})"
+    from_config = _serialization.from_config
+    __repr__ = _serialization.config_repr(omit_if_none=("seed",))
 
 
 class Zeros(Initializer):
@@ -525,10 +509,7 @@ def serialize(initializer):
     >>> initializers.serialize(initializers.Constant(4.0))
     {'class_name': 'Constant', 'config': {'value': 4.0}}
     """
-    if not isinstance(initializer, Initializer):
-        raise TypeError(f"cannot serialize initializer {initializer!r}: only "
-                        f"fastbn.nn.initializers.Initializer objects have a config")
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
+    return _serialization.serialize(initializer, Initializer, "initializer")
 
 
 def deserialize(config):
@@ -549,8 +530,4 @@ def deserialize(config):
     >>> initializers.deserialize({"class_name": "Constant", "config": {"value": 4.0}})
     Constant(value=4.0)
     """
-    name = config.get("class_name")
-    cls = {c.__name__: c for c in _CLASSES}.get(name)
-    if cls is None:
-        raise ValueError(f"unknown initializer class {name!r}")
-    return cls.from_config(dict(config.get("config") or {}))
+    return _serialization.deserialize(config, _CLASSES, "initializer")

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import autograd as ag
 from .. import functional as F
-from . import activations, constraints, initializers, regularizers, utils
+from . import _serialization, activations, constraints, initializers, regularizers, utils
 
 __all__ = ["Variable", "Layer", "Input", "Dense", "BatchNormalization", "Activation", "Masking",
            "LeakyReLU", "Flatten", "Dropout", "Conv2D", "MaxPooling2D", "AveragePooling2D",
@@ -494,19 +494,7 @@ class Layer:
             config[arg.name] = _serialize(getattr(self, arg.name), arg.name, self)
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        """A new layer from :meth:`get_config`'s dict.
-
-        Parameters
-        ----------
-        config : dict
-
-        Returns
-        -------
-        Layer
-        """
-        return cls(**config)
+    from_config = _serialization.from_config
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}, built={self.built}>"

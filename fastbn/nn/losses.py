@@ -9,6 +9,7 @@ losses.
 import numpy as np
 
 from .. import autograd as ag
+from . import _serialization
 
 __all__ = ["Loss", "SparseCategoricalCrossentropy", "CategoricalCrossentropy",
            "BinaryCrossentropy", "MeanSquaredError", "MeanAbsoluteError",
@@ -52,32 +53,9 @@ class Loss:
     def __call__(self, y_true, y_pred):
         raise NotImplementedError
 
-    def get_config(self):
-        """The constructor's arguments (Keras' ``get_config``).
-
-        Returns
-        -------
-        dict
-        """
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        """A new loss from :meth:`get_config`'s dict.
-
-        Parameters
-        ----------
-        config : dict
-
-        Returns
-        -------
-        Loss
-        """
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+    get_config = _serialization.empty_config
+    from_config = _serialization.from_config
+    __repr__ = _serialization.config_repr()
 
 
 class SparseCategoricalCrossentropy(Loss):
@@ -497,7 +475,4 @@ def deserialize(config):
     >>> losses.deserialize({"class_name": "MeanSquaredError", "config": {}})
     MeanSquaredError()
     """
-    cls = {c.__name__: c for c in _CLASSES}.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"unknown loss class {config.get('class_name')!r}")
-    return cls.from_config(dict(config.get("config") or {}))
+    return _serialization.deserialize(config, _CLASSES, "loss")

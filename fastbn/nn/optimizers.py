@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import autograd as ag
+from . import _serialization
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get"]
 
@@ -203,19 +204,7 @@ class Optimizer:
                 config[name] = self._lr if name == "learning_rate" else getattr(self, name)
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        """A new optimizer from :meth:`get_config`'s dict.
-
-        Parameters
-        ----------
-        config : dict
-
-        Returns
-        -------
-        Optimizer
-        """
-        return cls(**config)
+    from_config = _serialization.from_config
 
     def _prepare(self):
         pass

@@ -10,7 +10,7 @@ A layer's penalties are its :attr:`~fastbn.nn.Layer.losses`.
 import numpy as np
 
 from .. import autograd as ag
-from . import utils
+from . import _serialization, utils
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize", "deserialize"]
 
@@ -44,32 +44,9 @@ class Regularizer:
     def __call__(self, x):
         raise NotImplementedError
 
-    def get_config(self):
-        """The constructor's arguments (Keras' ``get_config``).
-
-        Returns
-        -------
-        dict
-        """
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        """A new regularizer from :meth:`get_config`'s dict.
-
-        Parameters
-        ----------
-        config : dict
-
-        Returns
-        -------
-        Regularizer
-        """
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+    get_config = _serialization.empty_config
+    from_config = _serialization.from_config
+    __repr__ = _serialization.config_repr(show=format)
 
 
 class L1L2(Regularizer):
@@ -222,10 +199,7 @@ def serialize(regularizer):
     >>> regularizers.serialize(regularizers.L2(1e-4))
     {'class_name': 'L2', 'config': {'l2': 0.0001}}
     """
-    if not isinstance(regularizer, Regularizer):
-        raise TypeError(f"cannot serialize regularizer {regularizer!r}: only "
-                        f"fastbn.nn.regularizers.Regularizer objects have a config")
-    return {"class_name": type(regularizer).__name__, "config": regularizer.get_config()}
+    return _serialization.serialize(regularizer, Regularizer, "regularizer")
 
 
 def deserialize(config):
@@ -245,7 +219,4 @@ def deserialize(config):
     >>> regularizers.deserialize({"class_name": "L1", "config": {"l1": 0.5}})
     L1(l1=0.5)
     """
-    cls = {c.__name__: c for c in _CLASSES}.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"unknown regularizer class {config.get('class_name')!r}")
-    return cls.from_config(dict(config.get("config") or {}))
+    return _serialization.deserialize(config, _CLASSES, "regularizer")
