@@ -16,3 +16,14 @@ def _no_plans_across_tests():
     functional._PLANS.clear()
     yield
     functional._PLANS.clear()
+
+
+@pytest.fixture(scope="module")
+def keras():
+    """Keras 3 on JAX, for side-by-side checks; skips where Keras is absent or
+    already runs on another backend in this process."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    k = pytest.importorskip("keras")
+    if k.backend.backend() != "jax":
+        pytest.skip("Keras runs on another backend in this process")
+    return k

@@ -10,15 +10,6 @@ import pytest
 from fastbn import nn
 
 
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    k = pytest.importorskip("keras")
-    if k.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return k
-
-
 def _data(n=64, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 4)).astype(np.float32)

@@ -5,7 +5,6 @@ Keras' documented formula (always run) and, where Keras 3 with JAX is
 installed, against Keras itself.
 """
 import math
-import os
 
 import numpy as np
 import pytest
@@ -15,15 +14,6 @@ from fastbn import nn
 from fastbn.autograd import Tensor
 
 from test_autograd import check_vjp
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    k = pytest.importorskip("keras")
-    if k.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return k
 
 
 # ---------------------------------------------------------------- RMSprop

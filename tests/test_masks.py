@@ -1,6 +1,5 @@
 """Masks, Keras' semantics: fastbn.moments(where=), batch_norm_forward/backward(mask=),
 BatchNormalization(x, training, mask), nn.Masking and Sequential's mask propagation."""
-import os
 
 import numba
 import numpy as np
@@ -10,15 +9,6 @@ import fastbn
 from fastbn import nn
 
 import reference as R
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    k = pytest.importorskip("keras")
-    if k.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return k
 
 
 def _padded(seed=0, n=6, t=7, c=3, offset=0.0, dtype=np.float32):

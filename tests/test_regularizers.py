@@ -1,7 +1,6 @@
 """nn.regularizers and nn.constraints on Dense, Conv2D and BatchNormalization; layer and model
 ``losses``; the frozen BatchNormalization. Float64 references, Keras side by side where
 installed."""
-import os
 
 import numpy as np
 import pytest
@@ -10,15 +9,6 @@ from fastbn import nn
 from fastbn.autograd import Tensor
 
 from test_autograd import check_vjp
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    k = pytest.importorskip("keras")
-    if k.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return k
 
 
 W = np.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.5]])

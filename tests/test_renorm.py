@@ -5,7 +5,6 @@ rule (keras/src/layers/normalization/batch_normalization.py): the output, the
 gradients with r and d held constant, and every moving variable; Keras itself
 side by side where installed.
 """
-import os
 
 import numpy as np
 import pytest
@@ -17,15 +16,6 @@ import reference as R
 
 EPS, M, RM = 1e-3, 0.8, 0.9
 CLIP = {"rmax": 1.5, "rmin": 0.5, "dmax": 0.3}
-
-
-@pytest.fixture(scope="module")
-def keras():
-    os.environ.setdefault("KERAS_BACKEND", "jax")
-    k = pytest.importorskip("keras")
-    if k.backend.backend() != "jax":
-        pytest.skip("Keras runs on another backend in this process")
-    return k
 
 
 def _x(shape=(16, 4), seed=0):
