@@ -129,6 +129,55 @@ def torch_model():
     return model, torch.optim.SGD(model.parameters(), lr=0.01), tnn.CrossEntropyLoss()
 
 
+def _fit_seconds(model, x, y, batch_size, epochs, warmup_batches):
+    """Seconds per epoch of ``model.fit`` (fastbn or Keras), after a warm-up fit on
+    ``warmup_batches`` batches."""
+    n = batch_size * warmup_batches
+    model.fit(x[:n], y[:n], batch_size=batch_size, verbose=0)
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _torch_seconds(model_opt_loss, xt, yt, samples, batch_size, epochs, warmup_batches,
+                   channels_last=False):
+    """Seconds per epoch of a standard PyTorch eager loop (shuffled batches, the loss
+    and accuracy summed as ``fit``'s logs are), after a warm-up epoch of
+    ``warmup_batches`` batches."""
+    import torch
+
+    model, opt, loss_fn = model_opt_loss
+
+    def epoch(n):
+        model.train()
+        perm = torch.randperm(n)
+        total, correct = 0.0, 0
+        for lo in range(0, n, batch_size):
+            idx = perm[lo:lo + batch_size]
+            xb, yb = xt[idx], yt[idx]
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)           # what fit's logs cost fastbn too
+            correct += int((out.argmax(1) == yb).sum())
+        return total, correct
+
+    epoch(min(samples, batch_size * warmup_batches))
+    times = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        epoch(samples)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def run_fastbn(samples, batch_size, epochs):
     """Seconds per epoch of fastbn's ``fit`` on the bn-before model (after one warm-up epoch).
 
@@ -148,14 +197,7 @@ def run_fastbn(samples, batch_size, epochs):
     (2, True)
     """
     x, y = _data(samples)
-    model = fastbn_model()
-    model.fit(x[:batch_size * 20], y[:batch_size * 20], batch_size=batch_size, verbose=0)
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-        times.append(time.perf_counter() - t0)
-    return times
+    return _fit_seconds(fastbn_model(), x, y, batch_size, epochs, warmup_batches=20)
 
 
 def run_torch(samples, batch_size, epochs):
@@ -181,32 +223,7 @@ def run_torch(samples, batch_size, epochs):
 
     x, y = _data(samples)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    model, opt, loss_fn = torch_model()
-
-    def epoch(n):
-        model.train()
-        perm = torch.randperm(n)
-        correct = 0
-        total = 0.0
-        for lo in range(0, n, batch_size):
-            idx = perm[lo:lo + batch_size]
-            xb, yb = xt[idx], yt[idx]
-            opt.zero_grad(set_to_none=True)
-            out = model(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)           # what fit's logs cost fastbn too
-            correct += int((out.argmax(1) == yb).sum())
-        return total, correct
-
-    epoch(min(samples, batch_size * 20))
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        epoch(samples)
-        times.append(time.perf_counter() - t0)
-    return times
+    return _torch_seconds(torch_model(), xt, yt, samples, batch_size, epochs, warmup_batches=20)
 
 # ------------------------------------------------------------------ the CNN
 def _images(samples, seed=0):
@@ -244,14 +261,7 @@ def run_fastbn_cnn(samples, batch_size, epochs):
     1
     """
     x, y = _images(samples)
-    model = _fastbn_cnn()
-    model.fit(x[:batch_size * 2], y[:batch_size * 2], batch_size=batch_size, verbose=0)
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-        times.append(time.perf_counter() - t0)
-    return times
+    return _fit_seconds(_fastbn_cnn(), x, y, batch_size, epochs, warmup_batches=2)
 
 
 def torch_cnn_model(channels_last=False):
@@ -323,33 +333,8 @@ def run_torch_cnn(samples, batch_size, epochs, channels_last=False):
     if channels_last:
         xt = xt.contiguous(memory_format=torch.channels_last)
     yt = torch.from_numpy(y)
-    model, opt, loss_fn = torch_cnn_model(channels_last)
-
-    def epoch(n):
-        model.train()
-        perm = torch.randperm(n)
-        total, correct = 0.0, 0
-        for lo in range(0, n, batch_size):
-            idx = perm[lo:lo + batch_size]
-            xb, yb = xt[idx], yt[idx]
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=True)
-            out = model(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-            correct += int((out.argmax(1) == yb).sum())
-        return total, correct
-
-    epoch(min(samples, batch_size * 2))
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        epoch(samples)
-        times.append(time.perf_counter() - t0)
-    return times
+    return _torch_seconds(torch_cnn_model(channels_last), xt, yt, samples, batch_size,
+                          epochs, warmup_batches=2, channels_last=channels_last)
 
 
 def run_keras_cnn(samples, batch_size, epochs):
@@ -385,13 +370,7 @@ def run_keras_cnn(samples, batch_size, epochs):
     model.compile(loss=keras.losses.sparse_categorical_crossentropy,
                   optimizer=keras.optimizers.Adam(), metrics=["accuracy"])
     x, y = _images(samples)
-    model.fit(x[:batch_size * 2], y[:batch_size * 2], batch_size=batch_size, verbose=0)
-    times = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-        times.append(time.perf_counter() - t0)
-    return times
+    return _fit_seconds(model, x, y, batch_size, epochs, warmup_batches=2)
 
 
 #: Which op classes each part of :func:`cnn_profile`'s split times.
