@@ -249,6 +249,29 @@ def test_model_checkpoint_save_freq_in_batches(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["e1-b3.weights.npz", "e2-b2.weights.npz"]
 
 
+@pytest.mark.parametrize("bad", [0, -1, True, 2.0, "batch"])
+def test_save_freq_must_be_epoch_or_positive_int(tmp_path, bad):
+    with pytest.raises(ValueError, match="Unrecognized save_freq"):
+        nn.callbacks.ModelCheckpoint(str(tmp_path / "w.weights.npz"), save_weights_only=True,
+                                     save_freq=bad)
+    with pytest.raises(ValueError, match="save_freq must be 'epoch' or a positive integer"):
+        nn.callbacks.BackupAndRestore(tmp_path / "backup", save_freq=bad)
+
+
+def test_backup_and_restore_save_freq_in_batches(tmp_path):
+    """64 samples in batches of 16, two epochs, save_freq=3: saves after batches 3 and 6
+    (the second epoch's second batch), each naming the unfinished epoch to redo."""
+    x, y = _data(64)
+    backup = nn.callbacks.BackupAndRestore(tmp_path / "backup", save_freq=3,
+                                           delete_checkpoint=False)
+    saved = []
+    orig = backup._save
+    backup._save = lambda next_epoch: (saved.append(next_epoch), orig(next_epoch))
+    _model().fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[backup])
+    assert saved == [0, 1]
+    assert os.listdir(tmp_path / "backup") == ["latest.state.npz"]
+
+
 # ------------------------------------------------------- BackupAndRestore
 class Interrupt(nn.callbacks.Callback):
     def __init__(self, at):

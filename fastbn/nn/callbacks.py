@@ -322,6 +322,24 @@ class EarlyStopping(_MonitorCallback):
             self.model.set_weights(self.best_weights)
 
 
+def _valid_save_freq(save_freq):
+    """``save_freq`` is "epoch" or a positive integer (a count of batches)."""
+    return save_freq == "epoch" or (not isinstance(save_freq, bool)
+                                    and isinstance(save_freq, int) and save_freq >= 1)
+
+
+def _save_due(callback):
+    """Count one training batch of ``callback`` (its ``save_freq`` and ``_batches``):
+    True on every ``save_freq``-th, never when it saves by epoch."""
+    if callback.save_freq == "epoch":
+        return False
+    callback._batches += 1
+    if callback._batches >= callback.save_freq:
+        callback._batches = 0
+        return True
+    return False
+
+
 class ModelCheckpoint(_MonitorCallback):
     """Save the model (or its weights) after each epoch, Keras' arguments and defaults.
 
@@ -374,8 +392,7 @@ class ModelCheckpoint(_MonitorCallback):
         self.filepath = os.fspath(filepath)
         self.verbose, self.save_best_only = verbose, save_best_only
         self.save_weights_only, self.save_freq = save_weights_only, save_freq
-        if save_freq != "epoch" and (isinstance(save_freq, bool)
-                                     or not isinstance(save_freq, int) or save_freq < 1):
+        if not _valid_save_freq(save_freq):
             raise ValueError(f"Unrecognized save_freq: {save_freq!r}. Expected save_freq "
                              f"are 'epoch' or a positive integer")
         if save_weights_only:
@@ -394,11 +411,8 @@ class ModelCheckpoint(_MonitorCallback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq != "epoch":
-            self._batches += 1
-            if self._batches >= self.save_freq:
-                self._batches = 0
-                self._save(self._epoch, batch, logs)
+        if _save_due(self):
+            self._save(self._epoch, batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.save_freq == "epoch":
@@ -490,8 +504,7 @@ class BackupAndRestore(Callback):
                  delete_checkpoint=True):
         if not backup_dir:
             raise ValueError("BackupAndRestore: empty backup_dir argument passed")
-        if save_freq != "epoch" and (isinstance(save_freq, bool)
-                                     or not isinstance(save_freq, int) or save_freq < 1):
+        if not _valid_save_freq(save_freq):
             raise ValueError(f"BackupAndRestore: save_freq must be 'epoch' or a positive "
                              f"integer, got {save_freq!r}")
         self.backup_dir = os.fspath(backup_dir)
@@ -518,11 +531,8 @@ class BackupAndRestore(Callback):
         self._epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.save_freq != "epoch":
-            self._batches += 1
-            if self._batches >= self.save_freq:
-                self._batches = 0
-                self._save(self._epoch)         # this epoch is not finished: redo it
+        if _save_due(self):
+            self._save(self._epoch)         # this epoch is not finished: redo it
 
     def on_epoch_end(self, epoch, logs=None):
         if self.save_freq == "epoch":
