@@ -442,10 +442,7 @@ def get(identifier):
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, dict):
-        cls = {c.__name__: c for c in _BY_NAME.values()}.get(identifier.get("class_name"))
-        if cls is None:
-            raise ValueError(f"unknown optimizer class {identifier.get('class_name')!r}")
-        return cls.from_config(dict(identifier.get("config") or {}))
+        return _serialization.deserialize(identifier, _BY_NAME.values(), "optimizer")
     if isinstance(identifier, str):
         key = identifier.lower()
         if key not in _BY_NAME:
