@@ -556,6 +556,34 @@ class Input:
         self.name = name
 
 
+def _kernel_and_bias_args(layer, activation, use_bias, kernel_initializer, bias_initializer,
+                          kernel_regularizer, bias_regularizer, kernel_constraint,
+                          bias_constraint):
+    """Keep Dense's and Conv2D's shared arguments on ``layer``, each resolved by its
+    module's ``get`` (Keras names, config dicts, objects or callables)."""
+    layer.activation = activations.get(activation)
+    layer.use_bias = bool(use_bias)
+    layer.kernel_initializer = initializers.get(kernel_initializer)
+    layer.bias_initializer = initializers.get(bias_initializer)
+    layer.kernel_regularizer = regularizers.get(kernel_regularizer)
+    layer.bias_regularizer = regularizers.get(bias_regularizer)
+    layer.kernel_constraint = constraints.get(kernel_constraint)
+    layer.bias_constraint = constraints.get(bias_constraint)
+    layer.kernel = layer.bias = None
+
+
+def _add_kernel_and_bias(layer, kernel_shape, units):
+    """Create ``layer.kernel`` of ``kernel_shape`` and, with ``use_bias``, ``layer.bias``
+    of ``(units,)``, with the layer's initializers, regularizers and constraints."""
+    layer.kernel = layer.add_weight("kernel", kernel_shape, layer.kernel_initializer,
+                                    regularizer=layer.kernel_regularizer,
+                                    constraint=layer.kernel_constraint)
+    if layer.use_bias:
+        layer.bias = layer.add_weight("bias", (units,), layer.bias_initializer,
+                                      regularizer=layer.bias_regularizer,
+                                      constraint=layer.bias_constraint)
+
+
 class Dense(Layer):
     """Densely connected layer: ``activation(x @ kernel + bias)`` on the last axis.
 
@@ -599,28 +627,15 @@ class Dense(Layer):
         if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 1:
             raise ValueError(f"Dense: units must be a positive integer, got {units!r}")
         self.units = int(units)
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
-        self.kernel = self.bias = None
+        _kernel_and_bias_args(self, activation, use_bias, kernel_initializer,
+                              bias_initializer, kernel_regularizer, bias_regularizer,
+                              kernel_constraint, bias_constraint)
 
     def build(self, input_shape):
         if len(input_shape) < 2 or input_shape[-1] is None:
             raise ValueError(f"Dense {self.name!r}: needs inputs with a known last dimension, "
                              f"got shape {_fmt(input_shape)}")
-        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units),
-                                      self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", (self.units,), self.bias_initializer,
-                                        regularizer=self.bias_regularizer,
-                                        constraint=self.bias_constraint)
+        _add_kernel_and_bias(self, (input_shape[-1], self.units), self.units)
 
     def _check_input(self, shape):
         if shape[-1] != self.kernel.shape[0]:
@@ -1166,29 +1181,16 @@ class Conv2D(Layer):
         self.strides = ag.ops._pair(strides, "strides", "Conv2D")
         self.padding = _padding(padding, "Conv2D")
         self.data_format = _data_format(data_format, "Conv2D")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
-        self.kernel_constraint = constraints.get(kernel_constraint)
-        self.bias_constraint = constraints.get(bias_constraint)
-        self.kernel = self.bias = None
+        _kernel_and_bias_args(self, activation, use_bias, kernel_initializer,
+                              bias_initializer, kernel_regularizer, bias_regularizer,
+                              kernel_constraint, bias_constraint)
 
     def build(self, input_shape):
         channels = _spatial(input_shape, self.data_format, "Conv2D", self.name)[2]
         if channels is None:
             raise ValueError(f"Conv2D {self.name!r}: the channels axis of "
                              f"{_fmt(input_shape)} must have a known size")
-        self.kernel = self.add_weight("kernel", self.kernel_size + (channels, self.filters),
-                                      self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer,
-                                      constraint=self.kernel_constraint)
-        if self.use_bias:
-            self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer,
-                                        regularizer=self.bias_regularizer,
-                                        constraint=self.bias_constraint)
+        _add_kernel_and_bias(self, self.kernel_size + (channels, self.filters), self.filters)
 
     def _check_input(self, shape):
         channels = _spatial(shape, self.data_format, "Conv2D", self.name)[2]
