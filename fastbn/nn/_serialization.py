@@ -7,7 +7,9 @@ rebuild from ``get_config()``'s dict as ``cls(**config)``, print as
 functions as their own methods (so the API pages list them on each base).
 """
 
-__all__ = ["empty_config", "from_config", "config_repr", "serialize", "deserialize"]
+from . import utils
+
+__all__ = ["empty_config", "from_config", "config_repr", "serialize", "deserialize", "by_name"]
 
 
 def empty_config(self):
@@ -65,3 +67,10 @@ def deserialize(config, classes, kind):
     if cls is None:
         raise ValueError(f"unknown {kind} class {name!r}")
     return cls.from_config(dict(config.get("config") or {}))
+
+
+def by_name(classes):
+    """Each class under Keras' snake_case name (``"max_norm"``) and its own (``"MaxNorm"``)."""
+    names = {utils.to_snake_case(c.__name__): c for c in classes}
+    names.update({c.__name__: c for c in classes})
+    return names

@@ -7,7 +7,7 @@ Dense kernel ``(in, units)``, the weights into each unit).
 """
 import numpy as np
 
-from . import _serialization, utils
+from . import _serialization
 
 __all__ = ["Constraint", "MaxNorm", "MinMaxNorm", "NonNeg", "UnitNorm", "get", "serialize",
            "deserialize"]
@@ -187,8 +187,7 @@ def get(identifier):
     if isinstance(identifier, dict):
         return deserialize(identifier)
     if isinstance(identifier, str):
-        by_name = {utils.to_snake_case(c.__name__): c for c in _CLASSES}
-        by_name.update({c.__name__: c for c in _CLASSES})
+        by_name = _serialization.by_name(_CLASSES)
         if identifier not in by_name:
             raise ValueError(f"unknown constraint {identifier!r}; use one of "
                              f"'non_neg', 'max_norm', 'min_max_norm', 'unit_norm' or a "

@@ -10,7 +10,7 @@ A layer's penalties are its :attr:`~fastbn.nn.Layer.losses`.
 import numpy as np
 
 from .. import autograd as ag
-from . import _serialization, utils
+from . import _serialization
 
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "get", "serialize", "deserialize"]
 
@@ -171,8 +171,7 @@ def get(identifier):
     if isinstance(identifier, str):
         if identifier == "l1_l2":
             return L1L2(l1=0.01, l2=0.01)
-        by_name = {utils.to_snake_case(c.__name__): c for c in _CLASSES}
-        by_name.update({c.__name__: c for c in _CLASSES})
+        by_name = _serialization.by_name(_CLASSES)
         if identifier not in by_name:
             raise ValueError(f"unknown regularizer {identifier!r}; use 'l1', 'l2', 'l1_l2' "
                              f"or a regularizer object such as nn.regularizers.L2(1e-4)")
