@@ -264,14 +264,13 @@ def test_batch_norm_after_conv_reads_the_conv_output_in_place(data_format, axis,
                for name, arrays in seen), [name for name, _ in seen]
 
 
-def test_cnn_training_step_is_bitwise_identical_with_1_and_2_threads():
+def _assert_bitwise_identical_with_1_and_2_threads(step):
+    """``step()``'s list of arrays, each run in a fresh session seeded 0, is bitwise the
+    same with 1 and with 2 Numba threads (skips where Numba has fewer than 2)."""
     numba = pytest.importorskip("numba")
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs 2 Numba threads")
     from fastbn import nn
-    from synthetic_data import synthetic_mnist
-    (x, y), _ = synthetic_mnist(n_train=16, n_test=1)
-    x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
     results = []
     before = numba.get_num_threads()
     try:
@@ -279,18 +278,28 @@ def test_cnn_training_step_is_bitwise_identical_with_1_and_2_threads():
             numba.set_num_threads(threads)
             nn.clear_session()
             nn.set_random_seed(0)
-            model = article_model(nn)
-            model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
-            model.build((None, 28, 28, 1))
-            model._make_plan()
-            loss, out = model._backprop(x, y.astype(np.intp))
-            results.append([out.data.copy()] + [v.tensor.grad.copy()
-                                                for v in model.trainable_variables]
-                           + [v.numpy() for v in model.non_trainable_variables])
+            results.append(step())
     finally:
         numba.set_num_threads(before)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_cnn_training_step_is_bitwise_identical_with_1_and_2_threads():
+    from fastbn import nn
+    from synthetic_data import synthetic_mnist
+    (x, y), _ = synthetic_mnist(n_train=16, n_test=1)
+    x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
+
+    def step():
+        model = article_model(nn)
+        model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
+        model.build((None, 28, 28, 1))
+        model._make_plan()
+        loss, out = model._backprop(x, y.astype(np.intp))
+        return ([out.data.copy()] + [v.tensor.grad.copy() for v in model.trainable_variables]
+                + [v.numpy() for v in model.non_trainable_variables])
+    _assert_bitwise_identical_with_1_and_2_threads(step)
 
 
 @pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
@@ -307,25 +316,14 @@ def test_conv2d_with_fused_relu_equals_conv_then_relu(data_format):
 
 
 def test_channels_first_conv_then_bn_is_bitwise_identical_with_1_and_2_threads():
-    numba = pytest.importorskip("numba")
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs 2 Numba threads")
     from fastbn import nn
     x = _rng("cf-bits").standard_normal((16, 1, 28, 28)).astype(np.float32)
-    results = []
-    before = numba.get_num_threads()
-    try:
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            nn.clear_session()
-            nn.set_random_seed(0)
-            conv = nn.Conv2D(32, 3, activation="relu", data_format="channels_first")
-            bn = nn.BatchNormalization(axis=1)
-            z = bn(conv(x), training=True)
-            z.backward(np.cos(np.arange(z.data.size, dtype=np.float32)).reshape(z.shape))
-            results.append([z.data.copy(), conv.kernel.tensor.grad.copy(),
-                            bn.gamma.tensor.grad.copy(), bn.moving_variance.numpy()])
-    finally:
-        numba.set_num_threads(before)
-    for a, b in zip(*results):
-        np.testing.assert_array_equal(a, b)
+
+    def step():
+        conv = nn.Conv2D(32, 3, activation="relu", data_format="channels_first")
+        bn = nn.BatchNormalization(axis=1)
+        z = bn(conv(x), training=True)
+        z.backward(np.cos(np.arange(z.data.size, dtype=np.float32)).reshape(z.shape))
+        return [z.data.copy(), conv.kernel.tensor.grad.copy(), bn.gamma.tensor.grad.copy(),
+                bn.moving_variance.numpy()]
+    _assert_bitwise_identical_with_1_and_2_threads(step)
