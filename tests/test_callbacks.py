@@ -35,6 +35,16 @@ class Feed(nn.callbacks.Callback):
         logs[self.key] = self.values[epoch]
 
 
+class RecordRates(nn.callbacks.Callback):
+    """Records the optimizer's learning rate at the end of each epoch."""
+
+    def __init__(self):
+        self.rates = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rates.append(self.model.optimizer.learning_rate)
+
+
 class Scripted(nn.callbacks.Callback):
     """Calls ``inner``'s on_epoch_end with a scripted value (callbacks get copies of logs)."""
 
@@ -139,17 +149,13 @@ def test_monitor_auto_mode_needs_a_known_metric():
 def test_reduce_lr_on_plateau_follows_keras_rule():
     cb = nn.callbacks.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, min_lr=0.01)
     model = _model(lr=0.1)
-    rates = []
-
-    class Rec(nn.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            rates.append(model.optimizer.learning_rate)
+    rec = RecordRates()
     x, y = _data()
     values = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
-    model.fit(x, y, epochs=len(values), verbose=0, callbacks=[Scripted(cb, values), Rec()])
+    model.fit(x, y, epochs=len(values), verbose=0, callbacks=[Scripted(cb, values), rec])
     # epoch 0 best; 1, 2: wait 1, 2 -> reduce at 2; 3: the cooldown ends and counts (wait 1,
     # as in Keras); 4: reduce; ... 8: 0.0125 * 0.5 floored at min_lr
-    assert rates == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125, 0.01])
+    assert rec.rates == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025, 0.0125, 0.0125, 0.01])
     with pytest.raises(ValueError, match="factor"):
         nn.callbacks.ReduceLROnPlateau(factor=1.0)
 
@@ -168,15 +174,11 @@ def test_reduce_lr_on_plateau_matches_keras(keras):
         kcb.on_epoch_end(epoch, {"val_loss": v})
         krates.append(float(KModel.optimizer.learning_rate))
     model = _model(lr=0.1)
-    rates = []
-
-    class Rec(nn.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            rates.append(model.optimizer.learning_rate)
+    rec = RecordRates()
     x, y = _data()
     model.fit(x, y, epochs=len(values), verbose=0,
-              callbacks=[Scripted(nn.callbacks.ReduceLROnPlateau(**kw), values), Rec()])
-    assert rates == pytest.approx(krates, rel=1e-6)
+              callbacks=[Scripted(nn.callbacks.ReduceLROnPlateau(**kw), values), rec])
+    assert rec.rates == pytest.approx(krates, rel=1e-6)
 
 
 # ----------------------------------------------------------- TerminateOnNaN
