@@ -8,7 +8,7 @@ in plain PyTorch (``torch.nn``, Keras' BN momentum and epsilon, a standard
 training loop). Each peer runs in its own fresh process with the same thread
 count (``--threads``, default 2) for Numba, BLAS and PyTorch, and the peers
 alternate ``--rounds`` times so that a noisy neighbour hurts both alike. A
-round is one epoch of ``--samples`` samples after a warm-up epoch; the table
+round is one epoch of ``--samples`` samples after a warm-up of a few batches; the table
 gives the median samples/s and ms per step over the rounds, and the ratio.
 
 ``--model cnn`` times the Keras batch-normalization article's CNN instead
@@ -145,7 +145,7 @@ def _fit_seconds(model, x, y, batch_size, epochs, warmup_batches):
 def _torch_seconds(model_opt_loss, xt, yt, samples, batch_size, epochs, warmup_batches,
                    channels_last=False):
     """Seconds per epoch of a standard PyTorch eager loop (shuffled batches, the loss
-    and accuracy summed as ``fit``'s logs are), after a warm-up epoch of
+    and accuracy summed as ``fit``'s logs are), after a warm-up of
     ``warmup_batches`` batches."""
     import torch
 
@@ -179,7 +179,7 @@ def _torch_seconds(model_opt_loss, xt, yt, samples, batch_size, epochs, warmup_b
 
 
 def run_fastbn(samples, batch_size, epochs):
-    """Seconds per epoch of fastbn's ``fit`` on the bn-before model (after one warm-up epoch).
+    """Seconds per epoch of fastbn's ``fit`` on the bn-before model (after 20 warm-up batches).
 
     Parameters
     ----------
