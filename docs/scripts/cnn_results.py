@@ -106,7 +106,8 @@ def render_speed():
         return
     with open(path) as f:
         r = json.load(f)
-    lines = ["| peer | seconds per epoch | samples / s | vs fastbn |", "|---|---:|---:|---:|"]
+    lines = ["| peer | seconds per epoch | samples / s | time ÷ fastbn's |",
+             "|---|---:|---:|---:|"]
     for row in r["rows"]:
         peers = [k for k, v in row.items() if isinstance(v, dict) and "median_s" in v]
         base = row["fastbn"]["median_s"]
@@ -119,13 +120,16 @@ def render_speed():
                       "others): " + ", ".join(f"{k} {v:.1f} s ({v / prof['epoch']:.0%})"
                                                for k, v in prof.items() if k != "epoch")
                       + f", of {prof['epoch']:.1f} s."]
+        torch = min((row[p]["median_s"], p) for p in peers if p.startswith("torch"))
+        others = [f"{base / torch[0]:.2f}x the time of PyTorch's faster layout ({torch[1]})"]
+        if "keras (jax)" in row:
+            others.append(f"{base / row['keras (jax)']['median_s']:.2f}x that of Keras on JAX")
+        lines += ["", "fastbn's epoch takes " + " and ".join(others) + "."]
     v = r["versions"]
     lines += ["", f"`{r['command']}`: batch {r['rows'][0]['batch_size']}, {r['samples']:,} "
               f"samples, {r['threads']} threads, median of {r['rounds']} round(s), {r['date']}; "
               f"fastbn {v['fastbn']}, PyTorch {v.get('torch', '-')}, {r['machine']['cpus']} "
-              f"CPUs. The machine was shared with other work while this ran, so the "
-              f"seconds are inflated; the peers alternate, so their ratios are the "
-              f"comparison."]
+              f"CPUs; each peer in its own process, one after another."]
     with open(md, "w") as f:
         f.write("\n".join(lines) + "\n")
 
