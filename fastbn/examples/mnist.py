@@ -383,11 +383,10 @@ class _EpochLog:
                "learning_rate": self.lr, "seconds": self.seconds,
                "samples_per_s": self.rate}
         self.rows.append(row)
-        if self.verbose:
-            print(f"epoch {epoch + 1}/{self.n_epochs}: loss {row['loss']:.4f}  "
-                  f"accuracy {row['accuracy']:.4f}  val_loss {row['val_loss']:.4f}  "
-                  f"val_accuracy {row['val_accuracy']:.4f}  learning rate {self.lr:.4g}  "
-                  f"{row['samples_per_s']:,.0f} samples/s ({self.seconds:.1f} s)", flush=True)
+        if self.verbose:        # fit's own line above has the metrics; add what it lacks
+            print(f"epoch {epoch + 1}/{self.n_epochs}: learning rate {self.lr:.4g}, "
+                  f"{row['samples_per_s']:,.0f} samples/s in the training steps "
+                  f"({self.seconds:.1f} s)", flush=True)
 
 
 def _versions():
