@@ -10,7 +10,15 @@ outputs in a fixed order, so the results do not depend on the thread count.
 import numpy as np
 from numba import prange
 
-from .._config import kernel
+from .._config import helper, kernel
+
+
+@helper
+def _span(o, stride, pad, k, size):
+    """The input rows (or columns) ``[lo, hi)`` that output place ``o``'s window
+    covers, clipped to the input (padding holds no input)."""
+    lo = o * stride - pad
+    return max(lo, 0), min(lo + k, size)
 
 
 @kernel
@@ -62,11 +70,9 @@ def _max_pool_forward(x, kh, kw, sh, sw, pt, pl, y, arg):
     _, ho, wo, _ = y.shape
     for n in prange(n_):
         for i in range(ho):
-            r0 = max(i * sh - pt, 0)
-            r1 = min(i * sh - pt + kh, h_)
+            r0, r1 = _span(i, sh, pt, kh, h_)
             for j in range(wo):
-                s0 = max(j * sw - pl, 0)
-                s1 = min(j * sw - pl + kw, w_)
+                s0, s1 = _span(j, sw, pl, kw, w_)
                 for c in range(c_):
                     y[n, i, j, c] = x[n, r0, s0, c]
                     arg[n, i, j, c] = r0 * w_ + s0
@@ -89,11 +95,9 @@ def _max_pool_backward(dy, arg, kh, kw, sh, sw, pt, pl, dx):
     for n in prange(n_):
         dx[n] = 0
         for i in range(ho):
-            r0 = max(i * sh - pt, 0)
-            r1 = min(i * sh - pt + kh, h_)
+            r0, r1 = _span(i, sh, pt, kh, h_)
             for j in range(wo):
-                s0 = max(j * sw - pl, 0)
-                s1 = min(j * sw - pl + kw, w_)
+                s0, s1 = _span(j, sw, pl, kw, w_)
                 for r in range(r0, r1):
                     for s in range(s0, s1):
                         at = r * w_ + s
@@ -111,11 +115,9 @@ def _avg_pool_forward(x, kh, kw, sh, sw, pt, pl, y):
     for n in prange(n_):
         acc = np.zeros(c_, np.float64)
         for i in range(ho):
-            r0 = max(i * sh - pt, 0)
-            r1 = min(i * sh - pt + kh, h_)
+            r0, r1 = _span(i, sh, pt, kh, h_)
             for j in range(wo):
-                s0 = max(j * sw - pl, 0)
-                s1 = min(j * sw - pl + kw, w_)
+                s0, s1 = _span(j, sw, pl, kw, w_)
                 acc[:] = 0
                 for r in range(r0, r1):
                     for s in range(s0, s1):
@@ -134,11 +136,9 @@ def _avg_pool_backward(dy, kh, kw, sh, sw, pt, pl, dx):
     for n in prange(n_):
         dx[n] = 0
         for i in range(ho):
-            r0 = max(i * sh - pt, 0)
-            r1 = min(i * sh - pt + kh, h_)
+            r0, r1 = _span(i, sh, pt, kh, h_)
             for j in range(wo):
-                s0 = max(j * sw - pl, 0)
-                s1 = min(j * sw - pl + kw, w_)
+                s0, s1 = _span(j, sw, pl, kw, w_)
                 inv = 1.0 / ((r1 - r0) * (s1 - s0))
                 for r in range(r0, r1):
                     for s in range(s0, s1):
