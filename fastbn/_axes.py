@@ -67,7 +67,7 @@ class Layout:
     fold : int
         Input rows per kernel row: narrow contiguous rows are read ``fold`` at
         a time, as ``(N / fold, fold * C)``, feature ``f`` in kernel columns
-        ``f, f + C, f + 2C, ...`` (see :data:`FOLD_BELOW`); else 1.
+        ``f, f + C, f + 2C, ...`` (see :data:`FOLD_BELOW`, :data:`FOLD_MIN_ROWS`); else 1.
     perm : tuple
         Axes of the input in kernel order (outer axes, feature axes, inner axes).
     channels, count : int
@@ -211,6 +211,14 @@ GROUP_BELOW = 128
 FOLD_BELOW = 256
 #: ... and the widest kernel row folding makes (``kernels.COLS_PER_BLOCK``).
 FOLD_COLS = 1024
+#: ... but only arrays of at least this many rows are folded: below it the
+#: merge of each feature's ``fold`` columns costs more than the wider loops
+#: save. Whole training calls (planned forward + backward) unfolded against
+#: folded, 1 / 2 threads, interleaved in one process, 2026-12-06: (32, 64)
+#: 1.72x / 1.74x, (128, 32) 1.40x / 1.42x, (256, 64) 1.16x / 1.14x, (256, 16)
+#: 0.99x / 1.00x; from 512 rows folding wins or ties: (512, 32) 0.95x /
+#: 0.94x, (1024, 16) 0.50x / 0.49x, (1024, 64) 0.84x (1 thread).
+FOLD_MIN_ROWS = 512
 
 
 def _empty(shape, dtype):
@@ -238,7 +246,7 @@ def _layout(shape, strides, features, itemsize=0):
     elif lay.kind == "rows":
         n, c = lay.kshape
         fold = 1
-        if c < FOLD_BELOW and n:
+        if c < FOLD_BELOW and n >= FOLD_MIN_ROWS:
             while 2 * fold * c <= FOLD_COLS and n % (2 * fold) == 0:
                 fold *= 2
         if fold > 1 and (lay.copies or lay.interleaved
