@@ -68,6 +68,12 @@ def _update_running(running, batch, momentum):
         running.copy_(new)
 
 
+def _tensor(a, dtype):
+    """A NumPy result as a tensor of ``dtype`` (its own memory when the dtypes agree)."""
+    t = torch.from_numpy(a)
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 # ------------------------------------------------------------- the operators
 # Three operators: the forward (functional, with an autograd formula), its
 # backward, and the running-statistics update (mutates its first two
@@ -77,23 +83,31 @@ def _forward_arrays(input, weight, bias, running_mean, running_var, training, ep
     """:func:`_forward_impl` with the statistics as NumPy arrays."""
     x = _array(_compute(input))
     gamma, beta = _vector(weight, x.dtype), _vector(bias, x.dtype)
-    c = x.shape[1]
+    y, mean, invstd, var = _forward_numpy(x, gamma, beta, running_mean, running_var, training,
+                                          eps)
+    return _tensor(y, input.dtype), mean, invstd, var
+
+
+def _forward_numpy(x, gamma, beta, running_mean, running_var, training, eps):
+    """``(y, mean, invstd, var)`` of the arrays: :func:`fastbn.functional`'s planned
+    training call when the shape has a plan, else its checked call."""
     if training:
+        res = F._planned_training(x, 1, gamma, beta, eps)
+        if res is not None:
+            y, mean, var, invstd = res
+            return y, mean, invstd, var
         # momentum 0 writes the batch mean and biased variance, float64, exactly
+        c = x.shape[1]
         mean_b, var_b = np.zeros(c), np.zeros(c)
         y, mean, invstd = F.batch_norm_forward(x, gamma, beta, axis=1, epsilon=eps,
                                                moving_mean=mean_b, moving_variance=var_b,
                                                momentum=0.0)
-    else:
-        y, mean, invstd = F.batch_norm_forward(
-            x, gamma, beta, axis=1, epsilon=eps, training=False,
-            moving_mean=_vector(running_mean, np.float64),
-            moving_variance=_vector(running_var, np.float64))
-        var_b = np.zeros(0)
-    out = torch.from_numpy(y)
-    if out.dtype != input.dtype:
-        out = out.to(input.dtype)
-    return out, mean, invstd, var_b
+        return y, mean, invstd, var_b
+    y, mean, invstd = F.batch_norm_forward(
+        x, gamma, beta, axis=1, epsilon=eps, training=False,
+        moving_mean=_vector(running_mean, np.float64),
+        moving_variance=_vector(running_var, np.float64))
+    return y, mean, invstd, np.zeros(0)
 
 
 def _forward_impl(input: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
@@ -129,6 +143,10 @@ def _update_impl(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: T
 
 
 def _update_arrays(running_mean, running_var, mean, var, count, momentum):
+    if running_mean.dtype in _KERNEL_DTYPES and running_var.dtype in _KERNEL_DTYPES:
+        if F._blend_running(_array(running_mean), _array(running_var), mean, var, momentum,
+                            count / (count - 1)):
+            return
     _update_running(running_mean, mean, momentum)
     _update_running(running_var, var * (count / (count - 1)), momentum)
 
@@ -149,17 +167,19 @@ def _backward_impl(grad_output: Tensor, input: Tensor, weight: Optional[Tensor],
     return _backward_arrays(grad_output, input, weight, _array(mean), _array(invstd), training)
 
 
-def _backward_arrays(grad_output, input, weight, mean, invstd, training):
-    """:func:`_backward_impl` with ``mean`` and ``invstd`` as NumPy arrays."""
-    x = _array(_compute(input))
+def _backward_arrays(grad_output, input, weight, mean, invstd, training, x=None, gamma=None):
+    """:func:`_backward_impl` with ``mean`` and ``invstd`` as NumPy arrays (and
+    ``x``, ``gamma``, when given, the forward's arrays of ``input`` and ``weight``)."""
+    if x is None:
+        x = _array(_compute(input))
+        gamma = _vector(weight, x.dtype)
     dy = _array(_compute(grad_output))
-    dx, dgamma, dbeta = F.batch_norm_backward(dy, x, mean, invstd, _vector(weight, x.dtype),
-                                              axis=1, training=training)
-    dx = torch.from_numpy(dx)
-    if dx.dtype != input.dtype:
-        dx = dx.to(input.dtype)
+    res = F._planned_training_backward(dy, x, mean, invstd, gamma, 1) if training else None
+    if res is None:
+        res = F.batch_norm_backward(dy, x, mean, invstd, gamma, axis=1, training=training)
+    dx, dgamma, dbeta = res
     pdtype = input.dtype if weight is None else weight.dtype
-    return dx, torch.from_numpy(dgamma).to(pdtype), torch.from_numpy(dbeta).to(pdtype)
+    return _tensor(dx, input.dtype), _tensor(dgamma, pdtype), _tensor(dbeta, pdtype)
 
 
 _batch_norm_backward_op = torch.library.custom_op("fastbn::batch_norm_backward", _backward_impl,
@@ -216,28 +236,30 @@ class _EagerBatchNorm(torch.autograd.Function):
     def forward(ctx, input, weight, bias, running_mean, running_var, training, eps, momentum):
         # forward(ctx, ...) rather than setup_context: Function.apply binds the
         # arguments with inspect.signature when setup_context is defined (80 us)
-        out, mean, invstd, var = _forward_arrays(input, weight, bias, running_mean,
-                                                 running_var, training, eps)
+        x = _array(_compute(input))
+        gamma, beta = _vector(weight, x.dtype), _vector(bias, x.dtype)
+        y, mean, invstd, var = _forward_numpy(x, gamma, beta, running_mean, running_var,
+                                              training, eps)
         if training and running_mean is not None and running_var is not None:
-            _update_arrays(running_mean, running_var, mean, var,
-                           input.numel() // input.shape[1], momentum)
-        ctx.save_for_backward(input, weight)
-        ctx.stats, ctx.training = (mean, invstd), training
-        ctx.has_weight, ctx.has_bias = weight is not None, bias is not None
-        return out
+            _update_arrays(running_mean, running_var, mean, var, x.size // x.shape[1],
+                           momentum)
+        ctx.save_for_backward(input, weight)    # (their version counters: in-place checks)
+        # the arrays for the backward, so that it makes no views again
+        ctx.arrays = (x, gamma, mean, invstd, training, weight is not None, bias is not None)
+        return _tensor(y, input.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
         input, weight = ctx.saved_tensors
-        mean, invstd = ctx.stats
+        x, gamma, mean, invstd, training, has_weight, has_bias = ctx.arrays
         if torch.is_grad_enabled():         # create_graph=True: the operator, which refuses
             dx, dw, db = torch.ops.fastbn.batch_norm_backward(
                 grad_output, input, weight, torch.from_numpy(mean), torch.from_numpy(invstd),
-                ctx.training)
+                training)
         else:
-            dx, dw, db = _backward_arrays(grad_output, input, weight, mean, invstd,
-                                          ctx.training)
-        return (dx, dw if ctx.has_weight else None, db if ctx.has_bias else None,
+            dx, dw, db = _backward_arrays(grad_output, input, weight, mean, invstd, training,
+                                          x, gamma)
+        return (dx, dw if has_weight else None, db if has_bias else None,
                 None, None, None, None, None)
 
 
@@ -375,25 +397,27 @@ class _BatchNorm:
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        if self.momentum is None:
-            exponential_average_factor = 0.0
-        else:
-            exponential_average_factor = self.momentum
-        if self.training and self.track_running_stats:
-            if self.num_batches_tracked is not None:
-                self.num_batches_tracked.add_(1)
-                if self.momentum is None:       # cumulative moving average
-                    exponential_average_factor = 1.0 / float(self.num_batches_tracked)
-                else:
-                    exponential_average_factor = self.momentum
-        if self.training:
-            bn_training = True
-        else:
-            bn_training = (self.running_mean is None) and (self.running_var is None)
-        track = not self.training or self.track_running_stats
-        return batch_norm(input, self.running_mean if track else None,
-                          self.running_var if track else None, self.weight, self.bias,
-                          bn_training, exponential_average_factor, self.eps)
+        # each attribute read once: a parameter or buffer is a Module.__getattr__
+        # call (about 0.5 us), and a small batch norm is a few tens of them
+        momentum, training = self.momentum, self.training
+        buffers, params = self._buffers, self._parameters
+        try:
+            running_mean, running_var = buffers["running_mean"], buffers["running_var"]
+            tracked = buffers["num_batches_tracked"]
+            weight, bias = params["weight"], params["bias"]
+        except KeyError:                        # one replaced by a plain attribute
+            running_mean, running_var = self.running_mean, self.running_var
+            tracked, weight, bias = self.num_batches_tracked, self.weight, self.bias
+        factor = 0.0 if momentum is None else momentum
+        if training and self.track_running_stats and tracked is not None:
+            tracked.add_(1)
+            if momentum is None:                # cumulative moving average
+                factor = 1.0 / float(tracked)
+        bn_training = training or (running_mean is None and running_var is None)
+        if training and not self.track_running_stats:
+            running_mean = running_var = None
+        return batch_norm(input, running_mean, running_var, weight, bias, bn_training, factor,
+                          self.eps)
 
 
 class BatchNorm1d(_BatchNorm, torch.nn.BatchNorm1d):

@@ -1093,3 +1093,48 @@ def test_masked_moving_statistics_stay_finite():
         fastbn.batch_norm_forward(x, None, None, moving_mean=mm, moving_variance=mv,
                                   mask=mask)
     assert np.isfinite(mv).all() and mv[0] == np.finfo(np.float32).max
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blend_running_matches_the_numpy_expression_bitwise(dtype):
+    """PyTorch's running-statistics update in one kernel call: the NumPy
+    expression fastbn.torch used, ``r.astype(float64) * (1 - m) + b * m``
+    rounded once, bit for bit; False (and nothing written) for vectors it
+    does not take."""
+    rng = np.random.default_rng(21)
+    for momentum in (0.1, 0.7, 1 / 3, 1.0):
+        rm = (rng.standard_normal(50) * 10).astype(dtype)
+        rv = (rng.random(50) * 5).astype(dtype)
+        mean, var = rng.standard_normal(50) * 1e3, rng.random(50) * 7
+        scale = 37 / 36
+        want_m = (rm.astype(np.float64) * (1.0 - momentum) + mean * momentum).astype(dtype)
+        want_v = (rv.astype(np.float64) * (1.0 - momentum)
+                  + (var * scale) * momentum).astype(dtype)
+        assert functional._blend_running(rm, rv, mean, var, momentum, scale) is True
+        assert rm.tobytes() == want_m.tobytes() and rv.tobytes() == want_v.tobytes()
+    strided = np.zeros(100, dtype)[::2]
+    for args in ((strided, rv), (rm, rv.astype(np.float16)), (rm, np.zeros(49, dtype))):
+        before = [a.copy() for a in args]
+        assert functional._blend_running(*args, mean, var, 0.5, 1.0) is False
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(args, before))
+
+
+def test_planned_training_gives_the_public_calls_bits():
+    """fastbn.torch's planned calls against the public ones they replace (moving
+    statistics of zeros at momentum 0): the same bits; None before a plan exists."""
+    rng = np.random.default_rng(22)
+    x = (rng.standard_normal((96, 40)) * 3 + 1e3).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    g, b = rng.standard_normal(40).astype(np.float32), None
+    functional._PLANS.clear()
+    assert functional._planned_training(x, 1, g, b, 1e-5) is None
+    mm, mv = np.zeros(40), np.zeros(40)
+    y, m, s = fastbn.batch_norm_forward(x, g, b, axis=1, epsilon=1e-5, moving_mean=mm,
+                                        moving_variance=mv, momentum=0.0)
+    want = (y, m, mv, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=1)
+    y2, m2, v2, s2 = functional._planned_training(x, 1, g, b, 1e-5)
+    got = (y2, m2, v2, s2) + functional._planned_training_backward(dy, x, m2, s2, g, 1)
+    for a, c in zip(got, want):
+        assert a.dtype == c.dtype and a.tobytes() == c.tobytes()
+    assert functional._planned_training(x, 1, g, b, -1.0) is None      # checked: it raises
+    assert functional._planned_training(x, 1, g.astype(np.int32), b, 1e-5) is None

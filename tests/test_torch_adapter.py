@@ -441,3 +441,63 @@ def test_weight_without_bias_matches_torch_nn():
     fb(xf).sum().backward()
     torch.testing.assert_close(xf.grad, xr.grad)
     torch.testing.assert_close(fb.weight.grad, ref.weight.grad)
+
+
+def _bits(t):
+    return t.detach().contiguous().numpy().tobytes()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape,fmt,planned", [
+    ((32, 64), None, True), ((128, 784), None, True), ((6, 3), None, True),
+    ((8, 4, 3, 3), torch.channels_last, True),      # NHWC memory: (72, 4) rows, planned
+    ((8, 4, 5), None, False), ((8, 4, 3, 3), None, False)])     # planes: the checked calls
+def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkeypatch):
+    """The adapter's planned calls (functional._planned_training, its backward and
+    _blend_running) against the checked calls they replace, on the same modules'
+    states over three training steps then one in eval: outputs, input and parameter
+    gradients and running statistics bit for bit, momentum 0.1 and None."""
+    from fastbn import functional as F
+    cls = CLASSES[len(shape) - 2 if len(shape) > 2 else 1]
+    monkeypatch.setattr(F, "_PLANS", {})
+    runs, calls = [], {}
+    for route in ("planned", "checked"):
+        rng = np.random.default_rng(zlib.crc32(repr((shape, fmt, dtype)).encode()))
+        if route == "checked":
+            monkeypatch.setattr(F, "_planned_training", lambda *a: None)
+            monkeypatch.setattr(F, "_planned_training_backward", lambda *a: None)
+            monkeypatch.setattr(F, "_blend_running", lambda *a: False)
+        else:
+            for name in ("_planned_training", "_planned_training_backward", "_blend_running"):
+                def spy(*a, _f=getattr(F, name), _n=name):
+                    r = _f(*a)
+                    calls[_n] = calls.get(_n, 0) + (r is not None and r is not False)
+                    return r
+                monkeypatch.setattr(F, name, spy)
+        out = []
+        for momentum in (0.1, None):
+            fb = cls[1](shape[1], momentum=momentum, dtype=dtype)
+            with torch.no_grad():
+                fb.weight.copy_(torch.from_numpy(rng.standard_normal(shape[1])))
+                fb.bias.copy_(torch.from_numpy(rng.standard_normal(shape[1])))
+            step_rng = np.random.default_rng(3)
+            for step in range(4):
+                fb.train(step < 3)
+                x = torch.from_numpy(step_rng.standard_normal(shape) * 3 + 1e3).to(dtype)
+                if fmt is not None:
+                    x = x.contiguous(memory_format=fmt)
+                x.requires_grad_()
+                dy = torch.from_numpy(step_rng.standard_normal(shape)).to(dtype)
+                fb.weight.grad = fb.bias.grad = None
+                y = fb(x)
+                y.backward(dy)
+                out += [y, x.grad, fb.weight.grad, fb.bias.grad, fb.running_mean,
+                        fb.running_var]
+        runs.append([_bits(t) for t in out])
+    assert runs[0] == runs[1]
+    if planned:     # every training step but the first forward (whose checked call plans)
+        assert calls == {"_planned_training": 5, "_planned_training_backward": 6,
+                         "_blend_running": 6}
+    else:
+        assert calls == {"_planned_training": 0, "_planned_training_backward": 0,
+                         "_blend_running": 6}

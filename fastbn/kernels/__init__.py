@@ -15,8 +15,8 @@ from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_plane
                     _forward_rows_fused)
 from .layout import _copy_tiles
 from .moments import _merge_columns, _moments_planes, _moments_rows, _moments_rows_at
-from .normalize import (_affine_planes, _affine_rows, _finite_shift, _inference_vectors,
-                        _invstd_scale, _update_moving, _update_moving_pair)
+from .normalize import (_affine_planes, _affine_rows, _blend_pair, _finite_shift,
+                        _inference_vectors, _invstd_scale, _update_moving, _update_moving_pair)
 
 __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK", "SHARE_MIN_ROWS", "rows_per_chunk",
            "_moments_rows", "_moments_rows_at", "_moments_planes", "_affine_rows", "_affine_planes",
@@ -28,6 +28,7 @@ __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK", "SHARE_MIN_ROWS", 
            "_max_pool_backward", "_avg_pool_forward", "_avg_pool_backward", "_bias_act",
            "_relu_grad",
            "_copy_tiles", "_finite_shift", "_grad_coeffs",
-           "_inference_vectors", "_invstd_scale", "_update_moving", "_update_moving_pair"]
+           "_inference_vectors", "_invstd_scale", "_update_moving", "_update_moving_pair",
+           "_blend_pair"]
 
 drop_stale_cache(_moments_rows)

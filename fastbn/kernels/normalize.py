@@ -207,6 +207,23 @@ def _update_moving(moving, batch, momentum):
 
 
 @helper
+def _blend_pair(running_mean, mean, running_var, var, weight, var_scale):
+    """``running = running * (1 - weight) + batch * weight`` for both statistics,
+    in float64, in place, the variance's batch ``var * var_scale`` (PyTorch's
+    running statistics: ``weight`` its ``momentum``, ``var_scale`` the
+    ``n / (n - 1)`` that makes the variance unbiased). The NumPy expressions'
+    operations in their order, rounded once to each vector's dtype, so the
+    same bits; no holding at the dtype's largest value (PyTorch keeps inf).
+    One call: about 0.5 us against 6 us for the NumPy (4 operations per
+    statistic) on 64 features, 2026-12-06."""
+    keep = 1.0 - weight
+    for j in range(running_mean.size):
+        running_mean[j] = float(running_mean[j]) * keep + mean[j] * weight
+    for j in range(running_var.size):
+        running_var[j] = float(running_var[j]) * keep + (var[j] * var_scale) * weight
+
+
+@helper
 def _update_moving_pair(moving_mean, mean, moving_variance, var, momentum):
     """:func:`_update_moving` of both statistics in one call from Python (a
     dispatch costs about 1 us, three times that after a kernel has evicted the
