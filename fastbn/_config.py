@@ -9,8 +9,10 @@ and a serial twin for small ones, where waking the thread pool costs more
 than the work. Both run the same arithmetic in the same order, so which one
 runs never changes a result.
 """
+import contextlib
 import glob
 import os
+import threading
 import types
 
 import numba
@@ -60,6 +62,96 @@ FRESH_PAGES_FROM = 1 << 25
 #: never returns. A child of a process that never started the layer keeps the
 #: parallel kernels: it becomes the layer's owner itself.
 FORKED = False
+
+
+def threads():
+    """How many threads fastbn's blocked work (:mod:`fastbn._workers`: the
+    convolutions) uses: Numba's thread count (``numba.set_num_threads``), and
+    1 in a forked child (see :data:`FORKED`)."""
+    return 1 if FORKED else numba.get_num_threads()
+
+
+_BLAS = []
+
+
+def blas_controller():
+    """A cached ``threadpoolctl.ThreadpoolController``, or None without
+    threadpoolctl (its ``limit()`` then costs 8-14 us, against 340 us for
+    ``threadpool_limits``, which rescans the loaded libraries)."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS.append(ThreadpoolController())
+        except ImportError:             # pragma: no cover - a declared dependency
+            _BLAS.append(None)
+    return _BLAS[0]
+
+
+#: GNU OpenMP's threads spin this many times after a parallel region before
+#: they sleep (``GOMP_SPINCOUNT``); fastbn sets it when it is loaded unless
+#: ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is set. libgomp's default,
+#: 300,000, kept a core busy for milliseconds after each kernel, which the
+#: BLAS and worker threads of the next layer then waited for: the article's
+#: CNN at batch 250 took 57 ms a step with 1,000 and 60-170 ms (most runs
+#: over 100) with the default (2 cores, 2026-12-06). libgomp reads it once,
+#: when it is loaded: by Numba's first parallel kernel, or earlier by PyTorch,
+#: whose import loads its own copy.
+SPIN_COUNT = "1000"
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
+def _libc():
+    """glibc's ``mallopt`` and ``malloc_trim``, or None (another C library)."""
+    if not _LIBC:
+        import ctypes
+        import ctypes.util
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.append((libc.mallopt, libc.malloc_trim))
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+_LIBC = []
+_KEEPING = [0]                          # blocks open, in any thread
+_KEEPING_LOCK = threading.Lock()
+#: glibc's M_TRIM_THRESHOLD, M_MMAP_THRESHOLD and their default (128 KiB).
+_M_TRIM, _M_MMAP, _M_DEFAULT = -1, -3, 128 * 1024
+
+
+@contextlib.contextmanager
+def keep_freed_memory():
+    """Keep freed memory in the process for reuse inside the block (glibc).
+
+    glibc maps each large allocation afresh and unmaps it when freed, and
+    the kernel zeroes a fresh page on first touch: a training step that
+    makes and frees tens of MB of activations paid 2,400 page faults and
+    ~18 ms of 87 (the article's CNN, batch 250, 2 cores, 2026-12-06).
+    Inside the block blocks up to 32 MiB come from the heap and freed memory
+    is not handed back; on exit glibc's defaults are set again and the freed
+    memory is handed back (``malloc_trim``). Does nothing elsewhere.
+    """
+    libc = _libc()
+    if libc is None:
+        yield
+        return
+    mallopt, trim = libc
+    with _KEEPING_LOCK:
+        if not _KEEPING[0]:
+            mallopt(_M_TRIM, 1 << 30)
+            mallopt(_M_MMAP, 1 << 25)
+        _KEEPING[0] += 1
+    try:
+        yield
+    finally:
+        with _KEEPING_LOCK:
+            _KEEPING[0] -= 1
+            if not _KEEPING[0]:          # the outermost block (fit's, around evaluate's)
+                mallopt(_M_MMAP, _M_DEFAULT)
+                mallopt(_M_TRIM, _M_DEFAULT)
+                trim(0)
 
 
 def _numba_threads_started():

@@ -114,6 +114,28 @@ def conv2d(x, kernel, bias=None, strides=(1, 1), padding="valid"):
     return y if bias is None else y + bias
 
 
+def conv2d_grads(x, kernel, dy, strides=(1, 1), padding="valid"):
+    """``(db, dk, dx)`` of :func:`conv2d` for the output gradient ``dy``, by the
+    same loop over output pixels (each window's share added), in float64."""
+    x = np.asarray(x, np.float64)
+    kh, kw, _, f = kernel.shape
+    sh, sw = strides
+    t = l = 0
+    if padding == "same":
+        _, t, b = _same(x.shape[1], kh, sh)
+        _, l, r = _same(x.shape[2], kw, sw)
+        x = np.pad(x, ((0, 0), (t, b), (l, r), (0, 0)))
+    dk = np.zeros(kernel.shape)
+    dxp = np.zeros(x.shape)
+    for i in range(dy.shape[1]):
+        for j in range(dy.shape[2]):
+            win = (slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
+            dk += np.tensordot(x[win], dy[:, i, j, :], axes=([0], [0]))
+            dxp[win] += np.tensordot(dy[:, i, j, :], kernel, axes=([1], [3]))
+    dx = dxp[:, t:x.shape[1] - b, l:x.shape[2] - r] if padding == "same" else dxp
+    return dy.sum(axis=(0, 1, 2)), dk, dx
+
+
 def pool2d(x, pool, strides, padding, reduce):
     """Textbook NHWC max (``reduce=np.max``) or mean pooling in float64; padded
     places are NaN and ignored (never a maximum, not counted in a mean)."""

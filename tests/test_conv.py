@@ -327,3 +327,38 @@ def test_channels_first_conv_then_bn_is_bitwise_identical_with_1_and_2_threads()
         return [z.data.copy(), conv.kernel.tensor.grad.copy(), bn.gamma.tensor.grad.copy(),
                 bn.moving_variance.numpy()]
     _assert_bitwise_identical_with_1_and_2_threads(step)
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("taps", [0, 10 ** 6])           # im2col + BLAS; window by window
+@pytest.mark.parametrize("block_bytes", [1, 1 << 20])    # a block per sample; one block
+def test_conv2d_paths_and_blocks_match_reference(taps, block_bytes, data_format, monkeypatch):
+    """Both ways of computing a convolution, in one block or a block per
+    sample, with strides and padding, give the float64 reference's output
+    and gradients (the kernel and bias gradients are summed over blocks)."""
+    from fastbn import functional
+    monkeypatch.setattr(functional, "DIRECT_MAX_TAPS", taps)
+    monkeypatch.setattr(functional, "BLOCK_BYTES", block_bytes)
+    rng = _rng("paths", taps, block_bytes, data_format)
+    cf = data_format == "channels_first"
+    for shape, k, f, strides, padding in CONV_CASES:
+        x = rng.standard_normal(shape)
+        kernel, bias = rng.standard_normal(k + (shape[3], f)), rng.standard_normal(f)
+        xin = x.transpose(0, 3, 1, 2) if cf else x
+        for relu in (False, True):
+            xt, kt, bt = (ag.Tensor(a, requires_grad=True) for a in (xin, kernel, bias))
+            y = ag.conv2d(xt, kt, bt, strides=strides, padding=padding, data_format=data_format,
+                          activation="relu" if relu else None)
+            want = R.conv2d(x, kernel, bias, strides, padding)
+            mask = want > 0 if relu else np.ones(want.shape, bool)
+            want = want * mask
+            g = np.cos(np.arange(want.size)).reshape(want.shape)
+            y.backward(g.transpose(0, 3, 1, 2) if cf else g)
+            got = y.data.transpose(0, 2, 3, 1) if cf else y.data
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+            gm = g * mask                                     # the reference's gradients
+            np.testing.assert_allclose(bt.grad, gm.sum(axis=(0, 1, 2)), rtol=1e-12)
+            _, dk, dx = R.conv2d_grads(x, kernel, gm, strides, padding)
+            np.testing.assert_allclose(kt.grad, dk, rtol=1e-11, atol=1e-12)
+            np.testing.assert_allclose(xt.grad.transpose(0, 2, 3, 1) if cf else xt.grad, dx,
+                                       rtol=1e-11, atol=1e-12)

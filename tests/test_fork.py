@@ -39,6 +39,14 @@ def compute():
         y, m, s = fastbn.batch_norm_forward(x, None, None, axis=axis)
         dx, dg, db = fastbn.batch_norm_backward(np.cos(x), x, m, s, None, axis=axis)
         out.append([np.asarray(a) for a in (y, m, s, dx, dg, db)])
+    from fastbn import autograd as ag       # convolutions: blocks on worker threads
+    rng = np.random.default_rng(2)
+    for c in (1, 3):                        # window by window; im2col + BLAS
+        x = ag.Tensor(rng.standard_normal((40, 12, 12, c)).astype(np.float32), requires_grad=True)
+        k = ag.Tensor(rng.standard_normal((3, 3, c, 8)).astype(np.float32), requires_grad=True)
+        y = ag.conv2d(x, k, activation="relu")
+        y.backward(np.cos(y.data))
+        out.append([y.data, x.grad, k.grad])
     return out
 
 def same(a, b):

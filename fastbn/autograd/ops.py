@@ -1863,50 +1863,27 @@ def _empty(n, ho, wo, c, dtype, cf):
     return out, out
 
 
-#: A matrix product with a dimension under this many runs BLAS on one thread:
-#: conv1's (169000, 9) @ (9, 32) took 10.6 ms on one thread and 23.6 on two,
-#: its kernel gradient (9, 169000) @ (169000, 32) 13.0 and 57.1 ms (medians
-#: of 7, interleaved, shared 2-core machine, 2026-12-06): too little work
-#: per thread for OpenBLAS to split.
-_SKINNY = 32
-_BLAS = []
-
-
-def _matmul(a, b):
-    """``a @ b``, on one BLAS thread when the product is skinny (see ``_SKINNY``)."""
-    if min(a.shape[0], a.shape[1], b.shape[1]) >= _SKINNY:
-        return a @ b
-    if not _BLAS:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _BLAS.append(ThreadpoolController())
-        except ImportError:
-            _BLAS.append(None)
-    if _BLAS[0] is None:
-        return a @ b
-    with _BLAS[0].limit(limits=1, user_api="blas"):
-        return a @ b
-
-
 @primitive
 def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=False):
-    r"""2-D convolution (cross-correlation, as in Keras) as one matrix product.
+    r"""2-D convolution (cross-correlation, as in Keras), in blocks of samples.
 
-    With ``cols`` the ``(N*ho*wo, kh*kw*C)`` windows of ``x``
-    (:func:`fastbn.functional._im2col`, a parallel Numba copy) and ``K`` the
-    ``(kh, kw, C, F)`` kernel read as ``(kh*kw*C, F)``:
+    With ``cols`` the ``(rows, kh*kw*C)`` windows of a block of samples
+    (im2col) and ``K`` the ``(kh, kw, C, F)`` kernel read as ``(kh*kw*C, F)``:
 
     .. math:: y = \mathrm{cols}\, K + b, \quad
-              dK = \mathrm{cols}^T dy, \quad db = \textstyle\sum dy, \quad
+              dK = \textstyle\sum_\mathrm{blocks} \mathrm{cols}^T dy, \quad
+              db = \textstyle\sum dy, \quad
               dx = \mathrm{col2im}(dy\, K^T)
 
-    three GEMMs per layer and step (BLAS, on every core). On the article's
-    second layer, (250, 13, 13, 32) -> 64 filters 3x3, the input gradient's
-    scatter (:func:`fastbn.functional._col2im`) took 1.7 ms in the Numba
-    kernel against 24 ms as nine NumPy slice additions (one thread, shared
-    machine, 2026-12-06). ``relu=True`` applies ReLU in the same pass as the
-    bias (the gradient is masked by the output), which ``nn.Conv2D(...,
-    activation="relu")`` uses. Call it through :func:`conv2d`.
+    Each block's windows, products (BLAS, one thread) and bias are done by
+    one thread while they are in its cache, the blocks shared by
+    :func:`fastbn._config.threads` threads; kernels of few taps (a first
+    layer on one channel) are summed window by window instead
+    (:func:`fastbn.functional._conv2d_forward`). ``relu=True`` applies ReLU
+    in the same pass as the bias (the gradient is masked by the output),
+    which ``nn.Conv2D(..., activation="relu")`` uses. The kernel and bias
+    gradients are the same bits for any thread count. Call it through
+    :func:`conv2d`.
 
     Examples
     --------
@@ -1918,43 +1895,27 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=
     """
     kh, kw, sh, sw, pt, pl, ho, wo = geometry
     xv = _nhwc(x, channels_first)
-    n, c, f = xv.shape[0], xv.shape[3], kernel.shape[3]
-    cols = functional._im2col(xv, kh, kw, sh, sw, pt, pl, ho, wo).reshape(n * ho * wo, -1)
-    y = _matmul(cols, np.ascontiguousarray(kernel).reshape(-1, f))
-    if bias is not None or relu:
-        functional._bias_act(y, np.zeros(f, y.dtype) if bias is None
-                             else np.asarray(bias, y.dtype), relu)
-    ctx.save_for_backward(cols, kernel, y if relu else None)
-    y = y.reshape(n, ho, wo, f)
+    f = kernel.shape[3]
+    y = np.empty((xv.shape[0], ho, wo, f), x.dtype)
+    functional._conv2d_forward(xv, kernel, bias, geometry, relu, y)
+    ctx.save_for_backward(x, kernel, y if relu else None)
+    ctx.geometry, ctx.channels_first, ctx.relu = geometry, channels_first, relu
     if channels_first:
         y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
-    ctx.x_shape, ctx.x_dtype = np.shape(x), x.dtype
-    ctx.geometry, ctx.channels_first = geometry, channels_first
     return y
 
 
 @Conv2D.defvjp
 def _(ctx, grad):
-    cols, kernel, y = ctx.saved_tensors
-    kh, kw, sh, sw, pt, pl, ho, wo = ctx.geometry
+    x, kernel, y = ctx.saved_tensors
     nx, nk, nb = ctx.needs_input_grad
-    g = _nhwc(grad, ctx.channels_first)
-    n, f = g.shape[0], g.shape[3]
-    g = g.reshape(-1, f)                         # copies only a channels-first grad
-    if y is not None:                            # the fused ReLU
-        g = functional._relu_grad(g, y)
-    dk = _matmul(cols.T, g).reshape(kernel.shape) if nk else None
-    db = _matmul(np.ones((1, len(g)), g.dtype), g)[0] if nb else None
-    dx = None
-    if nx:
-        dcols = _matmul(g, np.ascontiguousarray(kernel).reshape(-1, f).T)
-        dcols = dcols.reshape(n, ho, wo, kh, kw, -1)
-        shape = ctx.x_shape
-        cf = ctx.channels_first
-        dx, dxv = _empty(shape[0], *((shape[2], shape[3], shape[1]) if cf else shape[1:]),
-                         ctx.x_dtype, cf)
-        functional._col2im(dcols, dxv.shape, sh, sw, pt, pl, out=dxv)
-    return dx, dk, db
+    cf = ctx.channels_first
+    xv = _nhwc(x, cf)
+    dx, dxv = (_empty(*xv.shape, x.dtype, cf) if nx else (None, None))
+    dk, db = functional._conv2d_backward(xv, kernel, y, _nhwc(grad, cf), ctx.geometry,
+                                         ctx.relu, nx, dxv)
+    return (dx, dk.reshape(kernel.shape).astype(kernel.dtype, copy=False) if nk else None,
+            db if nb else None)
 
 
 @primitive

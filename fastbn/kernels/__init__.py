@@ -9,7 +9,8 @@ from ._chunks import (COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK, SHARE_MIN_ROW
 from .activations import _elu_backward, _elu_forward, _gelu_backward, _gelu_forward
 from .backward import (_grad_coeffs, _grad_sums_planes, _grad_sums_rows, _grad_x_planes,
                        _grad_x_rows, _masked_grad_rows, _sum_columns)
-from .conv import (_avg_pool_backward, _avg_pool_forward, _bias_act, _col2im, _im2col,
+from .conv import (_avg_pool_backward, _avg_pool_forward, _bias_act, _col2im, _conv_direct,
+                   _conv_direct_grads, _im2col,
                    _max_pool_backward, _max_pool_forward, _relu_grad)
 from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
                     _forward_rows_fused)
@@ -26,7 +27,7 @@ __all__ = ["ROWS_PER_CHUNK", "COLS_PER_BLOCK", "PLANE_CHUNK", "SHARE_MIN_ROWS", 
            "_elu_forward", "_elu_backward", "_gelu_forward", "_gelu_backward",
            "_im2col", "_col2im", "_max_pool_forward",
            "_max_pool_backward", "_avg_pool_forward", "_avg_pool_backward", "_bias_act",
-           "_relu_grad",
+           "_relu_grad", "_conv_direct", "_conv_direct_grads",
            "_copy_tiles", "_finite_shift", "_grad_coeffs",
            "_inference_vectors", "_invstd_scale", "_update_moving", "_update_moving_pair",
            "_blend_pair"]

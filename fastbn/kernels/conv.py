@@ -166,3 +166,93 @@ def _relu_grad(g, y, out):
     """``out = g`` where ``y > 0``, else 0 (ReLU's gradient, read from its output)."""
     for i in prange(g.shape[0]):
         out[i] = g[i] if y[i] > 0 else 0
+
+
+@helper
+def _cols_in(q, sw, pl, w_, wo):
+    """The output columns ``[j0, j1)`` whose tap ``q`` reads an input column
+    (``0 <= j*sw + q - pl < w_``)."""
+    j0 = max(0, -((q - pl) // sw))
+    j1 = min(wo, (w_ - 1 - q + pl) // sw + 1)
+    return j0, max(j0, j1)
+
+
+@kernel
+def _conv_direct(x, w, bias, sh, sw, pt, pl, relu, y):
+    """``y = x * w + bias`` (cross-correlation, zero padding), then ``max(y, 0)``
+    when ``relu``, tap by tap into each output row: for kernels of few taps
+    (``kh * kw * C``, 9 for a 3x3 kernel on one channel), where an im2col
+    copy and a matrix product with so short an inner dimension cost more
+    than the sums. ``w`` is ``(kh, kw, C, F)``; the filters are the inner,
+    contiguous loop, and a row of outputs stays in L1 while its taps are
+    added (in ``(p, q, c)`` order, then the bias)."""
+    n_, h_, w_, c_ = x.shape
+    kh, kw, _, f_ = w.shape
+    _, ho, wo, _ = y.shape
+    for n in prange(n_):
+        for i in range(ho):
+            yr = y[n, i]
+            yr[:] = 0
+            for p in range(kh):
+                r = i * sh + p - pt
+                if r < 0 or r >= h_:
+                    continue
+                for q in range(kw):
+                    j0, j1 = _cols_in(q, sw, pl, w_, wo)
+                    for c in range(c_):
+                        wr = w[p, q, c]
+                        for j in range(j0, j1):
+                            v = x[n, r, j * sw + q - pl, c]
+                            for f in range(f_):
+                                yr[j, f] += v * wr[f]
+            for j in range(wo):
+                for f in range(f_):
+                    v = yr[j, f] + bias[f]
+                    yr[j, f] = max(v, 0) if relu else v
+
+
+@kernel
+def _conv_direct_grads(x, w, y, g, sh, sw, pt, pl, relu, need_dx, dk, db, dx):
+    """The gradients of :func:`_conv_direct` for the samples of ``x``: ``dk``
+    and ``db`` overwritten with their sums over these samples (accumulated in
+    this call's own arrays, written once: blocks on other threads write the
+    neighbouring ones), and, when ``need_dx``, ``dx`` overwritten with the
+    input gradient. With ``relu`` the gradient ``g`` is first masked by
+    ``y > 0`` (``y`` is then the output)."""
+    n_, h_, w_, c_ = x.shape
+    kh, kw, _, f_ = w.shape
+    _, ho, wo, _ = g.shape
+    dka = np.zeros_like(dk)
+    dba = np.zeros_like(db)
+    gm = np.empty_like(g[0, 0])
+    if need_dx:
+        dx[:] = 0
+    for n in range(n_):
+        for i in range(ho):
+            for j in range(wo):
+                for f in range(f_):
+                    v = g[n, i, j, f]
+                    v = v if not relu or y[n, i, j, f] > 0 else 0
+                    gm[j, f] = v
+                    dba[f] += v
+            for p in range(kh):
+                r = i * sh + p - pt
+                if r < 0 or r >= h_:
+                    continue
+                for q in range(kw):
+                    j0, j1 = _cols_in(q, sw, pl, w_, wo)
+                    for c in range(c_):
+                        a = dka[p, q, c]
+                        for j in range(j0, j1):
+                            v = x[n, r, j * sw + q - pl, c]
+                            for f in range(f_):
+                                a[f] += v * gm[j, f]
+                        if need_dx:
+                            wr = w[p, q, c]
+                            for j in range(j0, j1):
+                                t = 0.0
+                                for f in range(f_):
+                                    t += gm[j, f] * wr[f]
+                                dx[n, r, j * sw + q - pl, c] += t
+    dk[:] = dka
+    db[:] = dba

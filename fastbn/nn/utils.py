@@ -122,26 +122,31 @@ def to_snake_case(name):
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-#: ``fit``/``evaluate``/``predict`` with batches up to this size run BLAS on one
-#: thread. A (32, 784) @ (784, 300) matmul is ~0.1 ms of work, less than two
-#: threads take to meet; on a busy 2-core machine the BLAS threads' waiting made a
-#: batch-32 training step 137 ms instead of 2.5 ms (measured 2026-12-01).
+#: ``fit``/``evaluate``/``predict`` with batches up to this size run on one
+#: thread (BLAS and Numba). A (32, 784) @ (784, 300) matmul is ~0.1 ms of
+#: work, less than two threads take to meet; on a busy 2-core machine the BLAS
+#: threads' waiting made a batch-32 training step 137 ms instead of 2.5 ms
+#: (measured 2026-12-01).
 SINGLE_THREAD_BLAS_MAX_BATCH = 64
 
 
 @contextmanager
 def training_threads(batch_size):
-    """Keep BLAS and Numba from fighting over the cores during a model's steps.
+    """Share the cores between BLAS, Numba and fastbn's worker threads during
+    a model's steps, and keep freed memory for the next step.
 
-    Inside the block Numba's kernels run on one thread, and BLAS too when
-    ``batch_size`` is at most :data:`SINGLE_THREAD_BLAS_MAX_BATCH`. A step
-    alternates matmuls (BLAS threads) and batch norm (Numba's OpenMP
-    threads); OpenMP threads spin for a while after each kernel, so the two
-    pools took each other's cores: a batch-128 step of the MNIST MLP took
-    30 ms with both pools at 2 threads and 4.5 ms with Numba on one
-    (2 cores, 2026-12-01). The batch-norm work of a step is small beside its
-    matmuls. Previous settings are restored on exit; without threadpoolctl
-    only BLAS is left alone.
+    Batches of at most :data:`SINGLE_THREAD_BLAS_MAX_BATCH` run on one
+    thread: their products and batch norms are too small to split. Larger
+    batches run BLAS on one thread, and Numba's kernels and fastbn's blocked
+    work (the convolutions, :mod:`fastbn._workers`) on Numba's thread count:
+    one pool at a time on the cores. Two pools that both wait for work by
+    spinning took each other's cores: a batch-128 step of the MNIST MLP took
+    30 ms with Numba and BLAS on 2 threads each and 4.5 ms with Numba on one
+    (2 cores, 2026-12-01); fastbn shortens Numba's spinning
+    (:data:`fastbn._config.SPIN_COUNT`). Inside the block freed memory is
+    also kept for reuse (:func:`fastbn._config.keep_freed_memory`). Previous
+    settings are restored on exit; without threadpoolctl only BLAS is left
+    alone.
 
     Parameters
     ----------
@@ -163,29 +168,21 @@ def training_threads(batch_size):
 
     from .. import _config
 
+    small = batch_size <= SINGLE_THREAD_BLAS_MAX_BATCH
     forked = _config.FORKED             # serial kernels; Numba is not asked (see FORKED)
-    if not forked:
+    if not forked and small:
         before = numba.get_num_threads()
         numba.set_num_threads(1)
     try:
-        controller = _blas_controller() if batch_size <= SINGLE_THREAD_BLAS_MAX_BATCH else None
-        if controller is None:
-            yield
-        else:
-            with controller.limit(limits=1, user_api="blas"):
+        controller = _config.blas_controller()
+        with _config.keep_freed_memory():
+            if controller is None:
                 yield
+            else:
+                with controller.limit(limits=1, user_api="blas"):
+                    yield
     finally:
-        if not forked:
+        if not forked and small:
             numba.set_num_threads(before)
 
 
-def _blas_controller():
-    """A cached ``threadpoolctl.ThreadpoolController`` (its limit() then costs 14 us,
-    against 340 us for ``threadpool_limits``, which rescans the loaded libraries)."""
-    if "blas" not in _STATE:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _STATE["blas"] = ThreadpoolController()
-        except ImportError:
-            _STATE["blas"] = None
-    return _STATE["blas"]
