@@ -88,17 +88,51 @@ def blas_controller():
 
 
 #: GNU OpenMP's threads spin this many times after a parallel region before
-#: they sleep (``GOMP_SPINCOUNT``); fastbn sets it when it is loaded unless
-#: ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is set. libgomp's default,
-#: 300,000, kept a core busy for milliseconds after each kernel, which the
-#: BLAS and worker threads of the next layer then waited for: the article's
-#: CNN at batch 250 took 57 ms a step with 1,000 and 60-170 ms (most runs
-#: over 100) with the default (2 cores, 2026-12-06). libgomp reads it once,
-#: when it is loaded: by Numba's first parallel kernel, or earlier by PyTorch,
-#: whose import loads its own copy.
+#: they sleep (``GOMP_SPINCOUNT``, which libgomp reads once, when it is
+#: loaded). libgomp's default, 300,000, kept a core busy for milliseconds
+#: after each kernel, which the BLAS and worker threads of the next layer
+#: then waited for: the article's CNN at batch 250 took 57 ms a step with
+#: 1,000 and 60-170 ms (most runs over 100) with the default; on a machine
+#: shared with one other busy process, ``fastbn-bench`` case A forward took
+#: 0.15 ms against 7.9 ms (2 cores, 2026-12-06). See :func:`_short_spin`.
 SPIN_COUNT = "1000"
-if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+
+
+def _short_spin():
+    """Start Numba's threading layer with ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT`.
+
+    Numba loads libgomp when it starts its threading layer
+    (``numba.np.ufunc.parallel._launch_threads``, on the first parallel
+    kernel or thread-count query); fastbn wraps that function so that the
+    variable is set only while libgomp is loaded, then removed: child
+    processes and libraries loaded later do not see it. Nothing changes when
+    the user set ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY``, when the layer
+    had started, or when libgomp was already loaded (PyTorch loads its copy
+    when imported; set ``GOMP_SPINCOUNT`` before importing it to choose).
+    """
+    try:
+        from numba.np.ufunc import parallel
+    except ImportError:                 # pragma: no cover - another Numba layout
+        return
+    launch = getattr(parallel, "_launch_threads", None)
+    if launch is None or getattr(parallel, "_is_initialized", True):
+        return
+
+    def _launch_threads():
+        if (getattr(parallel, "_is_initialized", True) or "GOMP_SPINCOUNT" in os.environ
+                or "OMP_WAIT_POLICY" in os.environ):
+            return launch()
+        os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+        try:
+            return launch()
+        finally:
+            os.environ.pop("GOMP_SPINCOUNT", None)
+
+    _launch_threads.__wrapped__ = launch
+    parallel._launch_threads = _launch_threads
+
+
+_short_spin()
 
 
 def _libc():
