@@ -233,9 +233,12 @@ class _EagerBatchNorm(torch.autograd.Function):
     operators run."""
 
     @staticmethod
-    def forward(ctx, input, weight, bias, running_mean, running_var, training, eps, momentum):
+    def forward(ctx, input, weight, bias, rest):
         # forward(ctx, ...) rather than setup_context: Function.apply binds the
-        # arguments with inspect.signature when setup_context is defined (80 us)
+        # arguments with inspect.signature when setup_context is defined (80 us).
+        # The arguments that take no gradient come as one tuple: each argument
+        # costs apply and the backward node about 0.4 us
+        running_mean, running_var, training, eps, momentum = rest
         x = _array(_compute(input))
         gamma, beta = _vector(weight, x.dtype), _vector(bias, x.dtype)
         y, mean, invstd, var = _forward_numpy(x, gamma, beta, running_mean, running_var,
@@ -259,8 +262,7 @@ class _EagerBatchNorm(torch.autograd.Function):
         else:
             dx, dw, db = _backward_arrays(grad_output, input, weight, mean, invstd, training,
                                           x, gamma)
-        return (dx, dw if has_weight else None, db if has_bias else None,
-                None, None, None, None, None)
+        return dx, dw if has_weight else None, db if has_bias else None, None
 
 
 # ------------------------------------------------------------ functional API
@@ -334,8 +336,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if torch.is_grad_enabled() and (input.requires_grad
                                     or (weight is not None and weight.requires_grad)
                                     or (bias is not None and bias.requires_grad)):
-        return _EagerBatchNorm.apply(input, weight, bias, running_mean, running_var, training,
-                                     eps, momentum)
+        return _EagerBatchNorm.apply(input, weight, bias,
+                                     (running_mean, running_var, training, eps, momentum))
     out, mean, _, var = _forward_arrays(input, weight, bias, running_mean, running_var,
                                         training, eps)
     if update:
