@@ -540,6 +540,11 @@ def triad(mib=None, repeat=20):
 # ------------------------------------------------------------------- worker
 def _worker(spec):
     """Run one peer (or the triad) in this process; return a JSON-able dict."""
+    if spec["peer"] == "torch":
+        # PyTorch first: its import loads its GNU OpenMP with the process' own
+        # settings, not the short spin fastbn gives Numba's (_config.SPIN_COUNT),
+        # which asking Numba for its thread count would load first.
+        import torch  # noqa: F401
     import numba
     out = {"peer": spec["peer"], "threads": spec["threads"], "results": [],
            "numba_threads": numba.get_num_threads()}
