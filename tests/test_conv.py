@@ -362,3 +362,21 @@ def test_conv2d_paths_and_blocks_match_reference(taps, block_bytes, data_format,
             np.testing.assert_allclose(kt.grad, dk, rtol=1e-11, atol=1e-12)
             np.testing.assert_allclose(xt.grad.transpose(0, 2, 3, 1) if cf else xt.grad, dx,
                                        rtol=1e-11, atol=1e-12)
+
+
+def test_integer_images_are_not_truncated():
+    """uint8 images (as the datasets load them) give float results: a
+    convolution, an average and a global average of integers are not integers."""
+    x = (np.arange(2 * 5 * 5 * 2) % 7).astype(np.uint8).reshape(2, 5, 5, 2)
+    k = np.full((3, 3, 2, 3), 0.25)
+    y = ag.conv2d(x, k)
+    assert y.data.dtype == np.float64
+    np.testing.assert_allclose(y.data, R.conv2d(x, k), rtol=1e-12)
+    a = ag.avg_pool2d(x)
+    assert a.data.dtype == np.float64
+    np.testing.assert_allclose(a.data, R.pool2d(x, (2, 2), (2, 2), "valid", np.mean))
+    g = ag.global_average_pool2d(x)
+    np.testing.assert_allclose(g.data, x.mean(axis=(1, 2)))
+    assert ag.max_pool2d(x).data.dtype == np.uint8                  # a maximum is exact
+    # a float64 kernel on float32 images: NumPy's promotion, as before
+    assert ag.conv2d(x.astype(np.float32), k).data.dtype == np.float64

@@ -1850,6 +1850,13 @@ def _geometry(x, pool, strides, padding, data_format, fn):
     return (kh, kw, sh, sw, pt, pl, ho, wo), cf
 
 
+def _float_type(*arrays):
+    """The arrays' common dtype, float64 where that is not a float (uint8
+    images): sums and means of integers are not integers."""
+    dtype = np.result_type(*arrays)
+    return dtype if dtype.kind == "f" else np.dtype(np.float64)
+
+
 def _nhwc(a, cf):
     return a.transpose(0, 2, 3, 1) if cf else a
 
@@ -1894,12 +1901,14 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=
     Tensor([[[[4.]]]])
     """
     kh, kw, sh, sw, pt, pl, ho, wo = geometry
-    xv = _nhwc(x, channels_first)
+    dtype = _float_type(x, kernel, *(() if bias is None else (bias,)))
+    xv = _nhwc(x, channels_first).astype(dtype, copy=False)
     f = kernel.shape[3]
-    y = np.empty((xv.shape[0], ho, wo, f), x.dtype)
+    y = np.empty((xv.shape[0], ho, wo, f), dtype)
     functional._conv2d_forward(xv, kernel, bias, geometry, relu, y)
-    ctx.save_for_backward(x, kernel, y if relu else None)
+    ctx.save_for_backward(xv, kernel, y if relu else None)
     ctx.geometry, ctx.channels_first, ctx.relu = geometry, channels_first, relu
+    ctx.x_dtype = x.dtype
     if channels_first:
         y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
     return y
@@ -1907,14 +1916,14 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=
 
 @Conv2D.defvjp
 def _(ctx, grad):
-    x, kernel, y = ctx.saved_tensors
+    xv, kernel, y = ctx.saved_tensors
     nx, nk, nb = ctx.needs_input_grad
     cf = ctx.channels_first
-    xv = _nhwc(x, cf)
-    dx, dxv = (_empty(*xv.shape, x.dtype, cf) if nx else (None, None))
+    dx, dxv = (_empty(*xv.shape, xv.dtype, cf) if nx else (None, None))
     dk, db = functional._conv2d_backward(xv, kernel, y, _nhwc(grad, cf), ctx.geometry,
                                          ctx.relu, nx, dxv)
-    return (dx, dk.reshape(kernel.shape).astype(kernel.dtype, copy=False) if nk else None,
+    return (dx.astype(ctx.x_dtype, copy=False) if nx else None,
+            dk.reshape(kernel.shape).astype(kernel.dtype, copy=False) if nk else None,
             db if nb else None)
 
 
@@ -1964,7 +1973,7 @@ def AvgPool2D(ctx, x, geometry=None, channels_first=False):
     """
     kh, kw, sh, sw, pt, pl, ho, wo = geometry
     xv = _nhwc(x, channels_first)
-    y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], x.dtype, channels_first)
+    y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], _float_type(x), channels_first)
     functional._avg_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
     ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
     ctx.geometry, ctx.channels_first = geometry, channels_first
@@ -1974,7 +1983,7 @@ def AvgPool2D(ctx, x, geometry=None, channels_first=False):
 @AvgPool2D.defvjp
 def _(ctx, grad):
     kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
-    dx = np.empty(ctx.x_shape, ctx.x_dtype)
+    dx = np.empty(ctx.x_shape, _float_type(np.empty(0, ctx.x_dtype)))
     functional._avg_pool_backward(_nhwc(grad, ctx.channels_first), kh, kw, sh, sw, pt, pl,
                                   _nhwc(dx, ctx.channels_first))
     return dx
@@ -1994,7 +2003,7 @@ def GlobalAvgPool2D(ctx, x, channels_first=False, keepdims=False):
     """
     axes = (2, 3) if channels_first else (1, 2)
     ctx.x_shape, ctx.axes = x.shape, axes
-    return np.mean(x, axis=axes, keepdims=keepdims, dtype=np.float64).astype(x.dtype)
+    return np.mean(x, axis=axes, keepdims=keepdims, dtype=np.float64).astype(_float_type(x))
 
 
 @GlobalAvgPool2D.defvjp
