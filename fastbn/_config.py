@@ -89,13 +89,16 @@ def blas_controller():
 
 #: GNU OpenMP's threads spin this many times after a parallel region before
 #: they sleep (``GOMP_SPINCOUNT``, which libgomp reads once, when it is
-#: loaded). libgomp's default, 300,000, kept a core busy for milliseconds
-#: after each kernel, which the BLAS and worker threads of the next layer
-#: then waited for: the article's CNN at batch 250 took 57 ms a step with
-#: 1,000 and 60-170 ms (most runs over 100) with the default; on a machine
-#: shared with one other busy process, ``fastbn-bench`` case A forward took
-#: 0.15 ms against 7.9 ms (2 cores, 2026-12-06). See :func:`_short_spin`.
-SPIN_COUNT = "1000"
+#: loaded). With libgomp's default, 300,000, a thread kept spinning while the
+#: BLAS and worker threads of the next layer wanted its core: on a machine
+#: shared with one other busy process the article's CNN took 171-179 ms a
+#: step against 55-106 ms at 10,000 and 55-99 ms at 1,000. 1,000 is too short
+#: for kernels called back to back, which then wait for sleeping threads:
+#: ``fastbn-bench`` cases A, B and F took 1.9-3.5x as long as at 10,000, which
+#: is as fast as the default. On a quiet machine the CNN step is 53-55 ms at
+#: 1,000, 10,000 and 30,000 and 54-59 ms at the default (2 cores,
+#: 2026-12-06). See :func:`_short_spin`.
+SPIN_COUNT = "10000"
 
 
 def _short_spin():
