@@ -79,3 +79,13 @@ def test_readme_headline_numbers_match_the_committed_results(scripts):
     with open(os.path.join(ROOT, "docs", "results", "mnist", "bn-after", "metrics.json")) as f:
         m = json.load(f)
     assert f"{100 * m['test_accuracy']:.2f} % test accuracy" in readme
+
+
+def test_cnn_speed_line_names_the_command_without_where_it_was_written(scripts, tmp_path,
+                                                                       monkeypatch):
+    import cnn_results
+    monkeypatch.setattr(cnn_results, "GENERATED", str(tmp_path))
+    cnn_results.render_speed()
+    text = (tmp_path / "cnn_speed.md").read_text()
+    assert "`python -m fastbn.examples.train_speed --model cnn" in text
+    assert "--out" not in text and "/tmp/" not in text

@@ -20,6 +20,7 @@ docs/results/cnn`` (copy it there and commit it).
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -126,7 +127,8 @@ def render_speed():
             others.append(f"{base / row['keras (jax)']['median_s']:.2f}x that of Keras on JAX")
         lines += ["", "fastbn's epoch takes " + " and ".join(others) + "."]
     v = r["versions"]
-    lines += ["", f"`{r['command']}`: batch {r['rows'][0]['batch_size']}, {r['samples']:,} "
+    command = re.sub(r" --out \S+", "", r["command"])     # where it was written first
+    lines += ["", f"`{command}`: batch {r['rows'][0]['batch_size']}, {r['samples']:,} "
               f"samples, {r['threads']} threads, median of {r['rounds']} round(s), {r['date']}; "
               f"fastbn {v['fastbn']}, PyTorch {v.get('torch', '-')}, {r['machine']['cpus']} "
               f"CPUs; each peer in its own process, one after another."]
