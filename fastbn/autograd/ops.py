@@ -1705,19 +1705,15 @@ class BatchNorm(Function):
     def forward(ctx, x, gamma, beta, axis=-1, epsilon=1e-3, training=True,
                 moving_mean=None, moving_variance=None, momentum=0.99, comm=None, mask=None):
         ctx.mask = mask
+        if mask is not None and comm is not None:
+            raise NotImplementedError("batch_norm: a mask with synchronized "
+                                      "data-parallel statistics is not implemented")
         # module attribute looked up per call: replaced kernels are picked up
-        if mask is not None:
-            if comm is not None:
-                raise NotImplementedError("batch_norm: a mask with synchronized "
-                                          "data-parallel statistics is not implemented")
+        if comm is None:
             y, mean, invstd = functional.batch_norm_forward(
                 x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
                 moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum,
                 mask=mask)
-        elif comm is None:
-            y, mean, invstd = functional.batch_norm_forward(
-                x, gamma, beta, axis=axis, epsilon=epsilon, training=training,
-                moving_mean=moving_mean, moving_variance=moving_variance, momentum=momentum)
         else:       # an MPI communicator: statistics of the global batch
             from .. import distributed
             y, mean, invstd = distributed.batch_norm_forward(
@@ -1731,13 +1727,10 @@ class BatchNorm(Function):
     def backward(ctx, grad):
         x, mean, invstd, gamma = ctx.saved_tensors
         nx, ng, nb = ctx.needs_input_grad
-        if ctx.mask is not None:
+        if ctx.comm is None:
             dx, dgamma, dbeta = functional.batch_norm_backward(
                 grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training,
                 mask=ctx.mask)
-        elif ctx.comm is None:
-            dx, dgamma, dbeta = functional.batch_norm_backward(
-                grad, x, mean, invstd, gamma, axis=ctx.axis, training=ctx.training)
         else:       # dgamma, dbeta: this process's share, summed by data-parallel training
             from .. import distributed
             dx, dgamma, dbeta = distributed.batch_norm_backward(
