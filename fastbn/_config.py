@@ -87,6 +87,12 @@ def blas_controller():
     return _BLAS[0]
 
 
+def blas_one_thread():
+    """A context in which BLAS runs on one thread (nothing without threadpoolctl)."""
+    ctl = blas_controller()
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+
+
 #: GNU OpenMP's threads spin this many times after a parallel region before
 #: they sleep (``GOMP_SPINCOUNT``, which libgomp reads once, when it is
 #: loaded). With libgomp's default, 300,000, a thread kept spinning while the

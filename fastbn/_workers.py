@@ -19,6 +19,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 _lock = threading.Lock()
 _pool = [None, None]                      # executor, pid that made it
 _local = threading.local()
@@ -78,7 +80,8 @@ def run(blocks, fn, threads):
                 failed.append(True)
                 raise
 
-    futures = [_executor(helpers).submit(work) for _ in range(helpers)]
+    pool = _executor(helpers)
+    futures = [pool.submit(work) for _ in range(helpers)]
     error = None
     try:
         work()
@@ -100,8 +103,6 @@ KEEP_SCRATCH_BYTES = 1 << 24
 def scratch(name, shape, dtype):
     """A per-thread work array of ``shape`` and ``dtype`` (reused across calls:
     its contents are whatever the last user left)."""
-    import numpy as np
-
     size = 1
     for s in shape:
         size *= int(s)

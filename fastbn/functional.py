@@ -6,7 +6,6 @@ and restores the caller's shape. Statistics are accumulated in float64 in
 fixed-size chunks merged with Chan's formula: stable on offset data and
 bitwise independent of the number of threads.
 """
-import contextlib
 import math
 import os
 import warnings
@@ -1297,19 +1296,38 @@ DIRECT_MAX_TAPS = 16
 BLOCK_BYTES = 1 << 20
 
 
-def _conv_plan(x, kernel, geometry):
-    kh, kw, sh, sw, pt, pl, ho, wo = geometry
-    taps = kh * kw * x.shape[3]
-    direct = taps <= DIRECT_MAX_TAPS
-    per_sample = ho * wo * (kernel.shape[3] if direct else taps) * x.itemsize
-    block = max(1, min(x.shape[0], BLOCK_BYTES // max(per_sample, 1)))
-    return direct, block, -(-x.shape[0] // block)
+class _ConvBlocks:
+    """How a convolution of ``x`` is split: ``direct`` (window by window) or
+    im2col + BLAS, ``block`` samples a block, ``blocks`` of them; ``kernel``
+    as a C-contiguous array of ``x``'s dtype."""
 
+    def __init__(self, x, kernel, geometry):
+        kh, kw, _, _, _, _, ho, wo = geometry
+        taps = kh * kw * x.shape[3]
+        self.x, self.geometry = x, geometry
+        self.kernel = np.ascontiguousarray(kernel, x.dtype)
+        self.direct = taps <= DIRECT_MAX_TAPS
+        per_sample = ho * wo * (kernel.shape[3] if self.direct else taps) * x.itemsize
+        self.block = max(1, min(x.shape[0], BLOCK_BYTES // max(per_sample, 1)))
+        self.blocks = -(-x.shape[0] // self.block)
 
-def _blas_one_thread():
-    """BLAS on one thread for the block products (each thread runs its own)."""
-    ctl = _config.blas_controller()
-    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=1, user_api="blas")
+    def span(self, i):
+        """Block ``i``'s samples ``[lo, hi)``."""
+        lo = i * self.block
+        return lo, min(self.x.shape[0], lo + self.block)
+
+    def windows(self, lo, hi):
+        """The windows (im2col) of samples ``[lo, hi)`` in this thread's work array."""
+        kh, kw, sh, sw, pt, pl, ho, wo = self.geometry
+        cols = _workers.scratch("cols", (hi - lo, ho, wo, kh, kw, self.x.shape[3]),
+                                self.x.dtype)
+        K._im2col.serial(self.x[lo:hi], sh, sw, pt, pl, cols)
+        return cols
+
+    def run(self, one):
+        """``one(i)`` for every block, BLAS on one thread in each (:mod:`fastbn._workers`)."""
+        with _config.blas_one_thread():
+            _workers.run(self.blocks, one, _config.threads())
 
 
 def _conv2d_forward(x, kernel, bias, geometry, relu, y):
@@ -1318,56 +1336,51 @@ def _conv2d_forward(x, kernel, bias, geometry, relu, y):
     threads (:mod:`fastbn._workers`): window by window for kernels of few taps,
     else each block's im2col in a per-thread buffer, one BLAS product and the
     bias and ReLU in one pass. ``x`` is any ``(N, H, W, C)`` view."""
-    kh, kw, sh, sw, pt, pl, ho, wo = geometry
-    direct, block, blocks = _conv_plan(x, kernel, geometry)
-    f = kernel.shape[3]
-    k4 = np.ascontiguousarray(kernel, x.dtype)
+    _, _, sh, sw, pt, pl, ho, wo = geometry
+    plan = _ConvBlocks(x, kernel, geometry)
+    k4 = plan.kernel
+    f = k4.shape[3]
     b = np.zeros(f, x.dtype) if bias is None else np.ascontiguousarray(bias, x.dtype)
-    n = x.shape[0]
-    y2 = y.reshape(n * ho * wo, f)
+    y2 = y.reshape(-1, f)
     k2 = k4.reshape(-1, f)
 
     def one(i):
-        lo, hi = i * block, min(n, i * block + block)
-        if direct:
+        lo, hi = plan.span(i)
+        if plan.direct:
             K._conv_direct.serial(x[lo:hi], k4, b, sh, sw, pt, pl, relu, y[lo:hi])
             return
-        cols = _workers.scratch("cols", (hi - lo, ho, wo, kh, kw, x.shape[3]), x.dtype)
-        K._im2col.serial(x[lo:hi], sh, sw, pt, pl, cols)
         yb = y2[lo * ho * wo:hi * ho * wo]
-        np.matmul(cols.reshape(len(yb), -1), k2, out=yb)
+        np.matmul(plan.windows(lo, hi).reshape(len(yb), -1), k2, out=yb)
         K._bias_act.serial(yb, b, relu)
 
-    with _blas_one_thread():
-        _workers.run(blocks, one, _config.threads())
+    plan.run(one)
     return y
 
 
 def _conv2d_backward(x, kernel, y, grad, geometry, relu, need_dx, dx):
     """The gradients of :func:`_conv2d_forward` with output ``y`` (read when
-    ``relu``, else may be None): ``(dk, db)``, and ``dx`` (an ``(N, H, W, C)`` view, overwritten)
-    when ``need_dx``. Each block's kernel and bias gradients are its own;
-    they are summed in block order (in float64 from float32), so the result
-    is the same bits for any thread count. The windows are taken again per
-    block rather than kept from the forward pass (a 35 MB im2col on the
-    article's second layer)."""
-    kh, kw, sh, sw, pt, pl, ho, wo = geometry
-    direct, block, blocks = _conv_plan(x, kernel, geometry)
-    f = kernel.shape[3]
-    k4 = np.ascontiguousarray(kernel, x.dtype)
+    ``relu``, else may be None): ``(dk, db)``, and, when ``need_dx``, ``dx``
+    (an ``(N, H, W, C)`` view, overwritten). Each block's kernel and bias
+    gradients are its own; they are summed in block order (in float64 from
+    float32), so the result is the same bits for any thread count. The
+    windows are taken again per block rather than kept from the forward pass
+    (a 35 MB im2col on the article's second layer)."""
+    _, _, sh, sw, pt, pl, ho, wo = geometry
+    plan = _ConvBlocks(x, kernel, geometry)
+    k4 = plan.kernel
+    f = k4.shape[3]
     k2 = k4.reshape(-1, f)
-    n = x.shape[0]
     g4 = np.ascontiguousarray(grad, x.dtype)
     g2 = g4.reshape(-1, f)
     y = g4 if y is None else y                  # read only when relu
     y2 = y.reshape(-1, f)
-    dks = np.empty((blocks,) + k4.shape, x.dtype)
-    dbs = np.empty((blocks, f), x.dtype)
+    dks = np.empty((plan.blocks,) + k4.shape, x.dtype)
+    dbs = np.empty((plan.blocks, f), x.dtype)
     no_dx = np.empty((0, 0, 0, 0), x.dtype)
 
     def one(i):
-        lo, hi = i * block, min(n, i * block + block)
-        if direct:
+        lo, hi = plan.span(i)
+        if plan.direct:
             K._conv_direct_grads.serial(x[lo:hi], k4, y[lo:hi], g4[lo:hi], sh, sw, pt, pl,
                                         relu, need_dx, dks[i], dbs[i],
                                         dx[lo:hi] if need_dx else no_dx)
@@ -1379,19 +1392,17 @@ def _conv2d_backward(x, kernel, y, grad, geometry, relu, need_dx, dx):
             K._relu_grad.serial(gb.reshape(-1), y2[lo * ho * wo:hi * ho * wo].reshape(-1),
                                 gm.reshape(-1))
             gb = gm
-        cols = _workers.scratch("cols", (hi - lo, ho, wo, kh, kw, x.shape[3]), x.dtype)
-        K._im2col.serial(x[lo:hi], sh, sw, pt, pl, cols)
+        cols = plan.windows(lo, hi)
         np.matmul(cols.reshape(rows, -1).T, gb, out=dks[i].reshape(-1, f))
         np.sum(gb, axis=0, out=dbs[i])
         if need_dx:
             np.matmul(gb, k2.T, out=cols.reshape(rows, -1))
             K._col2im.serial(cols, sh, sw, pt, pl, dx[lo:hi])
 
-    with _blas_one_thread():
-        _workers.run(blocks, one, _config.threads())
+    plan.run(one)
     acc = np.float64 if x.dtype == np.float32 else x.dtype
-    dk = dks.sum(axis=0, dtype=acc) if blocks > 1 else dks[0]
-    db = dbs.sum(axis=0, dtype=acc) if blocks > 1 else dbs[0]
+    dk = dks.sum(axis=0, dtype=acc) if plan.blocks > 1 else dks[0]
+    db = dbs.sum(axis=0, dtype=acc) if plan.blocks > 1 else dbs[0]
     return dk.astype(x.dtype, copy=False), db.astype(x.dtype, copy=False)
 
 

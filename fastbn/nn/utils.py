@@ -174,13 +174,8 @@ def training_threads(batch_size):
         before = numba.get_num_threads()
         numba.set_num_threads(1)
     try:
-        controller = _config.blas_controller()
-        with _config.keep_freed_memory():
-            if controller is None:
-                yield
-            else:
-                with controller.limit(limits=1, user_api="blas"):
-                    yield
+        with _config.keep_freed_memory(), _config.blas_one_thread():
+            yield
     finally:
         if not forked and small:
             numba.set_num_threads(before)
