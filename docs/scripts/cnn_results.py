@@ -22,9 +22,8 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
+
+from mnist_results import _seconds_per_epoch, run_job
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOCS = os.path.dirname(HERE)
@@ -33,23 +32,10 @@ GENERATED = os.path.join(DOCS, "_generated")
 
 
 def run(args):
-    cmd = [sys.executable, "-m", "fastbn.examples.cnn", "--epochs", str(args.epochs),
-           "--seed", str(args.seed), "--threads", str(args.threads), "--out", RESULTS]
-    print("+", " ".join(cmd), flush=True)
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    for name in ("weights.npz", "checkpoint.npz"):          # megabytes the docs do not need
-        path = os.path.join(RESULTS, name)
-        if os.path.exists(path):
-            os.remove(path)
-    with open(os.path.join(RESULTS, "command.json"), "w") as f:
-        json.dump(dict(argv=["fastbn-cnn"] + cmd[3:], wall_seconds=time.perf_counter() - t0),
-                  f, indent=1)
-
-
-def _median_epoch(m):
-    secs = sorted(e["seconds"] for e in m["epochs"][1:] or m["epochs"])
-    return secs[len(secs) // 2]
+    run_job("fastbn-cnn", "fastbn.examples.cnn",
+            ["--epochs", str(args.epochs), "--seed", str(args.seed),
+             "--threads", str(args.threads)],
+            RESULTS, drop=("weights.npz", "checkpoint.npz"))
 
 
 def render(_args=None):
@@ -85,7 +71,7 @@ def render(_args=None):
         f"on {st['dataset'].upper()}, fastbn {v['fastbn']}, NumPy {v['numpy']}, Numba "
         f"{v['numba']}, Python {v['python']}, {v['cpus']} CPUs (a machine shared with "
         f"other work: the seconds, training steps only, are indicative; the median "
-        f"epoch after the first took {_median_epoch(m):.1f} s).",
+        f"epoch after the first took {_seconds_per_epoch(m):.1f} s).",
     ]
     png = os.path.join(RESULTS, "learning_curve.png")
     if os.path.exists(png):

@@ -46,21 +46,29 @@ MODELS = tuple(RUNS)
 
 
 # ----------------------------------------------------------------------- run
+def run_job(prog, module, args, out, drop=("weights.npz",)):
+    """Run ``python -m module *args --out out``, delete the files in ``drop``
+    (megabytes the docs do not need) and write ``command.json``: the command
+    as ``prog`` and its wall time."""
+    cmd = [sys.executable, "-m", module, *args, "--out", out]
+    print("+", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    for name in drop:
+        path = os.path.join(out, name)
+        if os.path.exists(path):
+            os.remove(path)
+    with open(os.path.join(out, "command.json"), "w") as f:
+        json.dump(dict(argv=[prog] + cmd[3:], wall_seconds=time.perf_counter() - t0),
+                  f, indent=1)
+
+
 def run_models(args):
     for model in MODELS:
-        out = os.path.join(RESULTS, model)
-        cmd = [sys.executable, "-m", "fastbn.examples.mnist", *RUNS[model],
-               "--epochs", str(args.epochs), "--seed", str(args.seed),
-               "--threads", str(args.threads), "--quiet", "--no-plot", "--out", out]
-        print("+", " ".join(cmd), flush=True)
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        weights = os.path.join(out, "weights.npz")      # 1 MB, not needed by the docs
-        if os.path.exists(weights):
-            os.remove(weights)
-        with open(os.path.join(out, "command.json"), "w") as f:
-            json.dump(dict(argv=["fastbn-mnist"] + cmd[3:], wall_seconds=time.perf_counter() - t0),
-                      f, indent=1)
+        run_job("fastbn-mnist", "fastbn.examples.mnist",
+                [*RUNS[model], "--epochs", str(args.epochs), "--seed", str(args.seed),
+                 "--threads", str(args.threads), "--quiet", "--no-plot"],
+                os.path.join(RESULTS, model))
 
 
 # -------------------------------------------------------------------- render
