@@ -1893,11 +1893,10 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=
     >>> Conv2D.apply(Tensor(np.ones((1, 2, 2, 1))), np.ones((2, 2, 1, 1)), geometry=geometry)
     Tensor([[[[4.]]]])
     """
-    kh, kw, sh, sw, pt, pl, ho, wo = geometry
+    ho, wo = geometry[6:]
     dtype = _float_type(x, kernel, *(() if bias is None else (bias,)))
     xv = _nhwc(x, channels_first).astype(dtype, copy=False)
-    f = kernel.shape[3]
-    y = np.empty((xv.shape[0], ho, wo, f), dtype)
+    y = np.empty((xv.shape[0], ho, wo, kernel.shape[3]), dtype)
     functional._conv2d_forward(xv, kernel, bias, geometry, relu, y)
     ctx.save_for_backward(xv, kernel, y if relu else None)
     ctx.geometry, ctx.channels_first, ctx.relu = geometry, channels_first, relu
