@@ -1004,39 +1004,116 @@ def _runtime_warnings(rec, text):
     return [w for w in rec if issubclass(w.category, RuntimeWarning) and text in str(w.message)]
 
 
-@pytest.mark.parametrize("shape,fold_min_rows", [
-    ((64, 3), 0),                       # folded to one kernel row of 192 columns
-    pytest.param((64, 3), _axes.FOLD_MIN_ROWS, marks=pytest.mark.xfail(
-        strict=True, reason="rows with several kernel rows (unfolded, or (512, 3) "
-                            "folded to (2, 768)): the overflowing variance comes out "
-                            "NaN, not inf, and nothing warns"))])
-def test_overflowing_variance_warns_once_per_call(shape, fold_min_rows, monkeypatch):
+#: (shape, axis, FOLD_MIN_ROWS, fused kernel): how many kernel rows, chunks and
+#: columns a feature's overflowing squares pass through.
+_OVERFLOW_LAYOUTS = [
+    pytest.param((64, 3), -1, 0, "rows", id="folded-one-row"),      # (1, 192)
+    pytest.param((64, 3), -1, _axes.FOLD_MIN_ROWS, "rows", id="rows-one-chunk"),
+    pytest.param((512, 3), -1, _axes.FOLD_MIN_ROWS, "rows", id="folded-two-rows"),  # (2, 768)
+    pytest.param((1000, 3), -1, 10**9, "rows", id="rows-eight-chunks"),  # Chan-merged
+    pytest.param((4, 3, 64), 1, _axes.FOLD_MIN_ROWS, None, id="grouped-rows"),  # (4, 192)
+    pytest.param((4, 3, 4096), 1, _axes.FOLD_MIN_ROWS, None, id="planes-two-chunks"),
+    pytest.param((4, 16, 4096), 1, _axes.FOLD_MIN_ROWS, "planes", id="planes-fused"),
+]
+
+
+@pytest.mark.parametrize("serial", [True, False], ids=["serial", "parallel"])
+@pytest.mark.parametrize("shape,axis,fold_min_rows,kind", _OVERFLOW_LAYOUTS)
+def test_overflowing_variance_warns_once_per_call(shape, axis, fold_min_rows, kind, serial,
+                                                  monkeypatch):
     """float64 data near 1e300: var inf, invstd 0, the features' output all
     beta, silently. Now one warning a call (checked, then planned), and the
-    moving statistics stay finite."""
+    moving statistics stay finite. Chunks of several rows gave NaN, not inf
+    (``inf - inf`` in ``kernels._chunks._moments_from_sums``), and no warning;
+    every layout, fused or split, serial or parallel, now gives what the
+    float64 reference gives, and fused and split the same bits."""
     monkeypatch.setattr(_axes, "FOLD_MIN_ROWS", fold_min_rows)
-    monkeypatch.setattr(functional, "_PLANS", {})
+    for name in ("SERIAL_BELOW", "ROWS_SERIAL_BELOW"):
+        monkeypatch.setattr(fastbn._config, name, 10**12 if serial else 0)
     _axes._layout.cache_clear()
     try:
-        _overflowing_variance_warns(shape)
+        lay = _axes.layout(np.empty(shape), (axis % len(shape),))
+        assert functional._fuse(lay.view(np.empty(shape)), lay, 1) == kind
+        fused = _overflowing_variance_warns(shape, axis)
+        monkeypatch.setattr(functional, "_fuse", lambda xk, lay, arrays: None)
+        functional._PLANS.clear()
+        split = _overflowing_variance_warns(shape, axis)
     finally:
         _axes._layout.cache_clear()     # no layout of the patched FOLD_MIN_ROWS stays
+    for a, b in zip(fused, split):
+        assert a.tobytes() == b.tobytes()
 
 
-def _overflowing_variance_warns(shape):
-    x = np.random.default_rng(9).standard_normal(shape) * 1e300
+def _overflowing_variance_warns(shape, axis):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(shape) * 1e300
+    dy = rng.standard_normal(shape)
+    c = shape[axis]
+    g, b = rng.standard_normal(c), rng.standard_normal(c)
     top = np.finfo(np.float64).max
-    for call in range(2):
-        mm, mv = np.zeros(3), np.ones(3)
+    lay = _axes.layout(x, (axis % x.ndim,))
+    planned = functional._fuse(lay.view(x), lay, 1) == "rows"
+    with np.errstate(over="ignore"):                         # the reference's squares
+        y_ref, m_ref, s_ref = R.batch_norm_forward(x, g, b, axis=axis)
+        _, v_ref = R.moments(x, axis=R.reduced_axes(x.ndim, axis))
+    assert np.isinf(v_ref).all() and (s_ref == 0).all()
+    for call in range(2):                       # checked, then planned (rows)
+        mm, mv = np.zeros(c), np.ones(c)
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
-            _, _, s = fastbn.batch_norm_forward(x, None, None, moving_mean=mm,
+            y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis, moving_mean=mm,
                                                 moving_variance=mv)
         assert len(_runtime_warnings(rec, "overflowed float64")) == 1, call
         assert len(rec) == 1
         np.testing.assert_array_equal(s, 0.0)
         np.testing.assert_array_equal(mv, top)
-    assert len(functional._PLANS) == 1         # the second call was planned
+        np.testing.assert_array_equal(y, y_ref)             # beta, exactly
+        np.testing.assert_allclose(m, m_ref, rtol=0, atol=1e-13 * 1e300)
+        np.testing.assert_allclose(mm, 0.01 * m_ref, rtol=0, atol=1e-13 * 1e300)
+    assert len(functional._PLANS) == planned
+    with warnings.catch_warnings(record=True) as rec:       # no moving statistics
+        warnings.simplefilter("always")
+        fastbn.batch_norm_forward(x, g, b, axis=axis)
+    assert len(rec) == 1 and len(_runtime_warnings(rec, "overflowed float64")) == 1
+    mean, var = fastbn.moments(x, axis=R.reduced_axes(x.ndim, axis))
+    np.testing.assert_array_equal(var, v_ref)               # inf, not NaN
+    dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis)
+    dx_ref, dg_ref, db_ref = R.batch_norm_backward(dy, x, m, s, g, axis=axis)
+    np.testing.assert_array_equal(dx, dx_ref)               # zero: invstd is 0
+    np.testing.assert_array_equal(dg, dg_ref)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-12, atol=1e-12)
+    return y, m, s, mean, var, dx, dg, db
+
+
+def test_one_overflowing_value_warns_and_leaves_other_features_alone():
+    """One 1e300 among unit values in a chunk of several rows: its feature's
+    squares overflow, and ``s2 - s1 * mean`` was ``inf - inf`` (NaN, with no
+    warning, NaN moving statistics and NaN output). Now inf, as the float64
+    reference gives; the other features keep their bits. Masked rows
+    (:func:`fastbn.kernels._moments_rows_at`) too."""
+    rng = np.random.default_rng(14)
+    clean = rng.standard_normal((200, 3))
+    x = clean.copy()
+    x[50, 1] = 1e300
+    mask = rng.random(200) < 0.8
+    mask[50] = True
+    top = np.finfo(np.float64).max
+    for kwargs in ({}, {"mask": mask}):
+        y0, m0, s0 = fastbn.batch_norm_forward(clean, None, None, **kwargs)
+        with np.errstate(over="ignore"):
+            _, m_ref, s_ref = R.batch_norm_forward(x[mask] if kwargs else x)
+        mm, mv = np.zeros(3), np.ones(3)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            y, m, s = fastbn.batch_norm_forward(x, None, None, moving_mean=mm,
+                                                moving_variance=mv, **kwargs)
+        assert len(rec) == 1 and "the batch variance of 1 feature(s) overflowed float64" in str(
+            rec[0].message)
+        assert s[1] == 0 and s_ref[1] == 0 and mv[1] == top and np.isfinite(mm).all()
+        np.testing.assert_allclose(m[1], m_ref[1], rtol=1e-12)
+        np.testing.assert_array_equal(y[:, 1], 0.0)
+        for a, b in ((y, y0), (m, m0), (s, s0)):
+            assert a[..., [0, 2]].tobytes() == b[..., [0, 2]].tobytes()
 
 
 def test_moving_statistics_stay_finite_and_recover():
