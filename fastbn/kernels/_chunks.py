@@ -124,9 +124,9 @@ def _moments_from_sums(s1, s2, m, rel):
     mean): the statistics pass on (128, 784) fp32 took 23 us instead of 38.
 
     Finite float64 data beyond about 1e154 square past 1.8e308: ``s2`` is inf
-    and so, in most such chunks, is ``s1 * mu <= s2``, and ``inf - inf`` was
-    NaN, which the merge spread to the feature's variance and moving statistics
-    without a warning. M2 is then inf, as the merge of one-value chunks gives
+    and so, in most such chunks, is ``s1 * mu <= s2``; ``inf - inf`` would be
+    NaN, which the merge would spread to the feature's variance and moving
+    statistics without a warning. M2 is then inf, as the merge of one-value chunks gives
     (its ``delta ** 2`` overflows alike), and
     ``fastbn.functional._check_variance`` says so. A non-finite ``s1`` (inf or
     NaN in the data) still gives NaN. Once per chunk and feature, never per
