@@ -962,6 +962,40 @@ def _planned_training_backward(dy, x, mean, invstd, gamma, axis):
     return _planned_backward(dy, x, mean, invstd, gamma, axis, None)
 
 
+def _native_rows_plan(x, axis):
+    """A planned training call on ``x`` for a native caller (fastbn.torch's
+    C++ path): None when there is no plan for it (yet: the first checked call
+    on a shape plans it), False when its plan is not one a native caller
+    takes, else, as the plan's kernel view of ``x`` is C-contiguous rows of
+    one or ``fold`` columns per feature, in feature order, a dict of
+    that view's ``rows`` and ``cols``, the ``features``, the plan's split
+    (``chunk``, ``forward_cols``, ``backward_cols``) and the C entry points of
+    its kernels (:mod:`fastbn.kernels.cabi`: ``forward``, ``backward``,
+    ``hold``, ``blend32``, ``blend64``), serial or parallel as the plan's.
+    Called with these, the kernels compute what :func:`_planned_training`,
+    :func:`_planned_training_backward` and :func:`_blend_running` do, bit for
+    bit."""
+    key = _plan_key(x, axis)
+    plan = _PLANS.get(key) if key is not None else None
+    if plan is None:
+        return None
+    lay = plan.lay
+    if (x.dtype not in _KERNEL_DTYPES or lay.kind != "rows" or lay.group != 1
+            or not plan.moving or not lay.view(x).flags.c_contiguous):
+        return False
+    xk = lay.view(x)
+    from .kernels import cabi
+    dtype = x.dtype.name
+    forward_serial = plan.forward is K._forward_rows_fused.serial
+    backward_serial = plan.backward is K._backward_rows_fused.serial
+    return dict(forward=cabi.address("forward", dtype, forward_serial),
+                backward=cabi.address("backward", dtype, backward_serial),
+                hold=cabi.address("hold", "float64"),
+                blend32=cabi.address("blend", "float32"), blend64=cabi.address("blend", "float64"),
+                rows=xk.shape[0], cols=xk.shape[1], features=lay.channels, chunk=plan.chunk,
+                forward_cols=plan.forward_cols, backward_cols=plan.backward_cols)
+
+
 def _blend_running(running_mean, running_var, mean, var, weight, var_scale):
     """PyTorch's running-statistics update, in place, when both are C-contiguous
     float32 or float64 vectors of ``mean``'s size (returns True), else nothing
@@ -1058,15 +1092,20 @@ def _check_variance(var_k, lay, fn, level=4):
         return False
     bad = np.isinf(var_k)
     if bad.any():
-        k = int(np.count_nonzero(lay.from_kernel(bad.astype(np.float64))))
-        warnings.warn(f"{fn}: the batch variance of {k} feature(s) overflowed float64 to "
-                      f"inf (values of x beyond about 1e154 square past 1.8e308), so their "
-                      f"invstd is 0 and their output is beta, with zero gradient (moving "
-                      f"statistics, when given, are held at float64's largest value, not "
-                      f"inf). Rescale the input, e.g. divide it by its largest magnitude, "
-                      f"before batch norm", RuntimeWarning, stacklevel=level)
+        _warn_variance_overflow(int(np.count_nonzero(lay.from_kernel(bad.astype(np.float64)))),
+                                fn, level + 1)
         return True
     return False
+
+
+def _warn_variance_overflow(k, fn, level):
+    """The warning of :func:`_check_variance`, for ``k`` features."""
+    warnings.warn(f"{fn}: the batch variance of {k} feature(s) overflowed float64 to "
+                  f"inf (values of x beyond about 1e154 square past 1.8e308), so their "
+                  f"invstd is 0 and their output is beta, with zero gradient (moving "
+                  f"statistics, when given, are held at float64's largest value, not "
+                  f"inf). Rescale the input, e.g. divide it by its largest magnitude, "
+                  f"before batch norm", RuntimeWarning, stacklevel=level)
 
 
 def _warn_overflow(lay, moving_mean, moving_variance, var_k, momentum, fn):

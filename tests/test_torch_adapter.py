@@ -453,21 +453,28 @@ def _bits(t):
     ((8, 4, 3, 3), torch.channels_last, True),      # NHWC memory: (72, 4) rows, planned
     ((8, 4, 5), None, False), ((8, 4, 3, 3), None, False)])     # planes: the checked calls
 def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkeypatch):
-    """The adapter's planned calls (functional._planned_training, its backward and
-    _blend_running) against the checked calls they replace, on the same modules'
-    states over three training steps then one in eval: outputs, input and parameter
+    """The adapter's C++ training path (fastbn/_torch_native.cpp) and its Python
+    planned calls (functional._planned_training, its backward and _blend_running)
+    against the checked calls they replace, on the same modules' states over
+    three training steps then one in eval: outputs, input and parameter
     gradients and running statistics bit for bit, momentum 0.1 and None."""
     from fastbn import functional as F
     cls = CLASSES[len(shape) - 2 if len(shape) > 2 else 1]
-    monkeypatch.setattr(F, "_PLANS", {})
+    native = _native()
     runs, calls = [], {}
-    for route in ("planned", "checked"):
+    for route in ("native", "planned", "checked"):
         rng = np.random.default_rng(zlib.crc32(repr((shape, fmt, dtype)).encode()))
+        monkeypatch.setattr(F, "_PLANS", {})
+        monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+        if route == "native":
+            monkeypatch.setattr(fbt, "_native_module", _Spy(native, calls))
+        else:
+            monkeypatch.setattr(fbt, "_native_module", False)
         if route == "checked":
             monkeypatch.setattr(F, "_planned_training", lambda *a: None)
             monkeypatch.setattr(F, "_planned_training_backward", lambda *a: None)
             monkeypatch.setattr(F, "_blend_running", lambda *a: False)
-        else:
+        elif route == "planned":
             for name in ("_planned_training", "_planned_training_backward", "_blend_running"):
                 def spy(*a, _f=getattr(F, name), _n=name):
                     r = _f(*a)
@@ -494,10 +501,216 @@ def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkey
                 out += [y, x.grad, fb.weight.grad, fb.bias.grad, fb.running_mean,
                         fb.running_var]
         runs.append([_bits(t) for t in out])
-    assert runs[0] == runs[1]
+    assert runs[0] == runs[2] and runs[1] == runs[2]
     if planned:     # every training step but the first forward (whose checked call plans)
-        assert calls == {"_planned_training": 5, "_planned_training_backward": 6,
+        assert calls == {"native": 5, "_planned_training": 5, "_planned_training_backward": 6,
                          "_blend_running": 6}
     else:
         assert calls == {"_planned_training": 0, "_planned_training_backward": 0,
                          "_blend_running": 6}
+
+
+def _native():
+    """The C++ training path's module: built here, or the test fails (set
+    FASTBN_TORCH_NATIVE=0 to test without it)."""
+    if os.environ.get(fbt.NATIVE_ENV) == "0":
+        pytest.skip(f"{fbt.NATIVE_ENV}=0: the C++ training path is off")
+    assert fbt.build_native(), "fastbn.torch could not build its C++ training path"
+    return fbt._native_module
+
+
+class _Spy:
+    """The native module, counting the calls it took (returned an output)."""
+
+    def __init__(self, module, calls):
+        self.module, self.calls, self.Plan = module, calls, module.Plan
+
+    def train(self, *args):
+        out = self.module.train(*args)
+        if out[0] is not None:
+            self.calls["native"] = self.calls.get("native", 0) + 1
+        return out
+
+
+def _native_call(monkeypatch):
+    """Count the native path's calls from here on: ``calls["native"]``."""
+    calls = {}
+    monkeypatch.setattr(fbt, "_native_module", _Spy(_native(), calls))
+    monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})   # (conftest empties functional's)
+    return calls
+
+
+def _step(bn, x, dy):
+    x = x.clone().requires_grad_()
+    bn.weight.grad = bn.bias.grad = None
+    y = bn(x)
+    y.backward(dy)
+    return [_bits(t) for t in (y, x.grad, bn.weight.grad, bn.bias.grad, bn.running_mean,
+                               bn.running_var)]
+
+
+def test_native_path_takes_any_gradient_layout_and_modes(monkeypatch):
+    """On the C++ path: a gradient in another memory format, an expanded one
+    (``y.sum().backward()``) and a sliced one give the Python path's bits; so
+    does a step under no_grad (running statistics only)."""
+    calls = _native_call(monkeypatch)
+    rng = np.random.default_rng(5)
+    x = torch.from_numpy(rng.standard_normal((8, 6, 3, 3)) + 4).float()
+    x = x.contiguous(memory_format=torch.channels_last)
+    full = torch.from_numpy(rng.standard_normal((8, 6, 3, 6))).float()
+    grads = [torch.from_numpy(rng.standard_normal(x.shape)).float(),          # NCHW
+             torch.ones(()).float().expand(x.shape), full[..., ::2]]          # sliced
+    runs = []
+    for native in (True, False):
+        if not native:
+            monkeypatch.setattr(fbt, "_native_module", False)
+        bn = fbt.BatchNorm2d(6)
+        out = [_step(bn, x, dy) for dy in grads]
+        with torch.no_grad():
+            out.append([_bits(bn(x)), _bits(bn.running_mean), _bits(bn.running_var)])
+        runs.append(out)
+    assert runs[0] == runs[1]
+    assert calls["native"] == 3             # the first call on the shape is the Python path's
+
+
+def test_native_path_double_backward_raises_clearly(monkeypatch):
+    calls = _native_call(monkeypatch)
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    for _ in range(2):
+        (g,) = torch.autograd.grad((fbt.batch_norm(x, None, None, training=True) ** 3).sum(), x,
+                                   create_graph=True)
+    assert calls["native"] == 1
+    want = torch.autograd.grad((torch.nn.functional.batch_norm(x, None, None, training=True)
+                                ** 3).sum(), x)[0]
+    torch.testing.assert_close(g, want)     # the first derivative is still right
+    with pytest.raises(RuntimeError, match="second derivative"):
+        g.sum().backward()
+
+
+def test_native_path_leaves_other_arguments_to_python(monkeypatch):
+    """Parameters or running statistics the C++ path does not take (another
+    dtype, strided) run the Python path, with the same results as torch.nn."""
+    calls = _native_call(monkeypatch)
+    x = torch.randn(16, 5) * 3 + 1
+    w64, b = torch.rand(10, dtype=torch.float64)[::2], torch.randn(5)
+    rm, rv = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
+    rm_ref, rv_ref = rm.clone(), rv.clone()
+    for _ in range(3):
+        y = fbt.batch_norm(x, rm, rv, w64, b, training=True)
+        want = torch.nn.functional.batch_norm(x.double(), rm_ref, rv_ref, w64, b.double(),
+                                              training=True)
+        torch.testing.assert_close(y, want.float())
+    torch.testing.assert_close(rm, rm_ref)
+    torch.testing.assert_close(rv, rv_ref)
+    big = torch.randn(fbt.NATIVE_MAX_BYTES // 4 // 64, 64)      # 4 MiB: large enough
+    for _ in range(3):
+        fbt.batch_norm(big, None, None, training=True)
+    assert "native" not in calls
+
+
+def test_native_path_warns_when_the_variance_overflows(monkeypatch):
+    calls = _native_call(monkeypatch)
+    x = torch.from_numpy(np.random.default_rng(9).standard_normal((6, 3)) * 1e300)
+    rm, rv = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    for _ in range(3):
+        with pytest.warns(RuntimeWarning, match="overflowed float64") as rec:
+            y = fbt.batch_norm(x, rm, rv, training=True)
+        assert len(rec) == 1
+        assert torch.equal(y, torch.zeros_like(y))      # invstd 0: the output is beta
+    assert calls["native"] == 2
+    assert torch.equal(rv, torch.full((3,), torch.inf, dtype=torch.float64))    # as PyTorch's
+
+
+def test_native_path_off_or_unbuildable_falls_back(monkeypatch):
+    """FASTBN_TORCH_NATIVE=0 never builds; a failed build warns once, naming the
+    fix, and training goes on in Python."""
+    code = ("import os, fastbn.torch as fbt, torch\n"
+            "print(fbt.build_native(), fbt.BatchNorm1d(3)(torch.randn(4, 3)).shape)")
+    env = dict(os.environ, FASTBN_TORCH_NATIVE="0")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "torch.Size([4,", "3])"], \
+        out.stderr[-2000:]
+    from torch.utils import cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension: c++: not found")
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(fbt, "_native_module", None)
+    monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+    bn, ref = fbt.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    with pytest.warns(RuntimeWarning, match="pip install ninja") as rec:
+        for _ in range(3):
+            x = torch.randn(8, 3)
+            torch.testing.assert_close(bn(x), ref(x))
+    assert len(rec) == 1 and "c++: not found" in str(rec[0].message)
+    assert fbt._native_module is False
+
+
+def test_native_path_from_threads_at_once(monkeypatch):
+    """Four Python threads training their own modules at once on the C++ path
+    (which runs without the GIL) get the bits of the same steps run in turn."""
+    import threading
+    calls = _native_call(monkeypatch)
+    rng = np.random.default_rng(2)
+    data = [torch.from_numpy(rng.standard_normal((64, 40)) * 2 + 1).float() for _ in range(4)]
+    grads = [torch.from_numpy(rng.standard_normal((64, 40))).float() for _ in range(4)]
+
+    def run(k, out):
+        bn = fbt.BatchNorm1d(40)
+        out[k] = [_step(bn, data[k], grads[k]) for _ in range(50)]
+    want, got = {}, {}
+    for k in range(4):
+        run(k, want)
+    threads = [threading.Thread(target=run, args=(k, got)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
+    assert calls["native"] >= 4 * 49 * 2 - 1
+
+
+NATIVE_FORK = r"""
+import multiprocessing as mp
+import numpy as np, torch
+import fastbn.torch as fbt
+
+def steps(shape):
+    torch.manual_seed(0)
+    bn = fbt.BatchNorm1d(shape[1])
+    out = []
+    for _ in range(3):
+        x = torch.randn(*shape, requires_grad=True)
+        y = bn(x)
+        y.backward(torch.ones_like(y).cumsum(0))
+        out.append([t.detach().numpy().tobytes() for t in (y, x.grad, bn.weight.grad,
+                                                          bn.running_var)])
+    return out, any(type(p).__name__ == "Plan" for p in fbt._NATIVE_PLANS.values())
+
+assert fbt.build_native()
+shape = (4096, 64)                       # parallel kernels in the parent
+want = steps(shape)
+assert want[1]
+# one torch thread in the children, as DataLoader's workers have: torch's own
+# OpenMP operations (randn, cumsum) hang in a child forked after they ran
+with mp.get_context("fork").Pool(2, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    got = pool.map(steps, [shape, shape], chunksize=1)
+assert got == [want, want]
+print("OK")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_native_path_in_forked_children_after_training():
+    """A fork pool's children, forked after the parent trained on the C++ path
+    with parallel kernels, train on it with the serial ones: the same bits."""
+    _native()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    try:
+        out = subprocess.run([sys.executable, "-c", NATIVE_FORK], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"fork pool hung: {e.stderr}")
+    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
