@@ -986,8 +986,11 @@ def _native_rows_plan(x, axis):
     xk = lay.view(x)
     from .kernels import cabi
     dtype = x.dtype.name
-    forward_serial = plan.forward is K._forward_rows_fused.serial
-    backward_serial = plan.backward is K._backward_rows_fused.serial
+    # one Numba thread: the serial twins (the same bits), without a parallel
+    # region's cost
+    one = _num_threads() == 1
+    forward_serial = one or plan.forward is K._forward_rows_fused.serial
+    backward_serial = one or plan.backward is K._backward_rows_fused.serial
     return dict(forward=cabi.address("forward", dtype, forward_serial),
                 backward=cabi.address("backward", dtype, backward_serial),
                 hold=cabi.address("hold", "float64"),

@@ -3,9 +3,10 @@
 1. The modules alone, forward + backward through autograd (``y = bn(x);
    y.backward(dy)``, training mode, running statistics updated), on the
    benchmark cases C, D, E (``fastbn.bench.CASES``; E is D's shape in
-   ``channels_last`` memory) and small shapes; and the adapter's own cost per
-   call: the module's time minus fastbn's functional forward + backward on
-   the same arrays.
+   ``channels_last`` memory) and small shapes; fastbn.torch with its C++
+   training path (where the input's layout takes it) and without (its Python
+   path); and the adapter's own cost per call: the module's time minus
+   fastbn's functional forward + backward on the same arrays.
 2. A training step (forward, loss, backward, SGD) of a small ResNet-style CNN
    on 32x32 inputs, batch 64, NCHW and channels_last: ``fastbn.torch.convert``
    of the model against the model as it is.
@@ -93,6 +94,7 @@ def _module_case(shape, fmt):
             bn.weight.grad = bn.bias.grad = None
             bn(xr).backward(dy)
         steps[name] = step
+    steps["python"] = _python_path(steps["fastbn"])
     # fastbn's functional API on the same arrays: what the module computes
     xa, dya = x.numpy(), dy.numpy()
     gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
@@ -105,6 +107,17 @@ def _module_case(shape, fmt):
         fastbn.batch_norm_backward(dya, xa, mean, invstd, gamma, axis=1)
     steps["functional"] = functional
     return steps
+
+
+def _python_path(step):
+    """``step`` with fastbn.torch's C++ training path off: its Python path."""
+    def python():
+        native, fbt._native_module = fbt._native_module, False
+        try:
+            step()
+        finally:
+            fbt._native_module = native
+    return python
 
 
 def modules():
@@ -121,14 +134,24 @@ def modules():
         times = interleave(_module_case(shape, fmt), ARGS.rounds, ARGS.budget)
         ratio = statistics.median(t / f for t, f in zip(times["torch"], times["fastbn"]))
         med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+        python = statistics.median(t / f for t, f in zip(times["torch"], times["python"]))
         out[name] = dict(shape=list(shape), channels_last=fmt is torch.channels_last,
                          torch_us=med["torch"], fastbn_us=med["fastbn"],
-                         functional_us=med["functional"],
+                         python_path_us=med["python"], python_path_speedup=python,
+                         native=_takes_native(shape, fmt), functional_us=med["functional"],
                          adapter_us=med["fastbn"] - med["functional"], speedup=ratio)
         print(f"{name:>20}: torch.nn {med['torch']:9.1f} us  fastbn.torch {med['fastbn']:9.1f} us"
-              f"  speed-up {ratio:5.2f}x  (functional {med['functional']:9.1f} us, adapter "
-              f"{med['fastbn'] - med['functional']:6.1f} us)", flush=True)
+              f"  speed-up {ratio:5.2f}x  (C++ path: {out[name]['native']}; Python path "
+              f"{med['python']:9.1f} us, {python:5.2f}x; functional {med['functional']:9.1f} us, "
+              f"adapter {med['fastbn'] - med['functional']:6.1f} us)", flush=True)
     return out
+
+
+def _takes_native(shape, fmt):
+    """Whether fastbn.torch's training calls on this input run its C++ path."""
+    x = torch.zeros(shape).contiguous(memory_format=fmt)
+    key = (x.shape, x.stride(), x.dtype, fastbn.functional._num_threads())
+    return bool(fbt._NATIVE_PLANS.get(key))
 
 
 class Block(torch.nn.Module):
