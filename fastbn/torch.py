@@ -309,6 +309,22 @@ def build_native(verbose=False):
     why and training runs the Python path (the same results, about 70 us more
     a call). Setting the environment variable ``FASTBN_TORCH_NATIVE=0`` turns it
     off.
+
+    Parameters
+    ----------
+    verbose : bool, default False
+        Show the compiler's output.
+
+    Returns
+    -------
+    bool
+        Whether training calls can take the C++ path.
+
+    Examples
+    --------
+    >>> import fastbn.torch
+    >>> fastbn.torch.build_native()     # doctest: +SKIP
+    True
     """
     global _native_module
     if _native_module is None:
