@@ -327,16 +327,22 @@ print("OK")
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_dataloader_fork_workers_after_training():
+def _run_ok(script, what):
+    """Run ``script`` in a new Python on this source tree: it must print OK, and
+    a hang (a forked child stuck) fails the test instead of waiting forever."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     try:
-        out = subprocess.run([sys.executable, "-c", DATALOADER], cwd=ROOT, env=env,
+        out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                              capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"DataLoader workers hung: {e.stderr}")
+        pytest.fail(f"{what} hung: {e.stderr}")
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_dataloader_fork_workers_after_training():
+    _run_ok(DATALOADER, "DataLoader workers")
 
 
 def test_import_fastbn_does_not_import_torch():
@@ -706,11 +712,4 @@ def test_native_path_in_forked_children_after_training():
     """A fork pool's children, forked after the parent trained on the C++ path
     with parallel kernels, train on it with the serial ones: the same bits."""
     _native()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    try:
-        out = subprocess.run([sys.executable, "-c", NATIVE_FORK], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"fork pool hung: {e.stderr}")
-    assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+    _run_ok(NATIVE_FORK, "fork pool")
