@@ -1,7 +1,7 @@
 // fastbn.torch's native training call: batch norm over dim 1 of a CPU tensor
-// whose kernel view is C-contiguous (N, C) rows (an (N, C) tensor, or NCHW /
-// NCDHW in channels_last memory), forward and backward in C++ with PyTorch's
-// autograd, the kernels called through their C entry points
+// whose kernel view is C-contiguous: (N, C) rows (an (N, C) tensor, or NCHW /
+// NCDHW in channels_last memory) or (N, C, inner) planes (contiguous NCHW),
+// forward and backward in C++ with PyTorch's autograd, the kernels called through their C entry points
 // (fastbn/kernels/cabi.py: the same machine code and bits as from Python).
 //
 // Python decides which calls come here (fastbn/torch.py, _native_plan): a Plan
@@ -19,16 +19,18 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-typedef void (*forward_fn)(void*, int64_t, int64_t, void*, void*, int64_t, double, void*,
-                           double*, int64_t, int64_t);
-typedef void (*backward_fn)(void*, void*, int64_t, int64_t, double*, double*, void*, int64_t,
-                            void*, void*, int64_t, int64_t);
+// fastbn/kernels/cabi.py's signatures: the kernel view's sizes d0, d1, d2 and
+// the split (rows: rows per chunk, columns per block; planes: unused)
+typedef void (*forward_fn)(void*, int64_t, int64_t, int64_t, void*, void*, int64_t, double,
+                           void*, double*, int64_t, int64_t);
+typedef void (*backward_fn)(void*, void*, int64_t, int64_t, int64_t, double*, double*, void*,
+                            int64_t, void*, void*, int64_t, int64_t);
 typedef int64_t (*hold_fn)(double*, double*, double*, double*, int64_t);
 typedef void (*blend_fn)(void*, double*, void*, double*, int64_t, double, double);
 
 struct Plan {
   int64_t forward, backward, hold, blend32, blend64;   // entry points (addresses)
-  int64_t rows, cols, features, chunk, forward_cols, backward_cols;
+  int64_t d0, d1, d2, features, chunk, forward_cols, backward_cols;   // view, split
   at::ScalarType dtype;
 };
 
@@ -65,7 +67,7 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
     at::Tensor gamma = weight.defined() ? weight : at::ones({f}, input.options());
     at::Tensor beta = bias.defined() ? bias : at::zeros({f}, input.options());
     double* s = stats.data_ptr<double>();
-    reinterpret_cast<forward_fn>(p->forward)(input.data_ptr(), p->rows, p->cols,
+    reinterpret_cast<forward_fn>(p->forward)(input.data_ptr(), p->d0, p->d1, p->d2,
                                              gamma.data_ptr(), beta.data_ptr(), f, eps,
                                              y.data_ptr(), s, p->chunk, p->forward_cols);
     // the batch's statistics for the running update: the mean, and the variance
@@ -82,8 +84,8 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
     }
     ctx->save_for_backward({input, weight, stats});
     // the backward's part of the plan, by value (the Plan may go before the graph)
-    ctx->saved_data["plan"] = std::vector<int64_t>{p->backward, p->rows, p->cols, f, p->chunk,
-                                                   p->backward_cols};
+    ctx->saved_data["plan"] = std::vector<int64_t>{p->backward, p->d0, p->d1, p->d2, f,
+                                                   p->chunk, p->backward_cols};
     ctx->saved_data["bias"] = bias.defined();
     return y;
   }
@@ -96,7 +98,7 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
     variable_list out(8);
     if (!dy.defined()) return out;
     const auto plan = ctx->saved_data["plan"].toIntVector();
-    const int64_t f = plan[3];
+    const int64_t f = plan[4];
     if (at::GradMode::is_enabled()) {
       // create_graph=True: the registered backward operator, whose own autograd
       // formula refuses a second derivative with fastbn's message
@@ -124,9 +126,9 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
     at::Tensor gamma = weight.defined() ? weight : at::ones({f}, input.options());
     const double* s = stats.data_ptr<double>();
     reinterpret_cast<backward_fn>(plan[0])(
-        dy.data_ptr(), input.data_ptr(), plan[1], plan[2], const_cast<double*>(s),
+        dy.data_ptr(), input.data_ptr(), plan[1], plan[2], plan[3], const_cast<double*>(s),
         const_cast<double*>(s + 2 * f), gamma.data_ptr(), f, dx.data_ptr(), both.data_ptr(),
-        plan[4], plan[5]);
+        plan[5], plan[6]);
     out[0] = dx;
     if (weight.defined()) out[1] = both[0];
     if (has_bias) out[2] = both[1];
@@ -143,7 +145,7 @@ std::tuple<at::Tensor, int64_t> train(const Plan& p, const at::Tensor& input,
                                       double momentum, double eps) {
   const at::Tensor none;
   if (input.scalar_type() != p.dtype || !input.device().is_cpu()
-      || input.numel() != p.rows * p.cols || !plain_vector(weight.value_or(none), p)
+      || input.numel() != p.d0 * p.d1 * p.d2 || !plain_vector(weight.value_or(none), p)
       || !plain_vector(bias.value_or(none), p))
     return {none, 0};
   if (running_mean.has_value() != running_var.has_value()) return {none, 0};
@@ -162,14 +164,14 @@ std::tuple<at::Tensor, int64_t> train(const Plan& p, const at::Tensor& input,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<Plan>(m, "Plan")
       .def(py::init([](int64_t forward, int64_t backward, int64_t hold, int64_t blend32,
-                       int64_t blend64, int64_t rows, int64_t cols, int64_t features,
+                       int64_t blend64, int64_t d0, int64_t d1, int64_t d2, int64_t features,
                        int64_t chunk, int64_t forward_cols, int64_t backward_cols,
                        bool float64) {
-        return Plan{forward, backward, hold, blend32, blend64, rows, cols, features, chunk,
+        return Plan{forward, backward, hold, blend32, blend64, d0, d1, d2, features, chunk,
                     forward_cols, backward_cols, float64 ? at::kDouble : at::kFloat};
       }),
            py::kw_only(), py::arg("forward"), py::arg("backward"), py::arg("hold"),
-           py::arg("blend32"), py::arg("blend64"), py::arg("rows"), py::arg("cols"),
+           py::arg("blend32"), py::arg("blend64"), py::arg("d0"), py::arg("d1"), py::arg("d2"),
            py::arg("features"), py::arg("chunk"), py::arg("forward_cols"),
            py::arg("backward_cols"), py::arg("float64"));
   m.def("train", &train, py::call_guard<py::gil_scoped_release>());

@@ -962,41 +962,57 @@ def _planned_training_backward(dy, x, mean, invstd, gamma, axis):
     return _planned_backward(dy, x, mean, invstd, gamma, axis, None)
 
 
-def _native_rows_plan(x, axis):
-    """A planned training call on ``x`` for a native caller (fastbn.torch's
-    C++ path): None when there is no plan for it (yet: the first checked call
-    on a shape plans it), False when its plan is not one a native caller
-    takes, else, as the plan's kernel view of ``x`` is C-contiguous rows of
-    one or ``fold`` columns per feature, in feature order, a dict of
-    that view's ``rows`` and ``cols``, the ``features``, the plan's split
+def _native_plan(x, axis):
+    """A training call on ``x`` as a native caller (fastbn.torch's C++ path)
+    makes it: None when there is none yet (the first checked call on a rows
+    shape plans it), False when there is none a native caller takes, else a
+    dict of the kernel view's sizes ``d0, d1, d2`` and ``features``, the split
     (``chunk``, ``forward_cols``, ``backward_cols``) and the C entry points of
-    its kernels (:mod:`fastbn.kernels.cabi`: ``forward``, ``backward``,
-    ``hold``, ``blend32``, ``blend64``), serial or parallel as the plan's.
-    Called with these, the kernels compute what :func:`_planned_training`,
-    :func:`_planned_training_backward` and :func:`_blend_running` do, bit for
-    bit."""
+    the kernels (:mod:`fastbn.kernels.cabi`: ``forward``, ``backward``,
+    ``hold``, ``blend32``, ``blend64``), serial or parallel as here. Taken:
+    the fused rows kernels of a plan whose kernel view of ``x`` is
+    C-contiguous rows of one or ``fold`` columns per feature; and contiguous
+    planes ``(outer, C, inner)`` that both fused planes kernels take
+    (:func:`_fuse`). Called with these, the kernels compute what
+    :func:`_planned_training`, :func:`_planned_training_backward` (or the
+    checked calls, for planes) and :func:`_blend_running` do, bit for bit."""
+    from .kernels import cabi
     key = _plan_key(x, axis)
     plan = _PLANS.get(key) if key is not None else None
-    if plan is None:
-        return None
-    lay = plan.lay
-    if (x.dtype not in _KERNEL_DTYPES or lay.kind != "rows" or lay.group != 1
-            or not plan.moving or not lay.view(x).flags.c_contiguous):
+    if x.dtype not in _KERNEL_DTYPES:
         return False
-    xk = lay.view(x)
-    from .kernels import cabi
-    dtype = x.dtype.name
-    # one Numba thread: the serial twins (the same bits), without a parallel
-    # region's cost
-    one = _num_threads() == 1
-    forward_serial = one or plan.forward is K._forward_rows_fused.serial
-    backward_serial = one or plan.backward is K._backward_rows_fused.serial
-    return dict(forward=cabi.address("forward", dtype, forward_serial),
-                backward=cabi.address("backward", dtype, backward_serial),
-                hold=cabi.address("hold", "float64"),
+    one = _num_threads() == 1       # one thread: the serial twins (the same bits), without
+    dtype = x.dtype.name            # a parallel region's cost
+    if plan is not None:
+        lay = plan.lay
+        xk = lay.view(x)
+        if lay.kind != "rows" or lay.group != 1 or not plan.moving or not xk.flags.c_contiguous:
+            return False
+        forward = cabi.address("forward", dtype,
+                               one or plan.forward is K._forward_rows_fused.serial)
+        backward = cabi.address("backward", dtype,
+                                one or plan.backward is K._backward_rows_fused.serial)
+        split = dict(chunk=plan.chunk, forward_cols=plan.forward_cols,
+                     backward_cols=plan.backward_cols)
+    else:
+        if key is None or x.ndim < 2:
+            return False
+        lay = layout(x, _features(x, axis, "batch_norm_forward"))
+        if lay.copies or lay.interleaved or lay.count < 2:
+            return False
+        xk = lay.view(x)
+        if lay.kind == "rows":
+            return None if lay.group == 1 and not _copied(xk) else False
+        if not (xk.flags.c_contiguous and _fuse(xk, lay, 2) == "planes"):
+            return False
+        serial = one or _serial(xk)
+        forward = cabi.address("forward_planes", dtype, serial)
+        backward = cabi.address("backward_planes", dtype, serial)
+        split = dict(chunk=0, forward_cols=0, backward_cols=0)
+    d0, d1, d2 = xk.shape if xk.ndim == 3 else (*xk.shape, 1)
+    return dict(forward=forward, backward=backward, hold=cabi.address("hold", "float64"),
                 blend32=cabi.address("blend", "float32"), blend64=cabi.address("blend", "float64"),
-                rows=xk.shape[0], cols=xk.shape[1], features=lay.channels, chunk=plan.chunk,
-                forward_cols=plan.forward_cols, backward_cols=plan.backward_cols)
+                d0=d0, d1=d1, d2=d2, features=lay.channels, **split)
 
 
 def _blend_running(running_mean, running_var, mean, var, weight, var_scale):

@@ -16,8 +16,9 @@ computed in float32 and returned in their own dtype (as PyTorch's CPU batch
 norm does with float32 parameters).
 
 Eagerly, training calls on inputs under 4 MiB whose kernel view is contiguous
-rows (``(N, C)``, and channels-last NCHW / NCDHW) run, from their second call
-on a shape, in C++: an autograd Function (``_torch_native.cpp``, built once
+rows (``(N, C)``, and channels-last NCHW / NCDHW; from their second call on a
+shape) or contiguous planes the fused kernels take (NCHW with 16 channels or
+more, spatial size 128 or more) run in C++: an autograd Function (``_torch_native.cpp``, built once
 with ``torch.utils.cpp_extension``, see :func:`build_native`) that calls the
 kernels' C entry points, with the same results bit for bit as the Python path
 the other calls take.
@@ -42,8 +43,8 @@ from torch.nn.modules import batchnorm as _torch_bn
 
 from . import functional as F
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm", "build_native",
-           "convert"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm",
+           "build_native", "convert"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)      # computed in float32
@@ -278,11 +279,13 @@ class _EagerBatchNorm(torch.autograd.Function):
 
 # --------------------------------------------------------------- native path
 # Training calls on tensors under NATIVE_MAX_BYTES whose kernel view is
-# C-contiguous rows ((N, C), and NCHW / NCDHW in channels_last memory) run in
-# C++ from their second call on a shape: _torch_native.cpp, an autograd Function that calls the kernels' C entry
-# points, built once with torch.utils.cpp_extension (a C++ compiler and ninja).
-# The Python path costs about 70 us a call in PyTorch's machinery, more than a
-# small batch norm's kernels (see docs/torch.md).
+# C-contiguous rows ((N, C), and NCHW / NCDHW in channels_last memory; from
+# their second call on a shape) or planes the fused kernels take (contiguous
+# NCHW, functional._native_plan) run in C++: _torch_native.cpp, an autograd
+# Function that calls the kernels' C entry points, built once with
+# torch.utils.cpp_extension (a C++ compiler and ninja). The Python path costs
+# about 70 us a call in PyTorch's machinery, more than a small batch norm's
+# kernels (see docs/torch.md).
 NATIVE_ENV = "FASTBN_TORCH_NATIVE"
 #: Inputs of this many bytes and more train on the Python path. Its ~70 us a
 #: call is then under 5 % of the kernels' time, and PyTorch's allocator decides
@@ -338,13 +341,15 @@ def _load_native(verbose):
     from torch.utils import cpp_extension
     name = "fastbn_torch_native"
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_native.cpp")
-    try:
+    try:                        # (a private helper: the message only, never the build)
         build_dir = cpp_extension._get_build_directory(name, False)
         if not any(f.endswith(".so") for f in os.listdir(build_dir)):
             print("fastbn.torch: compiling the C++ training path (once; about 25 s) in "
                   f"{build_dir}", file=sys.stderr)
-        return cpp_extension.load(name, [src], extra_cflags=["-O2"], build_directory=build_dir,
-                                  verbose=verbose)
+    except Exception:
+        pass
+    try:
+        return cpp_extension.load(name, [src], extra_cflags=["-O2"], verbose=verbose)
     except Exception as e:      # no compiler, no ninja, headers missing: say so, go on
         warnings.warn(f"fastbn.torch: could not build the C++ training path ({type(e).__name__}: "
                       f"{str(e).strip()[:300]}); training runs the Python path instead (the same "
@@ -360,7 +365,7 @@ def _native_plan(key, input):
     call, or after functional's plans were emptied), to ask again next call."""
     plan = False
     if input.dtype in _KERNEL_DTYPES and input.numel() * input.element_size() < NATIVE_MAX_BYTES:
-        spec = F._native_rows_plan(_array(input), 1)
+        spec = F._native_plan(_array(input), 1)
         if spec is None:
             return None
         if spec and build_native():

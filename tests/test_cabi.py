@@ -38,18 +38,55 @@ def test_entry_points_give_the_kernels_bits(shape, chunk, cols, dtype, serial):
     y, stats = np.empty_like(x), np.empty((3, features))
     kern(x, gamma, beta, 1e-5, y, stats, chunk, cols)
     y_c, stats_c = np.empty_like(x), np.empty((3, features))
-    i64, f64, vp = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
-    _fn("forward", dtype, serial, None, vp, i64, i64, vp, vp, i64, f64, vp, vp, i64, i64)(
-        _p(x), n, c, _p(gamma), _p(beta), features, 1e-5, _p(y_c), _p(stats_c), chunk, cols)
+    _forward("forward", dtype, serial)(_p(x), n, c, 1, _p(gamma), _p(beta), features, 1e-5,
+                                       _p(y_c), _p(stats_c), chunk, cols)
     assert y_c.tobytes() == y.tobytes() and stats_c.tobytes() == stats.tobytes()
 
     kern = K._backward_rows_fused.serial if serial else K._backward_rows_fused.parallel
     dx, grads = np.empty_like(x), np.empty((2, features), dtype)
     kern(dy, x, stats[0], stats[2], gamma, dx, grads, chunk, cols)
     dx_c, grads_c = np.empty_like(x), np.empty((2, features), dtype)
-    _fn("backward", dtype, serial, None, vp, vp, i64, i64, vp, vp, vp, i64, vp, vp, i64, i64)(
-        _p(dy), _p(x), n, c, _p(stats[0]), _p(stats[2]), _p(gamma), features, _p(dx_c),
-        _p(grads_c), chunk, cols)
+    _backward("backward", dtype, serial)(_p(dy), _p(x), n, c, 1, _p(stats[0]), _p(stats[2]),
+                                         _p(gamma), features, _p(dx_c), _p(grads_c), chunk, cols)
+    assert dx_c.tobytes() == dx.tobytes() and grads_c.tobytes() == grads.tobytes()
+
+
+def _forward(name, dtype, serial):
+    i64, f64, vp = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+    return _fn(name, dtype, serial, None, vp, i64, i64, i64, vp, vp, i64, f64, vp, vp, i64, i64)
+
+
+def _backward(name, dtype, serial):
+    i64, vp = ctypes.c_int64, ctypes.c_void_p
+    return _fn(name, dtype, serial, None, vp, vp, i64, i64, i64, vp, vp, vp, i64, vp, vp, i64,
+               i64)
+
+
+@pytest.mark.parametrize("serial", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_planes_entry_points_give_the_kernels_bits(dtype, serial):
+    """Planes (outer, C, inner): the fused kernels, shifted by each feature's
+    first finite value (a NaN there: shifted by 0) as fastbn.functional._shift."""
+    rng = np.random.default_rng(3)
+    shape = (3, 16, 200)
+    x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
+    x[0, 2, 0] = np.nan
+    dy = rng.standard_normal(shape).astype(dtype)
+    gamma, beta = rng.standard_normal(16).astype(dtype), rng.standard_normal(16).astype(dtype)
+    fwd = K._forward_planes_fused.serial if serial else K._forward_planes_fused.parallel
+    y, stats = np.empty_like(x), np.empty((3, 16))
+    fwd(x, K._finite_shift(x[0, :, 0]), gamma, beta, 1e-5, y, stats, K.PLANE_CHUNK)
+    y_c, stats_c = np.empty_like(x), np.empty((3, 16))
+    _forward("forward_planes", dtype, serial)(_p(x), *shape, _p(gamma), _p(beta), 16, 1e-5,
+                                              _p(y_c), _p(stats_c), 0, 0)
+    assert y_c.tobytes() == y.tobytes() and stats_c.tobytes() == stats.tobytes()
+    bwd = K._backward_planes_fused.serial if serial else K._backward_planes_fused.parallel
+    dx, grads = np.empty_like(x), np.empty((2, 16), dtype)
+    bwd(dy, x, stats[0], stats[2], gamma, dx, grads, K.PLANE_CHUNK)
+    dx_c, grads_c = np.empty_like(x), np.empty((2, 16), dtype)
+    _backward("backward_planes", dtype, serial)(_p(dy), _p(x), *shape, _p(stats[0]),
+                                                _p(stats[2]), _p(gamma), 16, _p(dx_c),
+                                                _p(grads_c), 0, 0)
     assert dx_c.tobytes() == dx.tobytes() and grads_c.tobytes() == grads.tobytes()
 
 
@@ -78,7 +115,8 @@ def test_parallel_entry_point_loads_from_the_cache_first():
     new processes (the second loads them from Numba's cache, which aborted the
     process when the thread pool's symbols were not loaded yet)."""
     code = ("from fastbn.kernels import cabi\n"
-            "print(all(cabi.address(name, dtype, serial) > 0 for name in ('forward', 'backward')\n"
+            "print(all(cabi.address(name, dtype, serial) > 0 for name in ('forward', 'backward',\n"
+            "          'forward_planes', 'backward_planes')\n"
             "          for dtype in ('float32', 'float64') for serial in (False, True)))")
     for _ in range(2):
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

@@ -455,13 +455,14 @@ def _bits(t):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape,fmt,planned", [
-    ((32, 64), None, True), ((128, 784), None, True), ((6, 3), None, True),
-    ((8, 4, 3, 3), torch.channels_last, True),      # NHWC memory: (72, 4) rows, planned
-    ((8, 4, 5), None, False), ((8, 4, 3, 3), None, False)])     # planes: the checked calls
+    ((32, 64), None, "rows"), ((128, 784), None, "rows"), ((6, 3), None, "rows"),
+    ((8, 4, 3, 3), torch.channels_last, "rows"),    # NHWC memory: (72, 4) rows, planned
+    ((4, 16, 130), None, "planes"), ((16, 32, 16, 16), None, "planes"),  # fused planes: C++
+    ((8, 4, 5), None, None), ((8, 4, 3, 3), None, None)])    # other planes: checked calls
 def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkeypatch):
     """The adapter's C++ training path (fastbn/_torch_native.cpp) and its Python
-    planned calls (functional._planned_training, its backward and _blend_running)
-    against the checked calls they replace, on the same modules' states over
+    planned calls (functional._planned_training, its backward and _blend_running;
+    planes have no plan and take the checked calls) against the checked calls, on the same modules' states over
     three training steps then one in eval: outputs, input and parameter
     gradients and running statistics bit for bit, momentum 0.1 and None."""
     from fastbn import functional as F
@@ -508,8 +509,11 @@ def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkey
                         fb.running_var]
         runs.append([_bits(t) for t in out])
     assert runs[0] == runs[2] and runs[1] == runs[2]
-    if planned:     # every training step but the first forward (whose checked call plans)
+    if planned == "rows":   # every training step but the first forward (its checked call plans)
         assert calls == {"native": 5, "_planned_training": 5, "_planned_training_backward": 6,
+                         "_blend_running": 6}
+    elif planned == "planes":       # C++ from the first call
+        assert calls == {"native": 6, "_planned_training": 0, "_planned_training_backward": 0,
                          "_blend_running": 6}
     else:
         assert calls == {"_planned_training": 0, "_planned_training_backward": 0,

@@ -7,14 +7,22 @@ the same machine code and the same bits as a call from Python. An entry point
 is compiled on first request (about 1 s, then from Numba's cache) for one
 dtype and one variant (serial or parallel).
 
-Signatures (``int64`` sizes, ``T*`` the input's float32 or float64 arrays):
+Signatures (``int64`` sizes, ``T*`` the input's float32 or float64 arrays).
+The forward and backward entry points take the kernel view of ``x`` as three
+sizes ``d0, d1, d2`` and two split values ``a, b``: rows ``(d0, d1)`` (``d2``
+is 1) with ``rows_per_chunk, cols_per_block``; planes ``(d0, d1, d2)`` =
+``(outer, C, inner)``, chunked by :data:`._chunks.PLANE_CHUNK` (``a``, ``b``
+unused).
 
-* ``forward(T* x, n, c, T* gamma, T* beta, features, double eps, T* y,
-  double* stats, rows_per_chunk, cols_per_block)``: :func:`._forward_rows_fused`
-  on ``x`` of ``(n, c)``, ``stats`` ``(3, features)``;
-* ``backward(T* dy, T* x, n, c, double* mean, double* invstd, T* gamma,
-  features, T* dx, T* grads, rows_per_chunk, cols_per_block)``:
-  :func:`._backward_rows_fused`, ``grads`` ``(2, features)``;
+* ``forward(T* x, d0, d1, d2, T* gamma, T* beta, features, double eps, T* y,
+  double* stats, a, b)``: :func:`._forward_rows_fused` (``forward``) or
+  :func:`._forward_planes_fused` (``forward_planes``, shifted by each
+  feature's first finite value, as the Python calls), ``stats``
+  ``(3, features)``;
+* ``backward(T* dy, T* x, d0, d1, d2, double* mean, double* invstd, T* gamma,
+  features, T* dx, T* grads, a, b)``: :func:`._backward_rows_fused`
+  (``backward``) or :func:`._backward_planes_fused` (``backward_planes``),
+  ``grads`` ``(2, features)``;
 * ``hold(double* mean, double* var, double* mean_out, double* var_out,
   features) -> int64``: :func:`._update_moving_pair` of zeros with momentum
   0, which copies the statistics and holds an overflowed variance at
@@ -26,34 +34,68 @@ import numba
 from numba import carray, types
 
 from .._config import CACHE
-from .fused import _backward_rows_fused, _forward_rows_fused
-from .normalize import _blend_pair, _update_moving_pair
+from ._chunks import PLANE_CHUNK
+from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
+                    _forward_rows_fused)
+from .normalize import _blend_pair, _finite_shift, _update_moving_pair
 
 # the dispatchers, as globals the entry points' bodies name (Numba freezes them)
 _forward_serial, _forward_parallel = _forward_rows_fused.serial, _forward_rows_fused.parallel
 _backward_serial, _backward_parallel = _backward_rows_fused.serial, _backward_rows_fused.parallel
+_forward_planes_serial = _forward_planes_fused.serial
+_forward_planes_parallel = _forward_planes_fused.parallel
+_backward_planes_serial = _backward_planes_fused.serial
+_backward_planes_parallel = _backward_planes_fused.parallel
 
 
-def forward_serial(xp, n, c, gp, bp, features, eps, yp, sp, chunk, cols):
-    _forward_serial(carray(xp, (n, c)), carray(gp, (features,)), carray(bp, (features,)), eps,
-                    carray(yp, (n, c)), carray(sp, (3, features)), chunk, cols)
+def forward_serial(xp, d0, d1, d2, gp, bp, features, eps, yp, sp, a, b):
+    _forward_serial(carray(xp, (d0, d1)), carray(gp, (features,)), carray(bp, (features,)), eps,
+                    carray(yp, (d0, d1)), carray(sp, (3, features)), a, b)
 
 
-def forward_parallel(xp, n, c, gp, bp, features, eps, yp, sp, chunk, cols):
-    _forward_parallel(carray(xp, (n, c)), carray(gp, (features,)), carray(bp, (features,)), eps,
-                      carray(yp, (n, c)), carray(sp, (3, features)), chunk, cols)
+def forward_parallel(xp, d0, d1, d2, gp, bp, features, eps, yp, sp, a, b):
+    _forward_parallel(carray(xp, (d0, d1)), carray(gp, (features,)), carray(bp, (features,)),
+                      eps, carray(yp, (d0, d1)), carray(sp, (3, features)), a, b)
 
 
-def backward_serial(dyp, xp, n, c, mp, ip, gp, features, dxp, grp, chunk, cols):
-    _backward_serial(carray(dyp, (n, c)), carray(xp, (n, c)), carray(mp, (features,)),
-                     carray(ip, (features,)), carray(gp, (features,)), carray(dxp, (n, c)),
-                     carray(grp, (2, features)), chunk, cols)
+def backward_serial(dyp, xp, d0, d1, d2, mp, ip, gp, features, dxp, grp, a, b):
+    _backward_serial(carray(dyp, (d0, d1)), carray(xp, (d0, d1)), carray(mp, (features,)),
+                     carray(ip, (features,)), carray(gp, (features,)), carray(dxp, (d0, d1)),
+                     carray(grp, (2, features)), a, b)
 
 
-def backward_parallel(dyp, xp, n, c, mp, ip, gp, features, dxp, grp, chunk, cols):
-    _backward_parallel(carray(dyp, (n, c)), carray(xp, (n, c)), carray(mp, (features,)),
-                       carray(ip, (features,)), carray(gp, (features,)), carray(dxp, (n, c)),
-                       carray(grp, (2, features)), chunk, cols)
+def backward_parallel(dyp, xp, d0, d1, d2, mp, ip, gp, features, dxp, grp, a, b):
+    _backward_parallel(carray(dyp, (d0, d1)), carray(xp, (d0, d1)), carray(mp, (features,)),
+                       carray(ip, (features,)), carray(gp, (features,)), carray(dxp, (d0, d1)),
+                       carray(grp, (2, features)), a, b)
+
+
+def forward_planes_serial(xp, d0, d1, d2, gp, bp, features, eps, yp, sp, a, b):
+    x = carray(xp, (d0, d1, d2))
+    _forward_planes_serial(x, _finite_shift(x[0, :, 0]), carray(gp, (features,)),
+                           carray(bp, (features,)), eps, carray(yp, (d0, d1, d2)),
+                           carray(sp, (3, features)), PLANE_CHUNK)
+
+
+def forward_planes_parallel(xp, d0, d1, d2, gp, bp, features, eps, yp, sp, a, b):
+    x = carray(xp, (d0, d1, d2))
+    _forward_planes_parallel(x, _finite_shift(x[0, :, 0]), carray(gp, (features,)),
+                             carray(bp, (features,)), eps, carray(yp, (d0, d1, d2)),
+                             carray(sp, (3, features)), PLANE_CHUNK)
+
+
+def backward_planes_serial(dyp, xp, d0, d1, d2, mp, ip, gp, features, dxp, grp, a, b):
+    _backward_planes_serial(carray(dyp, (d0, d1, d2)), carray(xp, (d0, d1, d2)),
+                            carray(mp, (features,)), carray(ip, (features,)),
+                            carray(gp, (features,)), carray(dxp, (d0, d1, d2)),
+                            carray(grp, (2, features)), PLANE_CHUNK)
+
+
+def backward_planes_parallel(dyp, xp, d0, d1, d2, mp, ip, gp, features, dxp, grp, a, b):
+    _backward_planes_parallel(carray(dyp, (d0, d1, d2)), carray(xp, (d0, d1, d2)),
+                              carray(mp, (features,)), carray(ip, (features,)),
+                              carray(gp, (features,)), carray(dxp, (d0, d1, d2)),
+                              carray(grp, (2, features)), PLANE_CHUNK)
 
 
 def hold(mp, vp, mop, vop, features):
@@ -72,16 +114,18 @@ def blend(rmp, mp, rvp, vp, features, weight, var_scale):
 _I64, _F64 = types.int64, types.float64
 _DTYPES = {"float32": types.float32, "float64": types.float64}
 _PYFUNCS = {"forward": (forward_serial, forward_parallel),
-            "backward": (backward_serial, backward_parallel)}
+            "backward": (backward_serial, backward_parallel),
+            "forward_planes": (forward_planes_serial, forward_planes_parallel),
+            "backward_planes": (backward_planes_serial, backward_planes_parallel)}
 _COMPILED = {}
 
 
 def _signature(name, t):
     p, d = types.CPointer(t), types.CPointer(_F64)
-    if name == "forward":
-        return types.void(p, _I64, _I64, p, p, _I64, _F64, p, d, _I64, _I64)
-    if name == "backward":
-        return types.void(p, p, _I64, _I64, d, d, p, _I64, p, p, _I64, _I64)
+    if name.startswith("forward"):
+        return types.void(p, _I64, _I64, _I64, p, p, _I64, _F64, p, d, _I64, _I64)
+    if name.startswith("backward"):
+        return types.void(p, p, _I64, _I64, _I64, d, d, p, _I64, p, p, _I64, _I64)
     if name == "hold":
         return _I64(d, d, d, d, _I64)
     return types.void(p, d, p, d, _I64, _F64, _F64)       # blend
@@ -89,7 +133,7 @@ def _signature(name, t):
 
 def address(name, dtype, serial=True):
     """The C function pointer of entry point ``name`` ("forward", "backward",
-    "hold", "blend") for arrays of ``dtype`` (a NumPy dtype name: "float32"
+    "forward_planes", "backward_planes", "hold", "blend") for arrays of ``dtype`` (a NumPy dtype name: "float32"
     or "float64"; hold's arrays are always float64), the serial or parallel
     kernel. Compiled on first request, then kept."""
     key = (name, dtype, serial)
