@@ -1,8 +1,9 @@
 // fastbn.torch's native training call: batch norm over dim 1 of a CPU tensor
 // whose kernel view is C-contiguous: (N, C) rows (an (N, C) tensor, or NCHW /
 // NCDHW in channels_last memory) or (N, C, inner) planes (contiguous NCHW),
-// forward and backward in C++ with PyTorch's autograd, the kernels called through their C entry points
-// (fastbn/kernels/cabi.py: the same machine code and bits as from Python).
+// forward and backward in C++ with PyTorch's autograd, the kernels called
+// through their C entry points (fastbn/kernels/cabi.py: the same machine code
+// and bits as from Python).
 //
 // Python decides which calls come here (fastbn/torch.py, _native_plan): a Plan
 // holds, for one (shape, strides, dtype, threads), the kernels' view and split
@@ -13,6 +14,7 @@
 
 #include <cstdint>
 #include <tuple>
+#include <utility>
 
 namespace {
 
@@ -46,7 +48,9 @@ bool running_vector(const at::Tensor& v, const Plan& p) {
          && (v.scalar_type() == at::kFloat || v.scalar_type() == at::kDouble);
 }
 
-thread_local int64_t held_entries = 0;    // of the last forward on this thread
+// The batch variance of the last forward on this thread, when its momentum-0
+// hold held an entry (Python warns as its own path does); else undefined.
+thread_local at::Tensor held_variance;
 
 struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
   // Absent tensors come as empty optionals: autograd records an undefined
@@ -74,7 +78,8 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
     // held within float64's range (as the Python path's momentum-0 update)
     at::Tensor batch = at::empty({2, f}, stats.options());
     double* b = batch.data_ptr<double>();
-    held_entries = reinterpret_cast<hold_fn>(p->hold)(s, s + f, b, b + f, f);
+    if (reinterpret_cast<hold_fn>(p->hold)(s, s + f, b, b + f, f) > 0)
+      held_variance = stats[1];
     if (running_mean.defined()) {
       const double count = static_cast<double>(input.numel() / f);
       auto blend = reinterpret_cast<blend_fn>(
@@ -136,8 +141,9 @@ struct BatchNormFunction : public torch::autograd::Function<BatchNormFunction> {
   }
 };
 
-// (output, entries held) or (None, 0) when the call is not one this path takes.
-std::tuple<at::Tensor, int64_t> train(const Plan& p, const at::Tensor& input,
+// (output, the batch variance when the hold held an entry, else None), or
+// (None, None) when the call is not one this path takes.
+std::tuple<at::Tensor, at::Tensor> train(const Plan& p, const at::Tensor& input,
                                       const std::optional<at::Tensor>& weight,
                                       const std::optional<at::Tensor>& bias,
                                       const std::optional<at::Tensor>& running_mean,
@@ -147,16 +153,18 @@ std::tuple<at::Tensor, int64_t> train(const Plan& p, const at::Tensor& input,
   if (input.scalar_type() != p.dtype || !input.device().is_cpu()
       || input.numel() != p.d0 * p.d1 * p.d2 || !plain_vector(weight.value_or(none), p)
       || !plain_vector(bias.value_or(none), p))
-    return {none, 0};
-  if (running_mean.has_value() != running_var.has_value()) return {none, 0};
+    return {none, none};
+  if (running_mean.has_value() != running_var.has_value()) return {none, none};
   if (running_mean.has_value()
       && !(running_vector(*running_mean, p) && running_vector(*running_var, p)
            && running_mean->scalar_type() == running_var->scalar_type()))
-    return {none, 0};
-  held_entries = 0;
+    return {none, none};
+  held_variance = none;
   at::Tensor y = BatchNormFunction::apply(input, weight, bias, &p, running_mean, running_var,
                                           momentum, eps);
-  return {y, held_entries};
+  at::Tensor held;
+  std::swap(held, held_variance);         // (the thread keeps no tensor alive)
+  return {y, held};
 }
 
 }  // namespace

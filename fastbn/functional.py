@@ -1015,6 +1015,14 @@ def _native_plan(x, axis):
                 d0=d0, d1=d1, d2=d2, features=lay.channels, **split)
 
 
+def _warn_native_held(var):
+    """The warning :func:`_planned_training` gives when its momentum-0 update
+    held an entry, for a native caller whose call did: ``var`` is the batch
+    variance the kernel wrote (float64, feature order), before holding."""
+    zeros = np.zeros(var.shape)
+    _warn_overflow(None, zeros, zeros, var, 0.0, "batch_norm_forward")
+
+
 def _blend_running(running_mean, running_var, mean, var, weight, var_scale):
     """PyTorch's running-statistics update, in place, when both are C-contiguous
     float32 or float64 vectors of ``mean``'s size (returns True), else nothing
@@ -1106,25 +1114,22 @@ def _check_variance(var_k, lay, fn, level=4):
     1e154: the squares pass 1.8e308). Float32 and float16 input cannot, as
     their statistics are float64. One dot product, about 0.3 us on 300
     features, finds any inf or NaN; only then is it looked at closely. Returns
-    whether it warned."""
+    whether it warned. ``lay`` None: ``var_k`` is in feature order."""
     if var_k.dot(var_k) < math.inf:
         return False
     bad = np.isinf(var_k)
     if bad.any():
-        _warn_variance_overflow(int(np.count_nonzero(lay.from_kernel(bad.astype(np.float64)))),
-                                fn, level + 1)
+        if lay is not None:
+            bad = lay.from_kernel(bad.astype(np.float64))
+        k = int(np.count_nonzero(bad))
+        warnings.warn(f"{fn}: the batch variance of {k} feature(s) overflowed float64 to "
+                      f"inf (values of x beyond about 1e154 square past 1.8e308), so their "
+                      f"invstd is 0 and their output is beta, with zero gradient (moving "
+                      f"statistics, when given, are held at float64's largest value, not "
+                      f"inf). Rescale the input, e.g. divide it by its largest magnitude, "
+                      f"before batch norm", RuntimeWarning, stacklevel=level)
         return True
     return False
-
-
-def _warn_variance_overflow(k, fn, level):
-    """The warning of :func:`_check_variance`, for ``k`` features."""
-    warnings.warn(f"{fn}: the batch variance of {k} feature(s) overflowed float64 to "
-                  f"inf (values of x beyond about 1e154 square past 1.8e308), so their "
-                  f"invstd is 0 and their output is beta, with zero gradient (moving "
-                  f"statistics, when given, are held at float64's largest value, not "
-                  f"inf). Rescale the input, e.g. divide it by its largest magnitude, "
-                  f"before batch norm", RuntimeWarning, stacklevel=level)
 
 
 def _warn_overflow(lay, moving_mean, moving_variance, var_k, momentum, fn):

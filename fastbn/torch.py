@@ -18,10 +18,10 @@ norm does with float32 parameters).
 Eagerly, training calls on inputs under 4 MiB whose kernel view is contiguous
 rows (``(N, C)``, and channels-last NCHW / NCDHW; from their second call on a
 shape) or contiguous planes the fused kernels take (NCHW with 16 channels or
-more, spatial size 128 or more) run in C++: an autograd Function (``_torch_native.cpp``, built once
-with ``torch.utils.cpp_extension``, see :func:`build_native`) that calls the
-kernels' C entry points, with the same results bit for bit as the Python path
-the other calls take.
+more, spatial size 128 or more) run in C++: an autograd Function
+(``_torch_native.cpp``, built once with ``torch.utils.cpp_extension``, see
+:func:`build_native`) that calls the kernels' C entry points, with the same
+results bit for bit as the Python path the other calls take.
 
 PyTorch's conventions hold at this boundary: ``momentum`` is the weight of the
 new batch (Keras' is ``1 - momentum``), ``running_var`` is unbiased
@@ -450,12 +450,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if plan is None:
             plan = _native_plan(key, input)
         if plan:
-            out, held = _native_module.train(plan, input, weight, bias,
-                                             running_mean if update else None,
-                                             running_var if update else None, momentum, eps)
+            out, held_var = _native_module.train(plan, input, weight, bias,
+                                                 running_mean if update else None,
+                                                 running_var if update else None, momentum, eps)
             if out is not None:
-                if held:
-                    F._warn_variance_overflow(held, "batch_norm_forward", 2)
+                if held_var is not None:
+                    F._warn_native_held(held_var.numpy())
                 return out
     if torch.is_grad_enabled() and (input.requires_grad
                                     or (weight is not None and weight.requires_grad)

@@ -9,6 +9,7 @@ import itertools
 import os
 import subprocess
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -629,6 +630,32 @@ def test_native_path_warns_when_the_variance_overflows(monkeypatch):
         assert torch.equal(y, torch.zeros_like(y))      # invstd 0: the output is beta
     assert calls["native"] == 2
     assert torch.equal(rv, torch.full((3,), torch.inf, dtype=torch.float64))    # as PyTorch's
+
+
+def test_native_path_warns_as_the_python_path(monkeypatch):
+    """The warnings of a held momentum-0 update are the Python path's, word for
+    word: an overflowed variance, and an inf in the data (an inf mean, a NaN
+    variance: the moving statistics' warning, not the variance's)."""
+    calls = _native_call(monkeypatch)
+    native = fbt._native_module
+    x = np.random.default_rng(4).standard_normal((6, 3))
+    cases = [x * 1e300, np.where(np.arange(18).reshape(6, 3) == 4, np.inf, x)]
+    said = {}
+    for route in ("native", "python"):
+        monkeypatch.setattr(fbt, "_native_module", native if route == "native" else False)
+        for k, data in enumerate(cases):
+            monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+            for _ in range(3):              # the first call on the shape plans it
+                with warnings.catch_warnings(record=True) as rec:
+                    warnings.simplefilter("always")
+                    fbt.batch_norm(torch.from_numpy(data), None, None, training=True)
+                said.setdefault((route, k), []).append([str(w.message) for w in rec])
+    assert calls["native"] == 5             # 2, then 3: the second case's shape is planned
+    for k in range(2):
+        assert said[("native", k)] == said[("python", k)]
+        assert all(len(m) == 1 for m in said[("native", k)])
+    assert "overflowed float64" in said[("native", 0)][2][0]
+    assert "largest value" in said[("native", 1)][2][0]
 
 
 def test_native_path_off_or_unbuildable_falls_back(monkeypatch):
