@@ -654,8 +654,7 @@ class _SyncFunction(torch.autograd.Function):
         gamma, beta = _vector(weight, x.dtype), _vector(bias, x.dtype)
         y, mean, invstd, var, count = _sync_forward(x, gamma, beta, eps, comm)
         if running_mean is not None and count > 1:
-            _update_running(running_mean, mean, momentum)
-            _update_running(running_var, var * (count / (count - 1)), momentum)
+            _update_arrays(running_mean, running_var, mean, var, count, momentum)
         mean, invstd = torch.from_numpy(mean), torch.from_numpy(invstd)
         ctx.save_for_backward(input, weight, mean, invstd)
         ctx.comm, ctx.has_weight, ctx.has_bias = comm, weight is not None, bias is not None
