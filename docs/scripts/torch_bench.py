@@ -15,6 +15,8 @@ Each round times every variant once, in turn; the ratios are per round, and
 the medians over rounds are reported. Run::
 
     python docs/scripts/torch_bench.py --threads 2 --rounds 7
+
+``--pieces`` times instead where a small step's time goes (:func:`pieces`).
 """
 import argparse
 import copy
@@ -35,6 +37,8 @@ def _args():
     p.add_argument("--budget", type=float, default=0.25,
                    help="seconds per variant per round (default 0.25)")
     p.add_argument("--skip-cnn", action="store_true", help="modules only")
+    p.add_argument("--pieces", action="store_true",
+                   help="only the pieces of a small step (where the time of (32, 64) and A goes)")
     p.add_argument("--json", help="write the results here")
     return p.parse_args()
 
@@ -147,6 +151,61 @@ def modules():
     return out
 
 
+def pieces():
+    """Where a small training step's time goes, fastbn.torch's C++ path: on
+    (32, 64), the whole step, the module's forward alone, the C++ call alone
+    (``train``), and a trivial PyTorch operator's step (``x * 1.0``, forward +
+    backward: the engine's floor); on A, the step and its two fused kernels
+    alone on preallocated arrays. Medians over the rounds, in us."""
+    out = {}
+    for shape in ((32, 64), CASES["A"][0]):
+        c = shape[1]
+        g = torch.Generator().manual_seed(0)
+        x = (torch.randn(shape, generator=g) * 2 + 1).requires_grad_()
+        dy = torch.randn(shape, generator=g)
+        bn = fbt.BatchNorm1d(c)
+
+        def step():
+            x.grad = bn.weight.grad = bn.bias.grad = None
+            bn(x).backward(dy)
+        step()
+        step()
+        key = (x.shape, x.stride(), x.dtype, fastbn.functional._num_threads())
+        plan = fbt._NATIVE_PLANS[key]
+        w, b, rm, rv = bn.weight, bn.bias, bn.running_mean, bn.running_var
+        steps = {"step": step}
+        if shape == (32, 64):
+            def forward():
+                bn(x)
+
+            def native_call():
+                fbt._native_module.train(plan, x, w, b, rm, rv, 0.1, 1e-5)
+
+            def trivial_op():
+                x.grad = None
+                (x * 1.0).backward(dy)
+            steps.update(forward=forward, native_call=native_call, trivial_op_step=trivial_op)
+        else:
+            from fastbn import functional as F
+            xa, dya = x.detach().numpy(), dy.numpy()
+            fp = F._PLANS[F._plan_key(xa, 1)]
+            gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
+            y, dx = np.empty_like(xa), np.empty_like(xa)
+            stats, grads = np.empty((3, c)), np.empty((2, c), np.float32)
+
+            def kernels():
+                fp.forward(xa, gamma, beta, 1e-5, y, stats, fp.chunk, fp.forward_cols)
+                fp.backward(dya, xa, stats[0], stats[2], gamma, dx, grads, fp.chunk,
+                            fp.backward_cols)
+            steps["kernels"] = kernels
+        times = interleave(steps, ARGS.rounds, ARGS.budget)
+        name = "(32, 64)" if shape == (32, 64) else "A"
+        out[name] = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+        print(f"{name:>9}: " + "  ".join(f"{k} {v:.1f} us" for k, v in out[name].items()),
+              flush=True)
+    return out
+
+
 def _takes_native(shape, fmt):
     """Whether fastbn.torch's training calls on this input run its C++ path."""
     x = torch.zeros(shape).contiguous(memory_format=fmt)
@@ -217,8 +276,11 @@ def main():
                 numba=numba.__version__, python=sys.version.split()[0],
                 load_average_before=os.getloadavg()[0])
     print(json.dumps(info), flush=True)
-    res = dict(info=info, modules=modules())
-    if not ARGS.skip_cnn:
+    if ARGS.pieces:
+        res = dict(info=info, pieces=pieces())
+    else:
+        res = dict(info=info, modules=modules())
+    if not (ARGS.skip_cnn or ARGS.pieces):
         res["cnn"] = cnn()
     res["info"]["load_average_after"] = os.getloadavg()[0]
     print(f"load average (1 min) before {info['load_average_before']:.1f}, after "
