@@ -81,38 +81,75 @@ def write_weights_h5(model, path):
 def read_weights_h5(model, path):
     """The arrays of a ``.weights.h5`` file keyed by ``model``'s variable names.
 
-    Layers are matched as Keras matches them (:func:`_h5_keys`). Shapes and
-    values are checked by the caller.
+    Layers are matched as Keras matches them (:func:`_h5_keys`). The file is
+    data only: groups and datasets must be hard links stored in it (no external
+    or soft links, external storage or virtual datasets, which read other files),
+    and each dataset's dtype and shape are checked from its metadata before it is
+    read. Values are checked by the caller.
     """
     h5py = _h5py(path, "load_weights")
 
     def reject(why):
         return ValueError(f"load_weights: not a weights file: {os.fspath(path)}: {why}")
 
+    def member(group, name, where, kind):
+        """``group[name]`` if it is stored in this file: a hard link to a ``kind``
+        (an external or soft link would make the load read another file or object)."""
+        link = group.get(name, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            raise reject(f"{where} is a {type(link).__name__}; weights files hold their "
+                         f"data themselves, not links")
+        obj = group[name]
+        if not isinstance(obj, kind):
+            raise reject(f"{where} is not an HDF5 {kind.__name__}")
+        return obj
+
+    def data(ds, where, v):
+        """The dataset's array, once its metadata says it is ``v``'s, stored here."""
+        if ds.external or ds.is_virtual:  # their bytes live in other (any local) files
+            raise reject(f"{where} keeps its data in other files "
+                         f"({'virtual dataset' if ds.is_virtual else 'external storage'}); "
+                         f"weights files hold their data themselves")
+        if ds.dtype.kind != "f":
+            raise reject(f"{where} is {ds.dtype}; weights are real floating point")
+        if ds.shape != v.shape:  # checked before reading: the shape bounds what is read
+            raise ValueError(f"load_weights: weight {v.name!r} in {os.fspath(path)} has shape "
+                             f"{ds.shape}, but variable {v.name!r} has shape {v.shape}; the "
+                             f"file comes from a different architecture")
+        return ds[()]
+
     try:
         f = h5py.File(path, "r")
     except OSError as e:
         raise reject(f"it cannot be read as HDF5 ({e})") from None
     with f:
-        if "layers" not in f:
+        group = member(f, "layers", "layers", h5py.Group)
+        if group is None:
             raise reject("it has no 'layers' group (Keras' .weights.h5 layout)")
-        group = f["layers"]
         stored = {}
         for key, layer in zip(_h5_keys(model), model.layers):
-            n = len(group[key]["vars"]) if key in group and "vars" in group[key] else 0
+            lg = member(group, key, f"layers/{key}", h5py.Group)
+            vg = None if lg is None else member(lg, "vars", f"layers/{key}/vars", h5py.Group)
+            n = 0 if vg is None else len(vg)
             if n != len(layer.weights):
                 raise ValueError(f"load_weights: {os.fspath(path)} holds {n} weights for "
                                  f"layers/{key}, but layer {layer.name!r} has "
                                  f"{len(layer.weights)}; it was saved from a different "
                                  f"architecture")
             for i, v in enumerate(layer.weights):
-                a = group[key]["vars"][str(i)][()]
-                if a.dtype.kind != "f":
-                    raise reject(f"layers/{key}/vars/{i} is {a.dtype}; weights are real "
-                                 f"floating point")
-                stored[v.name] = a
-        extra = sorted(k for k in group if k not in _h5_keys(model)
-                       and "vars" in group[k] and len(group[k]["vars"]))
+                where = f"layers/{key}/vars/{i}"
+                ds = member(vg, str(i), where, h5py.Dataset)
+                if ds is None:
+                    raise reject(f"{where} is missing")
+                stored[v.name] = data(ds, where, v)
+        extra = []
+        for k in sorted(set(group) - set(_h5_keys(model))):
+            other = member(group, k, f"layers/{k}", h5py.Group)
+            vars_ = member(other, "vars", f"layers/{k}/vars", h5py.Group)
+            if vars_ is not None and len(vars_):
+                extra.append(k)
         if extra:
             raise ValueError(f"load_weights: {os.fspath(path)} holds weights for layers "
                              f"{extra}, which the model {model.name!r} does not have; it was "

@@ -1,0 +1,143 @@
+"""Files and crashes are not trusted: a weights file is data, never a pointer to
+other files; a lock left by a killed build does not hang; a job never replaces
+another run's outputs."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastbn import nn
+
+
+def _model():
+    nn.clear_session()
+    return nn.Sequential([nn.Dense(3, input_shape=(2,)), nn.BatchNormalization(),
+                          nn.Dense(1)])
+
+
+def _h5_file(h5py, path, dense_kernel):
+    """A ``.weights.h5`` for :func:`_model` whose first kernel is written by
+    ``dense_kernel(vars_group)``; every other variable is ordinary."""
+    model = _model()
+    with h5py.File(path, "w") as f:
+        layers = f.create_group("layers")
+        for key, layer in zip(["dense", "batch_normalization", "dense_1"], model.layers):
+            vg = layers.create_group(key).create_group("vars")
+            for i, v in enumerate(layer.weights):
+                if key == "dense" and i == 0:
+                    dense_kernel(vg)
+                else:
+                    vg.create_dataset(str(i), data=v.value)
+        f.create_group("vars")
+    return model
+
+
+SECRET = b"\x00\x00\x80?" * 6          # the bytes of six float32 ones: a (2, 3) kernel
+
+
+@pytest.fixture
+def secret(tmp_path):
+    path = tmp_path / "id_rsa"
+    path.write_bytes(SECRET)
+    return path
+
+
+def _refused(model, path, match):
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=match):
+        model.load_weights(path)
+    for a, b in zip(model.get_weights(), before):     # nothing was assigned
+        np.testing.assert_array_equal(a, b)
+
+
+def test_h5_external_storage_is_refused(tmp_path, secret):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "evil.weights.h5"
+    model = _h5_file(h5py, path, lambda vg: vg.create_dataset(
+        "0", shape=(2, 3), dtype="<f4", external=[(os.fspath(secret), 0, len(SECRET))]))
+    with h5py.File(path, "r") as f:                    # the attack works on plain h5py
+        assert f["layers/dense/vars/0"][()].tobytes() == SECRET
+    _refused(model, path, "keeps its data in other files .external storage")
+
+
+def test_h5_fifo_as_external_file_does_not_hang(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = tmp_path / "evil.weights.h5"
+    model = _h5_file(h5py, path, lambda vg: vg.create_dataset(
+        "0", shape=(2, 3), dtype="<f4", external=[(os.fspath(fifo), 0, 24)]))
+    _refused(model, path, "external storage")         # refused from metadata: never opened
+
+
+def test_h5_virtual_dataset_is_refused(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("secret", data=np.ones((2, 3), np.float32))
+
+    def virtual(vg):
+        layout = h5py.VirtualLayout(shape=(2, 3), dtype="<f4")
+        layout[:] = h5py.VirtualSource(os.fspath(other), "secret", shape=(2, 3))
+        vg.create_virtual_dataset("0", layout)
+    path = tmp_path / "evil.weights.h5"
+    model = _h5_file(h5py, path, virtual)
+    _refused(model, path, "virtual dataset")
+
+
+@pytest.mark.parametrize("link", ["external", "soft"])
+def test_h5_links_are_refused(tmp_path, link):
+    h5py = pytest.importorskip("h5py")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("secret", data=np.ones((2, 3), np.float32))
+
+    def linked(vg):
+        if link == "external":
+            vg["0"] = h5py.ExternalLink(os.fspath(other), "/secret")
+        else:
+            vg.file.create_dataset("elsewhere", data=np.ones((2, 3), np.float32))
+            vg["0"] = h5py.SoftLink("/elsewhere")
+    path = tmp_path / "evil.weights.h5"
+    model = _h5_file(h5py, path, linked)
+    _refused(model, path, f"layers/dense/vars/0 is a {link.capitalize()}Link")
+
+
+def test_h5_linked_group_of_an_unknown_layer_is_refused(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_group("vars").create_dataset("0", data=np.ones(3, np.float32))
+    path = tmp_path / "evil.weights.h5"
+    model = _h5_file(h5py, path, lambda vg: vg.create_dataset("0", data=np.ones((2, 3), "f4")))
+    with h5py.File(path, "a") as f:
+        f["layers"]["dense_9"] = h5py.ExternalLink(os.fspath(other), "/")
+    _refused(model, path, "layers/dense_9 is a ExternalLink")
+
+
+def test_h5_shape_is_checked_before_reading(tmp_path, monkeypatch):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "bomb.weights.h5"
+    # 2**40 x 4 float32 (16 TiB) in a few KB: gzip of chunks never written reads as zeros
+    model = _h5_file(h5py, path, lambda vg: vg.create_dataset(
+        "0", shape=(2 ** 40, 4), dtype="<f4", chunks=(1024, 4), compression="gzip"))
+    assert os.path.getsize(path) < 64 * 1024
+    read = []
+    monkeypatch.setattr(h5py.Dataset, "__getitem__",
+                        lambda self, key: read.append(self.name) or np.zeros(self.shape))
+    with pytest.raises(ValueError, match=r"has shape \(1099511627776, 4\), but variable "
+                                         r"'dense/kernel' has shape \(2, 3\)"):
+        model.load_weights(path)
+    assert read == []
+
+
+def test_h5_plain_file_still_loads(tmp_path):
+    pytest.importorskip("h5py")
+    model = _model()
+    path = tmp_path / "model.weights.h5"
+    model.save_weights(path)
+    other = _model()
+    other.load_weights(path)
+    for a, b in zip(other.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
