@@ -31,8 +31,12 @@ running statistics are updated in float64 and rounded once.
 
 Importing this module imports torch; ``import fastbn`` does not.
 """
+import contextlib
+import fcntl
 import os
+import subprocess
 import sys
+import time
 import warnings
 from typing import Optional
 
@@ -311,7 +315,11 @@ def build_native(verbose=False):
     ``~/.cache/torch_extensions``). Where it cannot be built, a warning says
     why and training runs the Python path (the same results, about 70 us more
     a call). Setting the environment variable ``FASTBN_TORCH_NATIVE=0`` turns it
-    off.
+    off. No wait is unbounded: a build left half done by a killed process is
+    cleaned up and started again, a process waits at most
+    :data:`NATIVE_WAIT_S` s for another one's build, and a build past
+    :data:`NATIVE_BUILD_TIMEOUT_S` s is stopped; each of the last two warns and
+    trains on the Python path.
 
     Parameters
     ----------
@@ -335,28 +343,92 @@ def build_native(verbose=False):
     return _native_module is not False
 
 
+#: How long a process waits for another one's build of the C++ path before it
+#: trains on the Python path instead; a build takes about 25 s on 2 idle cores.
+NATIVE_WAIT_S = 300
+#: A build (in a child process) running longer than this is stopped, and
+#: training runs the Python path.
+NATIVE_BUILD_TIMEOUT_S = 900
+_NATIVE_NAME = "fastbn_torch_native"
+_NATIVE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_native.cpp")
+_NATIVE_BUILD = ("import sys\nfrom torch.utils import cpp_extension\n"
+                 "cpp_extension.load(sys.argv[1], [sys.argv[2]], extra_cflags=['-O2'], "
+                 "verbose=sys.argv[3] == '1')\n")
+
+
 def _load_native(verbose):
     if os.environ.get(NATIVE_ENV, "1") == "0":
         return False
     from torch.utils import cpp_extension
-    name = "fastbn_torch_native"
-    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_torch_native.cpp")
-    try:                        # (a private helper: the message only, never the build)
-        build_dir = cpp_extension._get_build_directory(name, False)
-        if not any(f.endswith(".so") for f in os.listdir(build_dir)):
-            print("fastbn.torch: compiling the C++ training path (once; about 25 s) in "
-                  f"{build_dir}", file=sys.stderr)
-    except Exception:
-        pass
-    try:
-        return cpp_extension.load(name, [src], extra_cflags=["-O2"], verbose=verbose)
-    except Exception as e:      # no compiler, no ninja, headers missing: say so, go on
-        warnings.warn(f"fastbn.torch: could not build the C++ training path ({type(e).__name__}: "
-                      f"{str(e).strip()[:300]}); training runs the Python path instead (the same "
-                      f"results, about 70 us more a call). Install a C++ compiler and ninja "
-                      f"(pip install ninja), or set {NATIVE_ENV}=0 to stop trying",
-                      RuntimeWarning, stacklevel=4)
+
+    def unavailable(why, fix="Install a C++ compiler and ninja (pip install ninja)"):
+        warnings.warn(f"fastbn.torch: could not build the C++ training path ({why}); training "
+                      f"runs the Python path instead (the same results, about 70 us more a "
+                      f"call). {fix}, or set {NATIVE_ENV}=0 to stop trying",
+                      RuntimeWarning, stacklevel=5)
         return False
+
+    try:                        # (a private helper: where torch keeps this build)
+        build_dir = cpp_extension._get_build_directory(_NATIVE_NAME, False)
+        with _build_lock(build_dir) as held:
+            if not held:
+                return unavailable(f"another process has been building it in {build_dir} "
+                                   f"for over {NATIVE_WAIT_S} s",
+                                   "Later processes load it once that build is done")
+            if not any(f.endswith(".so") for f in os.listdir(build_dir)):
+                print("fastbn.torch: compiling the C++ training path (once; about 25 s) in "
+                      f"{build_dir}", file=sys.stderr)
+                # in a child, so that a build past the time limit can be stopped
+                subprocess.run([sys.executable, "-c", _NATIVE_BUILD, _NATIVE_NAME,
+                                _NATIVE_SOURCE, "1" if verbose else "0"], check=True,
+                               stdout=None if verbose else subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, timeout=NATIVE_BUILD_TIMEOUT_S,
+                               pass_fds=(held,), text=True)
+            return cpp_extension.load(_NATIVE_NAME, [_NATIVE_SOURCE], extra_cflags=["-O2"],
+                                      verbose=verbose)
+    except subprocess.TimeoutExpired:
+        return unavailable(f"the build ran past {NATIVE_BUILD_TIMEOUT_S} s and was stopped",
+                           "Build it ahead with fastbn.torch.build_native(verbose=True)")
+    except subprocess.CalledProcessError as e:
+        return unavailable(f"the build failed: {(e.stderr or '').strip()[-300:]}")
+    except Exception as e:      # no compiler, no ninja, headers missing: say so, go on
+        return unavailable(f"{type(e).__name__}: {str(e).strip()[:300]}")
+
+
+@contextlib.contextmanager
+def _build_lock(build_dir):
+    """Hold fastbn's build lock in ``build_dir`` (its file descriptor), or yield
+    None after :data:`NATIVE_WAIT_S` s of another process holding it.
+
+    The kernel drops a ``flock`` when its process dies, which torch's own lock
+    file (``build_dir/lock``, created by the builder and removed when it
+    finishes) does not: a build killed part-way leaves that file, and every
+    later ``cpp_extension.load`` waits on it forever. Every fastbn build holds
+    this lock, so while we hold it a torch lock file is a dead build's, and it
+    is removed.
+    """
+    os.makedirs(build_dir, exist_ok=True)
+    fd = os.open(os.path.join(build_dir, "fastbn-build.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + NATIVE_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    yield None
+                    return
+                time.sleep(0.5)
+        stale = os.path.join(build_dir, "lock")
+        if os.path.exists(stale):
+            print(f"fastbn.torch: removing {stale}, left by a build that was killed",
+                  file=sys.stderr)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _native_plan(key, input):

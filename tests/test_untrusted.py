@@ -141,3 +141,63 @@ def test_h5_plain_file_still_loads(tmp_path):
     other.load_weights(path)
     for a, b in zip(other.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------- fastbn.torch's first-use C++ build
+@pytest.fixture
+def fbt():
+    pytest.importorskip("torch")
+    import fastbn.torch as fbt
+    assert fbt.build_native(), "fastbn.torch could not build its C++ training path"
+    return fbt
+
+
+def _build_dir():
+    from torch.utils import cpp_extension
+    return cpp_extension._get_build_directory("fastbn_torch_native", False)
+
+
+def test_lock_of_a_killed_build_does_not_hang(fbt):
+    """A build killed part-way leaves torch's lock file; the next process used to
+    wait on it forever. It now removes it (no fastbn build holds the lock) and loads."""
+    import subprocess
+    lock = os.path.join(_build_dir(), "lock")
+    open(lock, "w").close()
+    try:
+        out = subprocess.run([sys.executable, "-c",
+                              "import fastbn.torch as fbt; print(fbt.build_native())"],
+                             capture_output=True, text=True, timeout=120)
+    finally:
+        if os.path.exists(lock):
+            os.unlink(lock)
+            pytest.fail("the stale lock was left in place")
+    assert out.returncode == 0 and out.stdout.split() == ["True"], out.stderr[-2000:]
+    assert "left by a build that was killed" in out.stderr
+
+
+def test_a_build_that_holds_the_lock_too_long_means_the_python_path(fbt, monkeypatch):
+    import fcntl
+    import torch
+    monkeypatch.setattr(fbt, "NATIVE_WAIT_S", 1)
+    monkeypatch.setattr(fbt, "_native_module", None)
+    monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+    fd = os.open(os.path.join(_build_dir(), "fastbn-build.lock"), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)           # another builder, alive and busy
+        with pytest.warns(RuntimeWarning, match="another process has been building it .* "
+                                                "for over 1 s.*runs the Python path"):
+            assert not fbt.build_native()
+    finally:
+        os.close(fd)
+    bn, ref = fbt.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    x = torch.randn(8, 3)
+    torch.testing.assert_close(bn(x), ref(x))
+
+
+def test_a_build_past_its_time_limit_means_the_python_path(fbt, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.fspath(tmp_path))   # nothing built here
+    monkeypatch.setattr(fbt, "NATIVE_BUILD_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(fbt, "_native_module", None)
+    with pytest.warns(RuntimeWarning, match="the build ran past 0.2 s and was stopped"):
+        assert not fbt.build_native()
+
