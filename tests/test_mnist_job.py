@@ -134,7 +134,7 @@ def test_failed_second_run_keeps_the_first_runs_files(fake_data, tmp_path, monke
 
     monkeypatch.setattr(np, "savez", failing_savez)
     with pytest.raises(OSError, match="File too large"):
-        run_job(out, "--seed", "8")
+        run_job(out, "--seed", "8", "--overwrite")
     monkeypatch.setattr(np, "savez", real_savez)
     import matplotlib.figure
 
@@ -143,7 +143,7 @@ def test_failed_second_run_keeps_the_first_runs_files(fake_data, tmp_path, monke
         raise OSError(27, "File too large")
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", failing_savefig)
     with pytest.raises(OSError, match="File too large"):
-        run_job(out, "--seed", "8")
+        run_job(out, "--seed", "8", "--overwrite")
     monkeypatch.undo()
     # the second attempt replaced weights.npz (its save worked), nothing is half-written
     after = {p.name: p.read_bytes() for p in out.iterdir()}

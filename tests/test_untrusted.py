@@ -201,3 +201,42 @@ def test_a_build_past_its_time_limit_means_the_python_path(fbt, monkeypatch, tmp
     with pytest.warns(RuntimeWarning, match="the build ran past 0.2 s and was stopped"):
         assert not fbt.build_native()
 
+
+# ------------------------------------------------ a run never replaces another
+@pytest.fixture
+def small_mnist(monkeypatch):
+    from synthetic_data import synthetic_mnist
+    from fastbn.datasets import mnist as mnist_data
+    monkeypatch.setattr(mnist_data, "load_data", lambda path="mnist.npz": synthetic_mnist())
+
+
+def _files(out):
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+@pytest.mark.parametrize("job_name", ["cnn", "mnist"])
+def test_a_second_run_into_the_same_out_is_refused(small_mnist, tmp_path, capsys, job_name):
+    import importlib
+    job = importlib.import_module(f"fastbn.examples.{job_name}")
+    out = tmp_path / "run"
+    argv = ["--limit", "192", "--batch-size", "32", "--epochs", "1", "--quiet", "--no-plot",
+            "--out", str(out)]
+    assert job.main(argv) == 0
+    before = _files(out)
+    assert "metrics.json" in before
+    with pytest.raises(SystemExit) as e:                # a smoke run into the real run's --out
+        job.main(argv + ["--seed", "9"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} holds another run's results" in err
+    assert "--overwrite" in err and ("--resume" in err) == (job_name == "cnn")
+    assert _files(out) == before                        # nothing was replaced
+    assert job.main(argv + ["--seed", "9", "--overwrite"]) == 0
+    assert _files(out)["metrics.json"] != before["metrics.json"]
+
+
+def test_cnn_resume_and_overwrite_are_one_or_the_other(small_mnist, tmp_path, capsys):
+    from fastbn.examples import cnn
+    with pytest.raises(SystemExit) as e:
+        cnn.main(["--out", str(tmp_path), "--resume", "--overwrite"])
+    assert e.value.code == 2 and "give one" in capsys.readouterr().err

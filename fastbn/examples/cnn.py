@@ -28,7 +28,9 @@ weights (batch-norm statistics included), Adam's moments and step count,
 the epochs done, the history and the state of the random generator that
 shuffles the batches. ``--resume`` continues from it: the run that follows
 is the one that was interrupted, number for number (the timings aside), and
-``--resume --epochs 30`` extends a finished run. The settings that decide the
+``--resume --epochs 30`` extends a finished run. Without ``--resume`` a job
+refuses an ``--out`` that holds another run's checkpoint or results, unless
+``--overwrite`` is given. The settings that decide the
 numbers (dataset, batch size, seed, split, ``--limit``) must be the ones the
 checkpoint was made with.
 """
@@ -106,6 +108,7 @@ def _parser():
                    help="output directory (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help=f"continue from --out/{CHECKPOINT}, written after every epoch")
+    p.add_argument("--overwrite", action="store_true", help=_job.OVERWRITE_HELP)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training and test images (smoke tests)")
     p.add_argument("--no-plot", action="store_true", help="skip the learning-curve PNG")
@@ -133,7 +136,9 @@ def _check_args(p, args):
         args.data = args.data.expanduser().absolute()
         if args.data.is_dir():
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz)")
-    _job._check_out(p, args.out)
+    if args.resume and args.overwrite:
+        p.error("--resume continues the run in --out and --overwrite replaces it; give one")
+    _job._check_out(p, args.out, args.overwrite, args.resume)
     if args.resume and not (args.out / CHECKPOINT).is_file():
         p.error(f"--resume: there is no checkpoint {args.out / CHECKPOINT}; run without "
                 f"--resume to start, or give the --out of the run to continue")

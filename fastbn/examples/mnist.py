@@ -5,7 +5,8 @@ train the default model for 10 epochs with SGD at batch 32, holding out the
 first 5000 training images for validation exactly as the Keras notebooks do.
 It shows ``fit``'s progress bar, prints loss, accuracy, validation accuracy and
 samples/s per epoch and the final test accuracy, and writes to ``--out``
-(default ``runs/mnist``):
+(default ``runs/mnist``; one that holds another run's results is refused
+unless ``--overwrite`` is given):
 
 ``metrics.json``
     settings, per-epoch history (loss, accuracy, val_loss, val_accuracy,
@@ -174,6 +175,7 @@ def _parser():
                    help="Numba and BLAS threads (default: as configured)")
     p.add_argument("--out", type=Path, default=Path("runs/mnist"),
                    help="output directory (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training, validation and test images "
                         "(smoke tests)")
@@ -228,7 +230,7 @@ def _check_args(p, args):
         if args.data.is_dir():
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz) "
                     f"in it, or leave --data out to use fastbn's cache")
-    _check_out(p, args.out)
+    _check_out(p, args.out, args.overwrite)
 
 
 def _usable_cpus():
@@ -238,10 +240,28 @@ def _usable_cpus():
         return os.cpu_count() or 1
 
 
-def _check_out(p, out):
-    """Create ``--out`` and make sure a file can be written there, before any training."""
+#: The files a job leaves in ``--out``: finding one there means another run's results.
+RUN_FILES = ("metrics.json", "weights.npz", "learning_curve.png", "checkpoint.npz")
+OVERWRITE_HELP = ("replace another run's results in --out; without it the job refuses to "
+                  "start there")
+
+
+def _check_out(p, out, overwrite, resume=None):
+    """Create ``--out`` and make sure a file can be written there, before any training.
+
+    A directory holding another run's results (:data:`RUN_FILES`) is refused
+    unless ``overwrite`` (or ``resume``, the flag that continues that run) is
+    set: a smoke run into the default ``--out`` would otherwise replace a real
+    run's results. ``resume`` is None for a job that cannot resume.
+    """
     if out.exists() and not out.is_dir():
         p.error(f"--out {out} is a file; name a directory (it is created if needed)")
+    found = [n for n in RUN_FILES if (out / n).exists()] if out.is_dir() else []
+    if found and not (overwrite or resume):
+        cont = "--resume to continue it, " if resume is not None and "checkpoint.npz" in found \
+            else ""
+        p.error(f"--out {out} holds another run's results ({', '.join(found)}); give "
+                f"{cont}--overwrite to replace them, or name another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
