@@ -3,4 +3,4 @@ import importlib.util
 
 collect_ignore = []
 if importlib.util.find_spec("torch") is None:
-    collect_ignore.append("fastbn/torch.py")
+    collect_ignore.append("fastbn/torch")

@@ -18,6 +18,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 fbt = pytest.importorskip("fastbn.torch")
+fbt_native = pytest.importorskip("fastbn.torch._native")
+fbt_boundary = pytest.importorskip("fastbn.torch._boundary")
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = {1: (torch.nn.BatchNorm1d, fbt.BatchNorm1d), 2: (torch.nn.BatchNorm2d, fbt.BatchNorm2d),
@@ -159,7 +161,7 @@ def test_zero_copy_views_and_memory_format():
         x = torch.randn(shape)
         if fmt is not None:
             x = x.contiguous(memory_format=fmt)
-        a = fbt._array(x)
+        a = fbt_boundary.array(x)
         assert a.ctypes.data == x.data_ptr() and a.strides == tuple(s * 4 for s in x.stride())
         lay = layout(a, (1,))
         assert not lay.copies and not F._copied(lay.view(a))
@@ -461,7 +463,7 @@ def _bits(t):
     ((4, 16, 130), None, "planes"), ((16, 32, 16, 16), None, "planes"),  # fused planes: C++
     ((8, 4, 5), None, None), ((8, 4, 3, 3), None, None)])    # other planes: checked calls
 def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkeypatch):
-    """The adapter's C++ training path (fastbn/_torch_native.cpp) and its Python
+    """The adapter's C++ training path (fastbn/torch/_native.cpp) and its Python
     planned calls (functional._planned_training, its backward and _blend_running;
     planes have no plan and take the checked calls) against the checked calls, on the same modules' states over
     three training steps then one in eval: outputs, input and parameter
@@ -473,11 +475,11 @@ def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkey
     for route in ("native", "planned", "checked"):
         rng = np.random.default_rng(zlib.crc32(repr((shape, fmt, dtype)).encode()))
         monkeypatch.setattr(F, "_PLANS", {})
-        monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+        monkeypatch.setattr(fbt_native, "_NATIVE_PLANS", {})
         if route == "native":
-            monkeypatch.setattr(fbt, "_native_module", _Spy(native, calls))
+            monkeypatch.setattr(fbt_native, "_native_module", _Spy(native, calls))
         else:
-            monkeypatch.setattr(fbt, "_native_module", False)
+            monkeypatch.setattr(fbt_native, "_native_module", False)
         if route == "checked":
             monkeypatch.setattr(F, "_planned_training", lambda *a: None)
             monkeypatch.setattr(F, "_planned_training_backward", lambda *a: None)
@@ -527,7 +529,7 @@ def _native():
     if os.environ.get(fbt.NATIVE_ENV) == "0":
         pytest.skip(f"{fbt.NATIVE_ENV}=0: the C++ training path is off")
     assert fbt.build_native(), "fastbn.torch could not build its C++ training path"
-    return fbt._native_module
+    return fbt_native._native_module
 
 
 class _Spy:
@@ -546,8 +548,8 @@ class _Spy:
 def _native_call(monkeypatch):
     """Count the native path's calls from here on: ``calls["native"]``."""
     calls = {}
-    monkeypatch.setattr(fbt, "_native_module", _Spy(_native(), calls))
-    monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})   # (conftest empties functional's)
+    monkeypatch.setattr(fbt_native, "_native_module", _Spy(_native(), calls))
+    monkeypatch.setattr(fbt_native, "_NATIVE_PLANS", {})   # (conftest empties functional's)
     return calls
 
 
@@ -574,7 +576,7 @@ def test_native_path_takes_any_gradient_layout_and_modes(monkeypatch):
     runs = []
     for native in (True, False):
         if not native:
-            monkeypatch.setattr(fbt, "_native_module", False)
+            monkeypatch.setattr(fbt_native, "_native_module", False)
         bn = fbt.BatchNorm2d(6)
         out = [_step(bn, x, dy) for dy in grads]
         with torch.no_grad():
@@ -637,14 +639,14 @@ def test_native_path_warns_as_the_python_path(monkeypatch):
     word: an overflowed variance, and an inf in the data (an inf mean, a NaN
     variance: the moving statistics' warning, not the variance's)."""
     calls = _native_call(monkeypatch)
-    native = fbt._native_module
+    native = fbt_native._native_module
     x = np.random.default_rng(4).standard_normal((6, 3))
     cases = [x * 1e300, np.where(np.arange(18).reshape(6, 3) == 4, np.inf, x)]
     said = {}
     for route in ("native", "python"):
-        monkeypatch.setattr(fbt, "_native_module", native if route == "native" else False)
+        monkeypatch.setattr(fbt_native, "_native_module", native if route == "native" else False)
         for k, data in enumerate(cases):
-            monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+            monkeypatch.setattr(fbt_native, "_NATIVE_PLANS", {})
             for _ in range(3):              # the first call on the shape plans it
                 with warnings.catch_warnings(record=True) as rec:
                     warnings.simplefilter("always")
@@ -673,15 +675,15 @@ def test_native_path_off_or_unbuildable_falls_back(monkeypatch):
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Error building extension: c++: not found")
     monkeypatch.setattr(cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(fbt, "_native_module", None)
-    monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+    monkeypatch.setattr(fbt_native, "_native_module", None)
+    monkeypatch.setattr(fbt_native, "_NATIVE_PLANS", {})
     bn, ref = fbt.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
     with pytest.warns(RuntimeWarning, match="pip install ninja") as rec:
         for _ in range(3):
             x = torch.randn(8, 3)
             torch.testing.assert_close(bn(x), ref(x))
     assert len(rec) == 1 and "c++: not found" in str(rec[0].message)
-    assert fbt._native_module is False
+    assert fbt_native._native_module is False
 
 
 def test_native_path_from_threads_at_once(monkeypatch):
@@ -712,6 +714,7 @@ NATIVE_FORK = r"""
 import multiprocessing as mp
 import numpy as np, torch
 import fastbn.torch as fbt
+import fastbn.torch._native as fbt_native
 
 def steps(shape):
     torch.manual_seed(0)
@@ -723,7 +726,7 @@ def steps(shape):
         y.backward(torch.ones_like(y).cumsum(0))
         out.append([t.detach().numpy().tobytes() for t in (y, x.grad, bn.weight.grad,
                                                           bn.running_var)])
-    return out, any(type(p).__name__ == "Plan" for p in fbt._NATIVE_PLANS.values())
+    return out, any(type(p).__name__ == "Plan" for p in fbt_native._NATIVE_PLANS.values())
 
 assert fbt.build_native()
 shape = (4096, 64)                       # parallel kernels in the parent

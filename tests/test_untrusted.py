@@ -152,6 +152,12 @@ def fbt():
     return fbt
 
 
+@pytest.fixture
+def fbt_native(fbt):
+    import fastbn.torch._native as fbt_native
+    return fbt_native
+
+
 def _build_dir():
     from torch.utils import cpp_extension
     return cpp_extension._get_build_directory("fastbn_torch_native", False)
@@ -175,12 +181,13 @@ def test_lock_of_a_killed_build_does_not_hang(fbt):
     assert "left by a build that was killed" in out.stderr
 
 
-def test_a_build_that_holds_the_lock_too_long_means_the_python_path(fbt, monkeypatch):
+def test_a_build_that_holds_the_lock_too_long_means_the_python_path(fbt, fbt_native,
+                                                                   monkeypatch):
     import fcntl
     import torch
-    monkeypatch.setattr(fbt, "NATIVE_WAIT_S", 1)
-    monkeypatch.setattr(fbt, "_native_module", None)
-    monkeypatch.setattr(fbt, "_NATIVE_PLANS", {})
+    monkeypatch.setattr(fbt_native, "NATIVE_WAIT_S", 1)
+    monkeypatch.setattr(fbt_native, "_native_module", None)
+    monkeypatch.setattr(fbt_native, "_NATIVE_PLANS", {})
     fd = os.open(os.path.join(_build_dir(), "fastbn-build.lock"), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)           # another builder, alive and busy
@@ -194,10 +201,11 @@ def test_a_build_that_holds_the_lock_too_long_means_the_python_path(fbt, monkeyp
     torch.testing.assert_close(bn(x), ref(x))
 
 
-def test_a_build_past_its_time_limit_means_the_python_path(fbt, monkeypatch, tmp_path):
+def test_a_build_past_its_time_limit_means_the_python_path(fbt, fbt_native, monkeypatch,
+                                                           tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.fspath(tmp_path))   # nothing built here
-    monkeypatch.setattr(fbt, "NATIVE_BUILD_TIMEOUT_S", 0.2)
-    monkeypatch.setattr(fbt, "_native_module", None)
+    monkeypatch.setattr(fbt_native, "NATIVE_BUILD_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(fbt_native, "_native_module", None)
     with pytest.warns(RuntimeWarning, match="the build ran past 0.2 s and was stopped"):
         assert not fbt.build_native()
 

@@ -5,7 +5,7 @@
 // through their C entry points (fastbn/kernels/cabi.py: the same machine code
 // and bits as from Python).
 //
-// Python decides which calls come here (fastbn/torch.py, _native_plan): a Plan
+// Python decides which calls come here (fastbn/torch/_native.py, _native_plan): a Plan
 // holds, for one (shape, strides, dtype, threads), the kernels' view and split
 // and the entry points' addresses. train() returns (None, 0) for arguments it
 // does not take (parameters or running statistics of another dtype, strided,
