@@ -30,9 +30,6 @@ __all__ = [
     "Abs", "SELU", "GELU", "SiLU", "Softplus", "CategoricalCrossentropy", "BinaryCrossentropy",
 ]
 
-_py_sum = sum
-
-
 def _operand(x, like):
     """A non-tensor operand in a form that keeps ``like``'s dtype.
 
@@ -2198,3 +2195,150 @@ def global_average_pool2d(x, data_format="channels_last", keepdims=False):
         x = np.asarray(x)
     return GlobalAvgPool2D.apply(x, channels_first=data_format == "channels_first",
                                  keepdims=bool(keepdims))
+
+
+# ------------------------------------------------------- the Tensor methods
+# Bound onto Tensor here, where the ops live (early tinygrad's ``register``),
+# so that tensor.py imports nothing from this module and an operator is one
+# call, with no import on the per-op path.
+def _radd(self, other):
+    return add(other, self)
+
+
+def _rsub(self, other):
+    return sub(other, self)
+
+
+def _rmul(self, other):
+    return mul(other, self)
+
+
+def _rtruediv(self, other):
+    return div(other, self)
+
+
+def _rmatmul(self, other):
+    return matmul(other, self)
+
+
+def _sum(self, axis=None, keepdims=False):
+    """Sum over ``axis`` (see :func:`fastbn.autograd.sum`).
+
+    Parameters
+    ----------
+    axis : int or tuple of ints, optional
+        The axes to reduce; all axes when None.
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+
+    Returns
+    -------
+    Tensor
+    """
+    return sum(self, axis=axis, keepdims=keepdims)
+
+
+def _mean(self, axis=None, keepdims=False):
+    """Mean over ``axis`` (see :func:`fastbn.autograd.mean`).
+
+    Parameters
+    ----------
+    axis : int or tuple of ints, optional
+        The axes to reduce; all axes when None.
+    keepdims : bool, default False
+        Keep the reduced axes with length 1.
+
+    Returns
+    -------
+    Tensor
+    """
+    return mean(self, axis=axis, keepdims=keepdims)
+
+
+def _reshape(self, *shape):
+    """Reshape (see :func:`fastbn.autograd.reshape`); ``t.reshape(2, 3)`` works too.
+
+    Parameters
+    ----------
+    *shape : int or tuple of ints
+        The new shape, as one tuple or as separate ints.
+
+    Returns
+    -------
+    Tensor
+    """
+    if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+        shape = shape[0]
+    return reshape(self, shape)
+
+
+def _transpose(self, *axes):
+    """Permute axes (see :func:`fastbn.autograd.transpose`).
+
+    Parameters
+    ----------
+    *axes : int or tuple of ints
+        A permutation, as one tuple or as separate ints; none reverses the axes.
+
+    Returns
+    -------
+    Tensor
+    """
+    if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+        axes = axes[0]
+    return transpose(self, axes or None)
+
+
+def _T(self):
+    """All axes reversed."""
+    return transpose(self, None)
+
+
+def _relu(self):
+    """``max(x, 0)``.
+
+    Returns
+    -------
+    Tensor
+    """
+    return relu(self)
+
+
+def _tanh(self):
+    """Hyperbolic tangent.
+
+    Returns
+    -------
+    Tensor
+    """
+    return tanh(self)
+
+
+def _sigmoid_method(self):
+    """Logistic sigmoid.
+
+    Returns
+    -------
+    Tensor
+    """
+    return sigmoid(self)
+
+
+def _register():
+    """Bind the operators and methods above onto :class:`Tensor`."""
+    operators = {"__add__": add, "__radd__": _radd, "__sub__": sub, "__rsub__": _rsub,
+                 "__mul__": mul, "__rmul__": _rmul, "__truediv__": div,
+                 "__rtruediv__": _rtruediv, "__neg__": neg, "__matmul__": matmul,
+                 "__rmatmul__": _rmatmul}
+    methods = {"sum": _sum, "mean": _mean, "reshape": _reshape, "transpose": _transpose,
+               "relu": _relu, "tanh": _tanh, "sigmoid": _sigmoid_method}
+    for name, fn in operators.items():
+        setattr(Tensor, name, fn)
+    for name, fn in methods.items():
+        fn.__name__, fn.__qualname__, fn.__module__ = name, f"Tensor.{name}", Tensor.__module__
+        setattr(Tensor, name, fn)
+    _T.__name__, _T.__qualname__, _T.__module__ = "T", "Tensor.T", Tensor.__module__
+    Tensor.T = property(_T)
+
+
+_register()
