@@ -20,8 +20,7 @@ when it is imported (early tinygrad's ``register``), and importing
 """
 import numpy as np
 
-__all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad_enabled",
-           "unbroadcast"]
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast"]
 
 _GRAD_ENABLED = [True]      # a list so that no_grad can flip it without `global`
 
@@ -157,6 +156,10 @@ class Function:
     A function without ``backward`` still runs forward; differentiating
     through it raises ``NotImplementedError`` naming the op.
 
+    fastbn's own ops are written this way: one subclass each in its family's
+    module of :mod:`fastbn.autograd.ops`, applied by the lowercase function
+    that documents it (``Add`` by :func:`~fastbn.autograd.add`).
+
     Attributes
     ----------
     parents : tuple
@@ -209,23 +212,6 @@ class Function:
             f"no_grad() / on tensors that do not require gradients")
 
     @classmethod
-    def defvjp(cls, backward):
-        """Decorator: make ``backward(ctx, grad)`` this op's backward (see :func:`primitive`).
-
-        Parameters
-        ----------
-        backward : callable
-            ``backward(ctx, grad)``, as :meth:`Function.backward` describes.
-
-        Returns
-        -------
-        callable
-            ``backward`` itself.
-        """
-        cls.backward = staticmethod(backward)
-        return backward
-
-    @classmethod
     def apply(cls, *inputs, **options):
         """Run ``forward`` on ``inputs`` and record the op when a gradient is needed.
 
@@ -255,46 +241,6 @@ class Function:
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t.requires_grad, t._ctx = out, None, False, None
         return t
-
-
-def primitive(forward):
-    """Decorator: the :class:`Function` whose ``forward`` is the decorated function.
-
-    An op is then its maths and its docstring only (HIPS autograd's
-    ``primitive`` / ``defvjp``): the class takes the function's name and
-    docstring, and ``@Op.defvjp`` attaches the backward pass.
-
-    Parameters
-    ----------
-    forward : callable
-        ``forward(ctx, *inputs, **options)``, as :meth:`Function.forward` describes.
-
-    Returns
-    -------
-    type
-        A :class:`Function` subclass named ``forward.__name__``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Tensor, primitive
-    >>> @primitive
-    ... def Square(ctx, x):
-    ...     "``x * x``."
-    ...     ctx.save_for_backward(x)
-    ...     return x * x
-    >>> @Square.defvjp
-    ... def _(ctx, grad):
-    ...     (x,) = ctx.saved_tensors
-    ...     return 2.0 * x * grad
-    >>> x = Tensor(np.array([1.0, 3.0]), requires_grad=True)
-    >>> Square.apply(x).sum().backward()
-    >>> x.grad
-    array([2., 6.])
-    """
-    return type(forward.__name__, (Function,), {
-        "__doc__": forward.__doc__, "__module__": forward.__module__,
-        "__qualname__": forward.__qualname__, "forward": staticmethod(forward)})
 
 
 class Tensor:

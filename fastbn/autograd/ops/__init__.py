@@ -1,38 +1,32 @@
-r"""Differentiable operations, one module per family; importing it binds the Tensor operators.
+"""Differentiable operations, one module per family; importing it binds the Tensor operators.
 
-=================================================  ==========================================
-:mod:`~fastbn.autograd.ops.math`                   ``add sub mul div neg matmul dense sum mean
-                                                   reshape transpose abs``
-:mod:`~fastbn.autograd.ops.activations`            ``relu leaky_relu elu tanh sigmoid softmax
-                                                   log_softmax selu gelu silu swish softplus``
-:mod:`~fastbn.autograd.ops.losses`                 the sparse, categorical and binary
-                                                   cross-entropies
-:mod:`~fastbn.autograd.ops.normalization`          ``batch_norm dropout``
-:mod:`~fastbn.autograd.ops.conv`                   ``conv2d max_pool2d avg_pool2d
-                                                   global_average_pool2d``
-=================================================  ==========================================
+- :mod:`~fastbn.autograd.ops.math`: ``add sub mul div neg matmul dense sum mean reshape
+  transpose abs``
+- :mod:`~fastbn.autograd.ops.activations`: ``relu leaky_relu elu tanh sigmoid softmax
+  log_softmax selu gelu silu swish softplus``
+- :mod:`~fastbn.autograd.ops.losses`: ``sparse_categorical_crossentropy
+  softmax_sparse_categorical_crossentropy categorical_crossentropy binary_crossentropy``
+- :mod:`~fastbn.autograd.ops.normalization`: ``batch_norm dropout``
+- :mod:`~fastbn.autograd.ops.conv`: ``conv2d max_pool2d avg_pool2d global_average_pool2d``
 
-Each op is a :class:`~fastbn.autograd.Function` subclass in its family's
-module and a lowercase function that applies it. This package also binds
-``+ - * / @``, unary ``-`` and the methods ``sum``, ``mean``, ``reshape``,
-``transpose``, ``T``, ``relu``, ``tanh`` and ``sigmoid`` onto
-:class:`~fastbn.autograd.Tensor`, so that the tape never imports its ops.
+Each op is one :class:`~fastbn.autograd.Function` subclass in its family's
+module (``forward`` and ``backward``), applied by the lowercase function that
+documents it. This package also binds ``+ - * / @``, unary ``-`` and the
+methods ``sum``, ``mean``, ``reshape``, ``transpose``, ``T``, ``relu``,
+``tanh`` and ``sigmoid`` onto :class:`~fastbn.autograd.Tensor`, so that the
+tape never imports its ops.
 """
 import numpy as np
 
 from . import activations, conv, losses, math, normalization
-from .activations import (ELU, GELU, SELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax,
-                          Softplus, Tanh, elu, gelu, leaky_relu, log_softmax, relu, selu,
-                          sigmoid, silu, softmax, softplus, swish, tanh)
-from .conv import (AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, avg_pool2d, conv2d,
-                   global_average_pool2d, max_pool2d)
-from .losses import (BinaryCrossentropy, CategoricalCrossentropy,
-                     SoftmaxSparseCategoricalCrossentropy, SparseCategoricalCrossentropy,
-                     binary_crossentropy, categorical_crossentropy,
+from .activations import (elu, gelu, leaky_relu, log_softmax, relu, selu, sigmoid, silu, softmax,
+                          softplus, swish, tanh)
+from .conv import avg_pool2d, conv2d, global_average_pool2d, max_pool2d
+from .losses import (binary_crossentropy, categorical_crossentropy,
                      softmax_sparse_categorical_crossentropy, sparse_categorical_crossentropy)
-from .math import (Abs, Add, Dense, Div, MatMul, Mean, Mul, Neg, Reshape, Sub, Sum, Transpose,
-                   abs, add, dense, div, matmul, mean, mul, neg, reshape, sub, sum, transpose)
-from .normalization import BatchNorm, Dropout, batch_norm, dropout
+from .math import (abs, add, dense, div, matmul, mean, mul, neg, reshape, sub, sum,
+                   transpose)
+from .normalization import batch_norm, dropout
 from ..tensor import Tensor
 
 __all__ = (math.__all__ + activations.__all__ + losses.__all__ + normalization.__all__

@@ -8,24 +8,20 @@ import numpy as np
 # The engine's compiled activation kernels (one import: the line to change when they move).
 from ...functional import (_elu_backward as elu_backward, _elu_forward as elu_forward,
                            _gelu_backward as gelu_backward, _gelu_forward as gelu_forward)
-from ..tensor import Function, primitive
+from ..tensor import Function
 
 __all__ = ["relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax", "log_softmax", "selu",
-           "gelu", "silu", "swish", "softplus",
-           "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "SELU",
-           "GELU", "SiLU", "Softplus"]
+           "gelu", "silu", "swish", "softplus"]
+
+
+def stable_sigmoid(x):
+    """``1 / (1 + exp(-x))`` as an array, with no overflow for large ``|x|``."""
+    e = np.exp(-np.abs(x))                       # exp of a non-positive number only
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 class ReLU(Function):
-    """``max(x, 0)``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import ReLU, Tensor
-    >>> ReLU.apply(Tensor(np.array([-1.0, 2.0])))
-    Tensor([0., 2.])
-    """
+    """``max(x, 0)``; see :func:`relu`."""
 
     @staticmethod
     def forward(ctx, x):
@@ -40,15 +36,7 @@ class ReLU(Function):
 
 
 class LeakyReLU(Function):
-    """``x`` where positive, ``negative_slope * x`` elsewhere.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import LeakyReLU, Tensor
-    >>> LeakyReLU.apply(Tensor(np.array([-1.0, 2.0])), negative_slope=0.1)
-    Tensor([-0.1,  2. ])
-    """
+    """``x`` where positive, ``negative_slope * x`` elsewhere; see :func:`leaky_relu`."""
 
     @staticmethod
     def forward(ctx, x, negative_slope=0.2):
@@ -63,15 +51,7 @@ class LeakyReLU(Function):
 
 
 class ELU(Function):
-    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import ELU, Tensor
-    >>> ELU.apply(Tensor(np.array([0.0, 2.0])))
-    Tensor([0., 2.])
-    """
+    """``x`` where positive, ``alpha * (exp(x) - 1)`` elsewhere; see :func:`elu`."""
 
     @staticmethod
     def forward(ctx, x, alpha=1.0):
@@ -102,15 +82,7 @@ class ELU(Function):
 
 
 class Tanh(Function):
-    """Hyperbolic tangent.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Tanh, Tensor
-    >>> Tanh.apply(Tensor(np.array([0.0])))
-    Tensor([0.])
-    """
+    """Hyperbolic tangent; see :func:`tanh`."""
 
     @staticmethod
     def forward(ctx, x):
@@ -125,21 +97,11 @@ class Tanh(Function):
 
 
 class Sigmoid(Function):
-    """Logistic sigmoid ``1 / (1 + exp(-x))``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Sigmoid, Tensor
-    >>> Sigmoid.apply(Tensor(np.array([0.0])))
-    Tensor([0.5])
-    """
+    """Logistic sigmoid, stable for large ``|x|``; see :func:`sigmoid`."""
 
     @staticmethod
     def forward(ctx, x):
-        # exp of a non-positive number only: no overflow for large |x|
-        e = np.exp(-np.abs(x))
-        y = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+        y = stable_sigmoid(x)
         ctx.save_for_backward(y)
         return y
 
@@ -150,15 +112,7 @@ class Sigmoid(Function):
 
 
 class Softmax(Function):
-    """``exp(x) / sum(exp(x))`` along ``axis``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Softmax, Tensor
-    >>> Softmax.apply(Tensor(np.zeros((1, 4))))
-    Tensor([[0.25, 0.25, 0.25, 0.25]])
-    """
+    """Softmax along ``axis``; see :func:`softmax`."""
 
     @staticmethod
     def forward(ctx, x, axis=-1):
@@ -176,15 +130,7 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
-    """``x - log(sum(exp(x)))`` along ``axis``, without overflow.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import LogSoftmax, Tensor
-    >>> np.exp(LogSoftmax.apply(Tensor(np.zeros((1, 2)))).data)
-    array([[0.5, 0.5]])
-    """
+    """Log-softmax along ``axis``, without overflow; see :func:`log_softmax`."""
 
     @staticmethod
     def forward(ctx, x, axis=-1):
@@ -372,115 +318,77 @@ SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
 
-@primitive
-def SELU(ctx, x):
-    r"""Scaled ELU: :math:`\lambda x` for :math:`x > 0`, :math:`\lambda\alpha(e^x - 1)` elsewhere.
+class SELU(Function):
+    """Scaled ELU with Keras' constants; see :func:`selu`."""
 
-    :math:`\alpha \approx 1.6733`, :math:`\lambda \approx 1.0507` (Keras' constants).
+    @staticmethod
+    def forward(ctx, x):
+        e = np.expm1(np.minimum(x, 0))          # no overflow warnings for large positive x
+        y = np.where(x > 0, x, e * np.asarray(SELU_ALPHA, x.dtype)) * np.asarray(SELU_SCALE,
+                                                                                 x.dtype)
+        ctx.save_for_backward(x, e)
+        return y
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import SELU, Tensor
-    >>> SELU.apply(Tensor(np.array([0.0, 1.0])))
-    Tensor([0.        , 1.05070099])
-    """
-    e = np.expm1(np.minimum(x, 0))          # no overflow warnings for large positive x
-    y = np.where(x > 0, x, e * np.asarray(SELU_ALPHA, x.dtype)) * np.asarray(SELU_SCALE,
-                                                                             x.dtype)
-    ctx.save_for_backward(x, e)
-    return y
-
-
-@SELU.defvjp
-def _(ctx, grad):
-    x, e = ctx.saved_tensors
-    d = np.where(x > 0, np.asarray(SELU_SCALE, x.dtype),
-                 (e + 1) * np.asarray(SELU_SCALE * SELU_ALPHA, x.dtype))
-    return grad * d
+    @staticmethod
+    def backward(ctx, grad):
+        x, e = ctx.saved_tensors
+        d = np.where(x > 0, np.asarray(SELU_SCALE, x.dtype),
+                     (e + 1) * np.asarray(SELU_SCALE * SELU_ALPHA, x.dtype))
+        return grad * d
 
 
-@primitive
-def GELU(ctx, x, approximate=False):
-    r"""Gaussian error linear unit, :math:`x\,\Phi(x)` (``approximate=False``, Keras' default).
+class GELU(Function):
+    """``x * Phi(x)``, exact or with the tanh approximation; see :func:`gelu`."""
 
-    ``approximate=True`` is the tanh form
-    :math:`\tfrac12 x (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))`.
+    @staticmethod
+    def forward(ctx, x, approximate=False):
+        ctx.approximate = approximate
+        ctx.save_for_backward(x)
+        if not approximate:
+            return gelu_forward(x)
+        c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
+        t = np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x ** 3))
+        ctx.t = t
+        return 0.5 * x * (1 + t)
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import GELU, Tensor
-    >>> GELU.apply(Tensor(np.array([0.0, 1.0])))
-    Tensor([0.        , 0.84134475])
-    """
-    ctx.approximate = approximate
-    ctx.save_for_backward(x)
-    if not approximate:
-        return gelu_forward(x)
-    c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
-    t = np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x ** 3))
-    ctx.t = t
-    return 0.5 * x * (1 + t)
-
-
-@GELU.defvjp
-def _(ctx, grad):
-    (x,) = ctx.saved_tensors
-    if not ctx.approximate:
-        return gelu_backward(x, grad)
-    t = ctx.t
-    c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
-    du = c * (1 + np.asarray(3 * 0.044715, x.dtype) * x * x)
-    return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        if not ctx.approximate:
+            return gelu_backward(x, grad)
+        t = ctx.t
+        c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
+        du = c * (1 + np.asarray(3 * 0.044715, x.dtype) * x * x)
+        return grad * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * du)
 
 
-def stable_sigmoid(x):
-    e = np.exp(-np.abs(x))                       # exp of a non-positive number only
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+class SiLU(Function):
+    """``x * sigmoid(x)``; see :func:`silu`."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = stable_sigmoid(x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, s = ctx.saved_tensors
+        return grad * (s * (1 + x * (1 - s)))
 
 
-@primitive
-def SiLU(ctx, x):
-    """Swish / SiLU, ``x * sigmoid(x)``.
+class Softplus(Function):
+    """``log(1 + exp(x))`` without overflow; see :func:`softplus`."""
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import SiLU, Tensor
-    >>> SiLU.apply(Tensor(np.array([0.0, 1.0])))
-    Tensor([0.        , 0.73105858])
-    """
-    s = stable_sigmoid(x)
-    ctx.save_for_backward(x, s)
-    return x * s
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
-
-@SiLU.defvjp
-def _(ctx, grad):
-    x, s = ctx.saved_tensors
-    return grad * (s * (1 + x * (1 - s)))
-
-
-@primitive
-def Softplus(ctx, x):
-    """``log(1 + exp(x))``, computed as ``max(x, 0) + log1p(exp(-|x|))`` (no overflow).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Softplus, Tensor
-    >>> Softplus.apply(Tensor(np.array([0.0, 1000.0])))
-    Tensor([6.93147181e-01, 1.00000000e+03])
-    """
-    ctx.save_for_backward(x)
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-
-
-@Softplus.defvjp
-def _(ctx, grad):
-    (x,) = ctx.saved_tensors
-    return grad * stable_sigmoid(x)
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * stable_sigmoid(x)
 
 
 def selu(x):
@@ -516,7 +424,9 @@ def gelu(x, approximate=False):
     ----------
     x : Tensor or array_like
     approximate : bool, default False
-        Use the tanh approximation instead of the exact ``erf`` form.
+        Use the tanh approximation
+        :math:`\tfrac12 x (1 + \tanh(\sqrt{2/\pi}(x + 0.044715 x^3)))` instead of
+        the exact ``erf`` form.
 
     Returns
     -------

@@ -14,10 +14,9 @@ from ...functional import (_avg_pool_backward as avg_pool_backward,
                            _conv2d_forward as conv2d_forward,
                            _max_pool_backward as max_pool_backward,
                            _max_pool_forward as max_pool_forward)
-from ..tensor import Function, Tensor, primitive
+from ..tensor import Function, Tensor
 
-__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d",
-           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D"]
+__all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d"]
 
 
 def pair(value, what, fn):
@@ -88,146 +87,94 @@ def _empty(n, ho, wo, c, dtype, cf):
     return out, out
 
 
-@primitive
-def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=False):
-    r"""2-D convolution (cross-correlation, as in Keras), in blocks of samples.
+class Conv2D(Function):
+    """2-D convolution with an optional fused ReLU, in blocks of samples; see :func:`conv2d`."""
 
-    With ``cols`` the ``(rows, kh*kw*C)`` windows of a block of samples
-    (im2col) and ``K`` the ``(kh, kw, C, F)`` kernel read as ``(kh*kw*C, F)``:
+    @staticmethod
+    def forward(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=False):
+        ho, wo = geometry[6:]
+        dtype = _float_type(x, kernel, *(() if bias is None else (bias,)))
+        xv = _nhwc(x, channels_first).astype(dtype, copy=False)
+        y = np.empty((xv.shape[0], ho, wo, kernel.shape[3]), dtype)
+        conv2d_forward(xv, kernel, bias, geometry, relu, y)
+        ctx.save_for_backward(xv, kernel, y if relu else None)
+        ctx.geometry, ctx.channels_first, ctx.relu = geometry, channels_first, relu
+        ctx.x_dtype = x.dtype
+        if channels_first:
+            y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
+        return y
 
-    .. math:: y = \mathrm{cols}\, K + b, \quad
-              dK = \textstyle\sum_\mathrm{blocks} \mathrm{cols}^T dy, \quad
-              db = \textstyle\sum dy, \quad
-              dx = \mathrm{col2im}(dy\, K^T)
-
-    Each block's windows, products (BLAS, one thread) and bias are done by
-    one thread while they are in its cache, the blocks shared by
-    :func:`fastbn._config.threads` threads; kernels of few taps (a first
-    layer on one channel) are summed window by window instead
-    (:func:`fastbn.functional._conv2d_forward`). ``relu=True`` applies ReLU
-    in the same pass as the bias (the gradient is masked by the output),
-    which ``nn.Conv2D(..., activation="relu")`` uses. The kernel and bias
-    gradients are the same bits for any thread count. Call it through
-    :func:`conv2d`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Conv2D, Tensor
-    >>> geometry = (2, 2, 1, 1, 0, 0, 1, 1)       # kh, kw, sh, sw, pt, pl, ho, wo
-    >>> Conv2D.apply(Tensor(np.ones((1, 2, 2, 1))), np.ones((2, 2, 1, 1)), geometry=geometry)
-    Tensor([[[[4.]]]])
-    """
-    ho, wo = geometry[6:]
-    dtype = _float_type(x, kernel, *(() if bias is None else (bias,)))
-    xv = _nhwc(x, channels_first).astype(dtype, copy=False)
-    y = np.empty((xv.shape[0], ho, wo, kernel.shape[3]), dtype)
-    conv2d_forward(xv, kernel, bias, geometry, relu, y)
-    ctx.save_for_backward(xv, kernel, y if relu else None)
-    ctx.geometry, ctx.channels_first, ctx.relu = geometry, channels_first, relu
-    ctx.x_dtype = x.dtype
-    if channels_first:
-        y = np.ascontiguousarray(y.transpose(0, 3, 1, 2))
-    return y
+    @staticmethod
+    def backward(ctx, grad):
+        xv, kernel, y = ctx.saved_tensors
+        nx, nk, nb = ctx.needs_input_grad
+        cf = ctx.channels_first
+        dx, dxv = (_empty(*xv.shape, xv.dtype, cf) if nx else (None, None))
+        dk, db = conv2d_backward(xv, kernel, y, _nhwc(grad, cf), ctx.geometry, ctx.relu, nx,
+                                 dxv)
+        return (dx.astype(ctx.x_dtype, copy=False) if nx else None,
+                dk.reshape(kernel.shape).astype(kernel.dtype, copy=False) if nk else None,
+                db if nb else None)
 
 
-@Conv2D.defvjp
-def _(ctx, grad):
-    xv, kernel, y = ctx.saved_tensors
-    nx, nk, nb = ctx.needs_input_grad
-    cf = ctx.channels_first
-    dx, dxv = (_empty(*xv.shape, xv.dtype, cf) if nx else (None, None))
-    dk, db = conv2d_backward(xv, kernel, y, _nhwc(grad, cf), ctx.geometry,
-                                         ctx.relu, nx, dxv)
-    return (dx.astype(ctx.x_dtype, copy=False) if nx else None,
-            dk.reshape(kernel.shape).astype(kernel.dtype, copy=False) if nk else None,
-            db if nb else None)
+class MaxPool2D(Function):
+    """Window maxima, the gradient to each window's first maximum; see :func:`max_pool2d`."""
+
+    @staticmethod
+    def forward(ctx, x, geometry=None, channels_first=False):
+        kh, kw, sh, sw, pt, pl, ho, wo = geometry
+        xv = _nhwc(x, channels_first)
+        y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], x.dtype, channels_first)
+        ctx.arg = max_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+        ctx.geometry, ctx.channels_first = geometry, channels_first
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
+        dx = np.empty(ctx.x_shape, ctx.x_dtype)
+        max_pool_backward(_nhwc(grad, ctx.channels_first), ctx.arg, kh, kw, sh, sw, pt, pl,
+                          _nhwc(dx, ctx.channels_first))
+        return dx
 
 
-@primitive
-def MaxPool2D(ctx, x, geometry=None, channels_first=False):
-    """Window maxima; the gradient goes to each window's first maximum
-    (PyTorch's and TensorFlow's choice for ties). Call it through :func:`max_pool2d`.
+class AvgPool2D(Function):
+    """Window means over the inputs each window covers; see :func:`avg_pool2d`."""
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import MaxPool2D, Tensor
-    >>> x = Tensor(np.arange(4.0).reshape(1, 2, 2, 1))
-    >>> MaxPool2D.apply(x, geometry=(2, 2, 2, 2, 0, 0, 1, 1))
-    Tensor([[[[3.]]]])
-    """
-    kh, kw, sh, sw, pt, pl, ho, wo = geometry
-    xv = _nhwc(x, channels_first)
-    y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], x.dtype, channels_first)
-    ctx.arg = max_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
-    ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-    ctx.geometry, ctx.channels_first = geometry, channels_first
-    return y
+    @staticmethod
+    def forward(ctx, x, geometry=None, channels_first=False):
+        kh, kw, sh, sw, pt, pl, ho, wo = geometry
+        xv = _nhwc(x, channels_first)
+        y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], _float_type(x), channels_first)
+        avg_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
+        ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
+        ctx.geometry, ctx.channels_first = geometry, channels_first
+        return y
 
-
-@MaxPool2D.defvjp
-def _(ctx, grad):
-    kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
-    dx = np.empty(ctx.x_shape, ctx.x_dtype)
-    max_pool_backward(_nhwc(grad, ctx.channels_first), ctx.arg, kh, kw, sh, sw,
-                                  pt, pl, _nhwc(dx, ctx.channels_first))
-    return dx
+    @staticmethod
+    def backward(ctx, grad):
+        kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
+        dx = np.empty(ctx.x_shape, _float_type(np.empty(0, ctx.x_dtype)))
+        avg_pool_backward(_nhwc(grad, ctx.channels_first), kh, kw, sh, sw, pt, pl,
+                          _nhwc(dx, ctx.channels_first))
+        return dx
 
 
-@primitive
-def AvgPool2D(ctx, x, geometry=None, channels_first=False):
-    """Window means over the inputs each window covers ("same" padding is not
-    counted, as in Keras). Call it through :func:`avg_pool2d`.
+class GlobalAvgPool2D(Function):
+    """The mean over rows and columns; see :func:`global_average_pool2d`."""
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import AvgPool2D, Tensor
-    >>> x = Tensor(np.arange(4.0).reshape(1, 2, 2, 1))
-    >>> AvgPool2D.apply(x, geometry=(2, 2, 2, 2, 0, 0, 1, 1))
-    Tensor([[[[1.5]]]])
-    """
-    kh, kw, sh, sw, pt, pl, ho, wo = geometry
-    xv = _nhwc(x, channels_first)
-    y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], _float_type(x), channels_first)
-    avg_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
-    ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
-    ctx.geometry, ctx.channels_first = geometry, channels_first
-    return y
+    @staticmethod
+    def forward(ctx, x, channels_first=False, keepdims=False):
+        axes = (2, 3) if channels_first else (1, 2)
+        ctx.x_shape, ctx.axes = x.shape, axes
+        return np.mean(x, axis=axes, keepdims=keepdims, dtype=np.float64).astype(_float_type(x))
 
-
-@AvgPool2D.defvjp
-def _(ctx, grad):
-    kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
-    dx = np.empty(ctx.x_shape, _float_type(np.empty(0, ctx.x_dtype)))
-    avg_pool_backward(_nhwc(grad, ctx.channels_first), kh, kw, sh, sw, pt, pl,
-                                  _nhwc(dx, ctx.channels_first))
-    return dx
-
-
-@primitive
-def GlobalAvgPool2D(ctx, x, channels_first=False, keepdims=False):
-    """The mean over rows and columns per sample and channel. Call it through
-    :func:`global_average_pool2d`.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import GlobalAvgPool2D, Tensor
-    >>> GlobalAvgPool2D.apply(Tensor(np.arange(4.0).reshape(1, 2, 2, 1)))
-    Tensor([[1.5]])
-    """
-    axes = (2, 3) if channels_first else (1, 2)
-    ctx.x_shape, ctx.axes = x.shape, axes
-    return np.mean(x, axis=axes, keepdims=keepdims, dtype=np.float64).astype(_float_type(x))
-
-
-@GlobalAvgPool2D.defvjp
-def _(ctx, grad):
-    shape, axes = ctx.x_shape, ctx.axes
-    g = grad if grad.ndim == 4 else np.expand_dims(grad, axes)
-    return np.broadcast_to(g / (shape[axes[0]] * shape[axes[1]]), shape).copy()
+    @staticmethod
+    def backward(ctx, grad):
+        shape, axes = ctx.x_shape, ctx.axes
+        g = grad if grad.ndim == 4 else np.expand_dims(grad, axes)
+        return np.broadcast_to(g / (shape[axes[0]] * shape[axes[1]]), shape).copy()
 
 
 def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channels_last",
@@ -240,7 +187,7 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channe
               \, K_{p,q,c,f}
 
     with zeros outside ``x``. Computed as one BLAS matrix product each for
-    ``y``, ``dK`` and ``dx`` (see :class:`Conv2D`).
+    ``y``, ``dK`` and ``dx`` (see Notes).
 
     Parameters
     ----------
@@ -270,6 +217,24 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", data_format="channe
         For inputs that are not 4-D, a kernel whose channels differ from the
         input's, a bias that is not ``(F,)``, an unknown padding or data
         format, or a window that does not fit with ``"valid"``.
+
+    Notes
+    -----
+    With ``cols`` the ``(rows, kh*kw*C)`` windows of a block of samples
+    (im2col) and ``K`` the ``(kh, kw, C, F)`` kernel read as ``(kh*kw*C, F)``:
+
+    .. math:: y = \mathrm{cols}\, K + b, \quad
+              dK = \textstyle\sum_\mathrm{blocks} \mathrm{cols}^T dy, \quad
+              db = \textstyle\sum dy, \quad
+              dx = \mathrm{col2im}(dy\, K^T)
+
+    Each block's windows, products (BLAS, one thread) and bias are done by
+    one thread while they are in its cache, the blocks shared by
+    :func:`fastbn._config.threads` threads; kernels of few taps (a first
+    layer on one channel) are summed window by window instead.
+    ``activation="relu"`` applies ReLU in the same pass as the bias (the
+    gradient is masked by the output), which ``nn.Conv2D(..., activation="relu")``
+    uses. The kernel and bias gradients are the same bits for any thread count.
 
     Examples
     --------
@@ -336,7 +301,8 @@ def max_pool2d(x, pool_size=2, strides=None, padding="valid", data_format="chann
     Returns
     -------
     Tensor
-        In ``x``'s layout; the gradient reaches each window's first maximum.
+        In ``x``'s layout; the gradient reaches each window's first maximum
+        (PyTorch's and TensorFlow's choice for ties).
 
     Examples
     --------

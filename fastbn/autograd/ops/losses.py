@@ -5,13 +5,11 @@ r"""Losses as Keras computes them: the sparse, categorical and binary cross-entr
 """
 import numpy as np
 
-from ..tensor import Function, primitive
+from ..tensor import Function
 from .activations import stable_sigmoid
 
 __all__ = ["sparse_categorical_crossentropy", "softmax_sparse_categorical_crossentropy",
-           "categorical_crossentropy", "binary_crossentropy",
-           "SparseCategoricalCrossentropy", "SoftmaxSparseCategoricalCrossentropy",
-           "CategoricalCrossentropy", "BinaryCrossentropy"]
+           "categorical_crossentropy", "binary_crossentropy"]
 
 
 def check_labels(labels, output_shape, fn):
@@ -41,22 +39,7 @@ def _pick(a, y):
 
 
 class SparseCategoricalCrossentropy(Function):
-    r"""Mean of ``-log p[label]`` over the rows, Keras' way.
-
-    From probabilities (``from_logits=False``) Keras renormalizes each row,
-    ``q = p / sum(p)``, clips ``q`` to ``[epsilon, 1 - epsilon]`` and takes
-    ``-log q[y]``; the gradient is zero where the clip is active. From
-    logits it is ``-log_softmax(z)[y]``, computed without overflow.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import SparseCategoricalCrossentropy, Tensor
-    >>> p = Tensor(np.array([[0.5, 0.5], [0.25, 0.75]]))
-    >>> loss = SparseCategoricalCrossentropy.apply(p, np.array([0, 1]))
-    >>> bool(np.isclose(loss.data, -(np.log(0.5) + np.log(0.75)) / 2))
-    True
-    """
+    """Keras' sparse categorical cross-entropy; see :func:`sparse_categorical_crossentropy`."""
 
     @staticmethod
     def forward(ctx, output, labels, from_logits=False, epsilon=1e-7):
@@ -98,24 +81,7 @@ class SparseCategoricalCrossentropy(Function):
 
 
 class SoftmaxSparseCategoricalCrossentropy(Function):
-    """``sparse_categorical_crossentropy(softmax(z), y)`` in one stable step.
-
-    Equal to the composition (Keras' clip of the probability at
-    ``[epsilon, 1 - epsilon]`` included) but computed from the logits: the
-    log-probability comes from a log-sum-exp and the gradient is
-    ``(softmax(z) - onehot(y)) / n`` (zero on rows whose probability is
-    clipped), instead of ``-1/p`` pushed through the softmax Jacobian.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import SoftmaxSparseCategoricalCrossentropy, Tensor
-    >>> z = Tensor(np.zeros((1, 2)), requires_grad=True)
-    >>> loss = SoftmaxSparseCategoricalCrossentropy.apply(z, np.array([0]))
-    >>> loss.backward()
-    >>> z.grad                          # softmax(z) - onehot(y)
-    array([[-0.5,  0.5]])
-    """
+    """Softmax and cross-entropy fused; see :func:`softmax_sparse_categorical_crossentropy`."""
 
     @staticmethod
     def forward(ctx, logits, labels, epsilon=1e-7):
@@ -150,6 +116,10 @@ def sparse_categorical_crossentropy(output, labels, from_logits=False, epsilon=1
             \epsilon, 1 - \epsilon\Big)
         \qquad\text{or, from logits,}\qquad
         L = -\frac{1}{n}\sum_i \mathrm{log\_softmax}(z_i)_{y_i}
+
+    From probabilities each row is renormalized, ``q = p / sum(p)``, and
+    ``q[y]`` clipped; the gradient is zero on rows whose ``q[y]`` the clip
+    holds. From logits no clip applies.
 
     Parameters
     ----------
@@ -197,7 +167,10 @@ def softmax_sparse_categorical_crossentropy(logits, labels, epsilon=1e-7):
 
     What ``Dense(..., activation="softmax")`` followed by Keras'
     ``"sparse_categorical_crossentropy"`` computes (the probability clip
-    included), from the logits in one op.
+    included), from the logits in one op: the log-probability comes from a
+    log-sum-exp and the gradient is ``(softmax(z) - onehot(y)) / n`` (zero on
+    rows whose probability is clipped), instead of ``-1/p`` pushed through
+    the softmax Jacobian.
 
     Parameters
     ----------
@@ -251,90 +224,66 @@ def check_target(target, output_shape, fn):
     return t
 
 
-@primitive
-def CategoricalCrossentropy(ctx, output, target, from_logits=False, epsilon=1e-7):
-    r"""Per-sample :math:`-\sum_j t_j \log q_j` over the last axis, Keras' way.
+class CategoricalCrossentropy(Function):
+    """Keras' categorical cross-entropy; see :func:`categorical_crossentropy`."""
 
-    From probabilities, ``q = p / sum(p)`` clipped to ``[epsilon, 1 - epsilon]``
-    (the gradient is zero where the clip is active); from logits,
-    ``q = softmax(z)`` as a stable log-softmax. Targets get no gradient.
+    @staticmethod
+    def forward(ctx, output, target, from_logits=False, epsilon=1e-7):
+        t = check_target(target, output.shape, "categorical_crossentropy").astype(output.dtype)
+        ctx.from_logits = from_logits
+        if from_logits:
+            z = output - output.max(axis=-1, keepdims=True)
+            z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            ctx.save_for_backward(z, t)
+            return -(t * z).sum(axis=-1)
+        s = output.sum(axis=-1, keepdims=True)
+        q = output / s
+        qc = np.clip(q, np.asarray(epsilon, q.dtype), np.asarray(1 - epsilon, q.dtype))
+        inside = (q >= epsilon) & (q <= 1 - epsilon)
+        ctx.save_for_backward(s, q, qc, inside, t)
+        return -(t * np.log(qc)).sum(axis=-1)
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import CategoricalCrossentropy, Tensor
-    >>> p = Tensor(np.array([[0.5, 0.5], [0.25, 0.75]]))
-    >>> CategoricalCrossentropy.apply(p, np.array([[1.0, 0.0], [0.0, 1.0]])).data.round(4)
-    array([0.6931, 0.2877])
-    """
-    t = check_target(target, output.shape, "categorical_crossentropy").astype(output.dtype)
-    ctx.from_logits = from_logits
-    if from_logits:
-        z = output - output.max(axis=-1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=-1, keepdims=True))
-        ctx.save_for_backward(z, t)
-        return -(t * z).sum(axis=-1)
-    s = output.sum(axis=-1, keepdims=True)
-    q = output / s
-    qc = np.clip(q, np.asarray(epsilon, q.dtype), np.asarray(1 - epsilon, q.dtype))
-    inside = (q >= epsilon) & (q <= 1 - epsilon)
-    ctx.save_for_backward(s, q, qc, inside, t)
-    return -(t * np.log(qc)).sum(axis=-1)
-
-
-@CategoricalCrossentropy.defvjp
-def _(ctx, grad):
-    g = np.asarray(grad)[..., None]
-    if ctx.from_logits:
-        z, t = ctx.saved_tensors
-        # d/dz_j: softmax_j * sum(t) - t_j
-        return g * (np.exp(z) * t.sum(axis=-1, keepdims=True) - t), None
-    s, q, qc, inside, t = ctx.saved_tensors
-    # L = -sum_k t_k log qc_k, q = p / s: dL/dp_j = (u_j - sum_k u_k q_k) / s,
-    # u_k = dL/dq_k = -t_k / qc_k (0 where the clip holds q_k)
-    u = np.where(inside, -t / qc, 0).astype(q.dtype)
-    d = (u - (u * q).sum(axis=-1, keepdims=True)) / s
-    return g * d, None
+    @staticmethod
+    def backward(ctx, grad):
+        g = np.asarray(grad)[..., None]
+        if ctx.from_logits:
+            z, t = ctx.saved_tensors
+            # d/dz_j: softmax_j * sum(t) - t_j
+            return g * (np.exp(z) * t.sum(axis=-1, keepdims=True) - t), None
+        s, q, qc, inside, t = ctx.saved_tensors
+        # L = -sum_k t_k log qc_k, q = p / s: dL/dp_j = (u_j - sum_k u_k q_k) / s,
+        # u_k = dL/dq_k = -t_k / qc_k (0 where the clip holds q_k)
+        u = np.where(inside, -t / qc, 0).astype(q.dtype)
+        d = (u - (u * q).sum(axis=-1, keepdims=True)) / s
+        return g * d, None
 
 
-@primitive
-def BinaryCrossentropy(ctx, output, target, from_logits=False, epsilon=1e-7):
-    r"""Element-wise :math:`-(t \log p + (1 - t)\log(1 - p))`, Keras' way.
+class BinaryCrossentropy(Function):
+    """Keras' binary cross-entropy; see :func:`binary_crossentropy`."""
 
-    From probabilities, ``p`` clipped to ``[epsilon, 1 - epsilon]`` (zero
-    gradient where the clip is active); from logits, ``p = sigmoid(z)`` in a
-    stable form (``t softplus(-z) + (1 - t) softplus(z)``, gradient
-    ``sigmoid(z) - t``). Targets get no gradient.
+    @staticmethod
+    def forward(ctx, output, target, from_logits=False, epsilon=1e-7):
+        t = check_target(target, output.shape, "binary_crossentropy").astype(output.dtype)
+        ctx.from_logits = from_logits
+        if from_logits:
+            sp = np.log1p(np.exp(-np.abs(output)))           # softplus(-|z|)
+            ctx.save_for_backward(output, t)
+            # softplus(z) = max(z, 0) + sp, softplus(-z) = max(-z, 0) + sp
+            return t * (np.maximum(-output, 0) + sp) + (1 - t) * (np.maximum(output, 0) + sp)
+        pc = np.clip(output, np.asarray(epsilon, output.dtype),
+                     np.asarray(1 - epsilon, output.dtype))
+        inside = (output >= epsilon) & (output <= 1 - epsilon)
+        ctx.save_for_backward(pc, inside, t)
+        return -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import BinaryCrossentropy, Tensor
-    >>> BinaryCrossentropy.apply(Tensor(np.array([0.5, 0.9])), np.array([1.0, 1.0])).data.round(4)
-    array([0.6931, 0.1054])
-    """
-    t = check_target(target, output.shape, "binary_crossentropy").astype(output.dtype)
-    ctx.from_logits = from_logits
-    if from_logits:
-        sp = np.log1p(np.exp(-np.abs(output)))           # softplus(-|z|)
-        ctx.save_for_backward(output, t)
-        # softplus(z) = max(z, 0) + sp, softplus(-z) = max(-z, 0) + sp
-        return t * (np.maximum(-output, 0) + sp) + (1 - t) * (np.maximum(output, 0) + sp)
-    pc = np.clip(output, np.asarray(epsilon, output.dtype),
-                 np.asarray(1 - epsilon, output.dtype))
-    inside = (output >= epsilon) & (output <= 1 - epsilon)
-    ctx.save_for_backward(pc, inside, t)
-    return -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
-
-
-@BinaryCrossentropy.defvjp
-def _(ctx, grad):
-    if ctx.from_logits:
-        z, t = ctx.saved_tensors
-        return grad * (stable_sigmoid(z) - t), None
-    pc, inside, t = ctx.saved_tensors
-    d = np.where(inside, (pc - t) / (pc * (1 - pc)), 0).astype(pc.dtype)
-    return grad * d, None
+    @staticmethod
+    def backward(ctx, grad):
+        if ctx.from_logits:
+            z, t = ctx.saved_tensors
+            return grad * (stable_sigmoid(z) - t), None
+        pc, inside, t = ctx.saved_tensors
+        d = np.where(inside, (pc - t) / (pc * (1 - pc)), 0).astype(pc.dtype)
+        return grad * d, None
 
 
 def categorical_crossentropy(output, target, from_logits=False, epsilon=1e-7):
@@ -346,6 +295,9 @@ def categorical_crossentropy(output, target, from_logits=False, epsilon=1e-7):
             \epsilon, 1 - \epsilon\Big)
         \qquad\text{or, from logits,}\qquad
         L_i = -\sum_j t_{ij}\, \mathrm{log\_softmax}(z_i)_j
+
+    The gradient is zero where the clip is active; from logits it is a stable
+    log-softmax. Targets get no gradient.
 
     Parameters
     ----------
@@ -378,6 +330,10 @@ def binary_crossentropy(output, target, from_logits=False, epsilon=1e-7):
 
     .. math:: L = -\big(t \log \mathrm{clip}(p, \epsilon, 1 - \epsilon)
               + (1 - t) \log(1 - \mathrm{clip}(p, \epsilon, 1 - \epsilon))\big)
+
+    The gradient is zero where the clip is active. From logits, ``p =
+    sigmoid(z)`` in a stable form (``t softplus(-z) + (1 - t) softplus(z)``,
+    gradient ``sigmoid(z) - t``). Targets get no gradient.
 
     Parameters
     ----------
