@@ -231,6 +231,42 @@ def neg(x):
     return Neg.apply(x)
 
 
+class Abs(Function):
+    """``|x|``; the gradient at 0 is 0 (NumPy's ``sign``); see :func:`abs`."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return np.abs(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * np.sign(x)
+
+
+def abs(x):  # noqa: A001  (NumPy's name)
+    """Absolute value, ``|x|``.
+
+    Parameters
+    ----------
+    x : Tensor or array_like
+
+    Returns
+    -------
+    Tensor
+        Same shape as ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastbn.autograd import Tensor, abs
+    >>> abs(Tensor(np.array([-1.0, 2.0])))
+    Tensor([1., 2.])
+    """
+    return Abs.apply(x)
+
+
 # ------------------------------------------------------------------- linear
 class MatMul(Function):
     """``a @ b`` with NumPy's rules; see :func:`matmul`."""
@@ -513,39 +549,3 @@ def transpose(x, axes=None):
     (3, 4, 2)
     """
     return Transpose.apply(x, None if axes is None else tuple(axes))
-
-
-class Abs(Function):
-    """``|x|``; the gradient at 0 is 0 (NumPy's ``sign``); see :func:`abs`."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return np.abs(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * np.sign(x)
-
-
-def abs(x):  # noqa: A001  (NumPy's name)
-    """Absolute value, ``|x|``.
-
-    Parameters
-    ----------
-    x : Tensor or array_like
-
-    Returns
-    -------
-    Tensor
-        Same shape as ``x``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Tensor, abs
-    >>> abs(Tensor(np.array([-1.0, 2.0])))
-    Tensor([1., 2.])
-    """
-    return Abs.apply(x)
