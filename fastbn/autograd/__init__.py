@@ -3,7 +3,9 @@
 :class:`Tensor` wraps an ndarray and records the operations applied to it;
 :meth:`Tensor.backward` walks the record in reverse topological order and
 accumulates gradients. Each operation is a :class:`Function` with a
-``forward`` and a ``backward`` (see :mod:`fastbn.autograd.ops`).
+``forward`` and a ``backward``, applied by the lowercase function of its
+name (``relu``, ``conv2d`` ...); they live in :mod:`fastbn.autograd.ops`,
+one module per family.
 
 Examples
 --------
@@ -17,30 +19,22 @@ Examples
 array([[1.5],
        [0.5]])
 """
-from .ops import (AvgPool2D, Conv2D, GlobalAvgPool2D, MaxPool2D, avg_pool2d, conv2d,
-                  global_average_pool2d, max_pool2d)
-from .ops import (BatchNorm, Dense, Dropout, ELU, LeakyReLU, LogSoftmax, MatMul, Mean, Mul,
-                  Neg, ReLU, Reshape, Sigmoid, Softmax, SoftmaxSparseCategoricalCrossentropy,
-                  SparseCategoricalCrossentropy, Sub, Sum, Tanh, Transpose, Add, Div,
-                  add, batch_norm, dense, div, dropout, elu, leaky_relu, log_softmax, matmul,
-                  mean, mul, neg, relu, reshape, sigmoid, softmax,
-                  softmax_sparse_categorical_crossentropy, sparse_categorical_crossentropy, sub,
-                  sum, tanh, transpose)
-from .ops import (GELU, SELU, Abs, BinaryCrossentropy, CategoricalCrossentropy, SiLU,
-                  Softplus, abs, binary_crossentropy, categorical_crossentropy, gelu, selu,
-                  silu, softplus, swish)
-from .tensor import Function, Tensor, primitive, enable_grad, is_grad_enabled, no_grad, unbroadcast
+from .ops import (abs, add, avg_pool2d, batch_norm, binary_crossentropy,
+                  categorical_crossentropy, conv2d, dense, div, dropout, elu, gelu,
+                  global_average_pool2d, leaky_relu, log_softmax, matmul, max_pool2d, mean, mul,
+                  neg, relu, reshape, selu, sigmoid, silu, softmax,
+                  softmax_sparse_categorical_crossentropy, softplus,
+                  sparse_categorical_crossentropy, sub, sum, swish, tanh, transpose)
+# Not public (op classes live in their family's module); fastbn.nn applies these four.
+from .ops.losses import SoftmaxSparseCategoricalCrossentropy  # noqa: F401
+from .ops.math import Dense, Reshape  # noqa: F401
+from .ops.normalization import BatchNorm  # noqa: F401
+from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, unbroadcast
 
-__all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",
            "add", "sub", "mul", "div", "neg", "matmul", "dense", "sum", "mean", "reshape",
-           "transpose", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax",
-           "log_softmax", "sparse_categorical_crossentropy",
-           "softmax_sparse_categorical_crossentropy", "dropout", "batch_norm",
-           "Add", "Sub", "Mul", "Div", "Neg", "MatMul", "Dense", "Sum", "Mean", "Reshape",
-           "Transpose", "ReLU", "LeakyReLU", "ELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax",
-           "SparseCategoricalCrossentropy", "SoftmaxSparseCategoricalCrossentropy", "Dropout",
-           "BatchNorm", "conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d",
-           "Conv2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D",
-           "abs", "selu", "gelu", "silu", "swish", "softplus",
-           "categorical_crossentropy", "binary_crossentropy", "Abs", "SELU", "GELU", "SiLU",
-           "Softplus", "CategoricalCrossentropy", "BinaryCrossentropy"]
+           "transpose", "abs", "relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax",
+           "log_softmax", "selu", "gelu", "silu", "swish", "softplus",
+           "sparse_categorical_crossentropy", "softmax_sparse_categorical_crossentropy",
+           "categorical_crossentropy", "binary_crossentropy", "dropout", "batch_norm",
+           "conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d"]

@@ -11,11 +11,16 @@ about 25 ops and spends more time in Python than in arithmetic, so ``Tensor``
 and ``Function`` use ``__slots__``, the engine stores the first gradient that
 reaches a tensor without copying it, and ``backward`` can skip gradients
 nobody needs (``ctx.needs_input_grad``).
+
+This module imports none of the ops: :mod:`fastbn.autograd.ops` binds the
+operators (``+``, ``@`` ...) and the methods ``sum``, ``mean``, ``reshape``,
+``transpose``, ``T``, ``relu``, ``tanh`` and ``sigmoid`` onto :class:`Tensor`
+when it is imported (early tinygrad's ``register``), and importing
+:mod:`fastbn.autograd` imports it.
 """
 import numpy as np
 
-__all__ = ["Tensor", "Function", "primitive", "no_grad", "enable_grad", "is_grad_enabled",
-           "unbroadcast"]
+__all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast"]
 
 _GRAD_ENABLED = [True]      # a list so that no_grad can flip it without `global`
 
@@ -151,6 +156,10 @@ class Function:
     A function without ``backward`` still runs forward; differentiating
     through it raises ``NotImplementedError`` naming the op.
 
+    fastbn's own ops are written this way: one subclass each in its family's
+    module of :mod:`fastbn.autograd.ops`, applied by the lowercase function
+    that documents it (``Add`` by :func:`~fastbn.autograd.add`).
+
     Attributes
     ----------
     parents : tuple
@@ -203,23 +212,6 @@ class Function:
             f"no_grad() / on tensors that do not require gradients")
 
     @classmethod
-    def defvjp(cls, backward):
-        """Decorator: make ``backward(ctx, grad)`` this op's backward (see :func:`primitive`).
-
-        Parameters
-        ----------
-        backward : callable
-            ``backward(ctx, grad)``, as :meth:`Function.backward` describes.
-
-        Returns
-        -------
-        callable
-            ``backward`` itself.
-        """
-        cls.backward = staticmethod(backward)
-        return backward
-
-    @classmethod
     def apply(cls, *inputs, **options):
         """Run ``forward`` on ``inputs`` and record the op when a gradient is needed.
 
@@ -249,46 +241,6 @@ class Function:
         t = Tensor.__new__(Tensor)
         t.data, t.grad, t.requires_grad, t._ctx = out, None, False, None
         return t
-
-
-def primitive(forward):
-    """Decorator: the :class:`Function` whose ``forward`` is the decorated function.
-
-    An op is then its maths and its docstring only (HIPS autograd's
-    ``primitive`` / ``defvjp``): the class takes the function's name and
-    docstring, and ``@Op.defvjp`` attaches the backward pass.
-
-    Parameters
-    ----------
-    forward : callable
-        ``forward(ctx, *inputs, **options)``, as :meth:`Function.forward` describes.
-
-    Returns
-    -------
-    type
-        A :class:`Function` subclass named ``forward.__name__``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from fastbn.autograd import Tensor, primitive
-    >>> @primitive
-    ... def Square(ctx, x):
-    ...     "``x * x``."
-    ...     ctx.save_for_backward(x)
-    ...     return x * x
-    >>> @Square.defvjp
-    ... def _(ctx, grad):
-    ...     (x,) = ctx.saved_tensors
-    ...     return 2.0 * x * grad
-    >>> x = Tensor(np.array([1.0, 3.0]), requires_grad=True)
-    >>> Square.apply(x).sum().backward()
-    >>> x.grad
-    array([2., 6.])
-    """
-    return type(forward.__name__, (Function,), {
-        "__doc__": forward.__doc__, "__module__": forward.__module__,
-        "__qualname__": forward.__qualname__, "forward": staticmethod(forward)})
 
 
 class Tensor:
@@ -482,141 +434,6 @@ class Tensor:
                 t.grad += g
             else:
                 t.grad = t.grad + g
-
-    # ---------------------------------------------------------- operators
-    def __add__(self, other):
-        return _ops().add(self, other)
-
-    def __radd__(self, other):
-        return _ops().add(other, self)
-
-    def __sub__(self, other):
-        return _ops().sub(self, other)
-
-    def __rsub__(self, other):
-        return _ops().sub(other, self)
-
-    def __mul__(self, other):
-        return _ops().mul(self, other)
-
-    def __rmul__(self, other):
-        return _ops().mul(other, self)
-
-    def __truediv__(self, other):
-        return _ops().div(self, other)
-
-    def __rtruediv__(self, other):
-        return _ops().div(other, self)
-
-    def __neg__(self):
-        return _ops().neg(self)
-
-    def __matmul__(self, other):
-        return _ops().matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return _ops().matmul(other, self)
-
-    def sum(self, axis=None, keepdims=False):
-        """Sum over ``axis`` (see :func:`fastbn.autograd.sum`).
-
-        Parameters
-        ----------
-        axis : int or tuple of ints, optional
-            The axes to reduce; all axes when None.
-        keepdims : bool, default False
-            Keep the reduced axes with length 1.
-
-        Returns
-        -------
-        Tensor
-        """
-        return _ops().sum(self, axis=axis, keepdims=keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        """Mean over ``axis`` (see :func:`fastbn.autograd.mean`).
-
-        Parameters
-        ----------
-        axis : int or tuple of ints, optional
-            The axes to reduce; all axes when None.
-        keepdims : bool, default False
-            Keep the reduced axes with length 1.
-
-        Returns
-        -------
-        Tensor
-        """
-        return _ops().mean(self, axis=axis, keepdims=keepdims)
-
-    def reshape(self, *shape):
-        """Reshape (see :func:`fastbn.autograd.reshape`); ``t.reshape(2, 3)`` works too.
-
-        Parameters
-        ----------
-        *shape : int or tuple of ints
-            The new shape, as one tuple or as separate ints.
-
-        Returns
-        -------
-        Tensor
-        """
-        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
-            shape = shape[0]
-        return _ops().reshape(self, shape)
-
-    def transpose(self, *axes):
-        """Permute axes (see :func:`fastbn.autograd.transpose`).
-
-        Parameters
-        ----------
-        *axes : int or tuple of ints
-            A permutation, as one tuple or as separate ints; none reverses the axes.
-
-        Returns
-        -------
-        Tensor
-        """
-        if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
-            axes = axes[0]
-        return _ops().transpose(self, axes or None)
-
-    @property
-    def T(self):
-        """All axes reversed."""
-        return _ops().transpose(self, None)
-
-    def relu(self):
-        """``max(x, 0)``.
-
-        Returns
-        -------
-        Tensor
-        """
-        return _ops().relu(self)
-
-    def tanh(self):
-        """Hyperbolic tangent.
-
-        Returns
-        -------
-        Tensor
-        """
-        return _ops().tanh(self)
-
-    def sigmoid(self):
-        """Logistic sigmoid.
-
-        Returns
-        -------
-        Tensor
-        """
-        return _ops().sigmoid(self)
-
-
-def _ops():
-    from . import ops
-    return ops
 
 
 def _walk(root, grad):

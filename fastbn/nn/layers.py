@@ -1125,7 +1125,7 @@ def _out_shape(n, rows, cols, channels, data_format):
 def _out_len(size, k, stride, padding):
     if size is None:
         return None
-    return ag.ops._window(size, k, stride, padding)[0]
+    return ag.ops.conv.window(size, k, stride, padding)[0]
 
 
 class Conv2D(Layer):
@@ -1177,8 +1177,8 @@ class Conv2D(Layer):
                 or filters < 1:
             raise ValueError(f"Conv2D: filters must be a positive integer, got {filters!r}")
         self.filters = int(filters)
-        self.kernel_size = ag.ops._pair(kernel_size, "kernel_size", "Conv2D")
-        self.strides = ag.ops._pair(strides, "strides", "Conv2D")
+        self.kernel_size = ag.ops.conv.pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = ag.ops.conv.pair(strides, "strides", "Conv2D")
         self.padding = _padding(padding, "Conv2D")
         self.data_format = _data_format(data_format, "Conv2D")
         _kernel_and_bias_args(self, activation, use_bias, kernel_initializer,
@@ -1219,9 +1219,9 @@ class _Pooling2D(Layer):
                  **kwargs):
         super().__init__(**kwargs)
         kind = type(self).__name__
-        self.pool_size = ag.ops._pair(pool_size, "pool_size", kind)
+        self.pool_size = ag.ops.conv.pair(pool_size, "pool_size", kind)
         self.strides = self.pool_size if strides is None \
-            else ag.ops._pair(strides, "strides", kind)
+            else ag.ops.conv.pair(strides, "strides", kind)
         self.padding = _padding(padding, kind)
         self.data_format = _data_format(data_format, kind)
 

@@ -26,7 +26,7 @@ def _tensor(y_pred):
 def _like(y_true, y_pred, fn):
     """``y_true`` as an array shaped and typed like ``y_pred`` (Keras squeezes or
     expands a trailing axis of 1)."""
-    return ag.ops._target(y_true, y_pred.shape, fn).astype(y_pred.dtype, copy=False)
+    return ag.ops.losses.check_target(y_true, y_pred.shape, fn).astype(y_pred.dtype, copy=False)
 
 
 class Loss:
@@ -224,7 +224,7 @@ def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
     array([0.6931, 0.2877])
     """
     y_pred = _tensor(y_pred)
-    y = ag.ops._labels(y_true, y_pred.shape, "sparse_categorical_crossentropy")
+    y = ag.ops.losses.check_labels(y_true, y_pred.shape, "sparse_categorical_crossentropy")
     onehot = np.zeros(y_pred.shape, y_pred.dtype)
     np.put_along_axis(onehot, y[..., None], 1, axis=-1)
     return ag.categorical_crossentropy(y_pred, onehot, from_logits=from_logits)
