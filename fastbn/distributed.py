@@ -30,9 +30,8 @@ install it with ``pip install "fastbn[mpi]"`` (mpi4py and the MPICH wheel,
 which brings ``mpiexec``). See ``docs/distributed.md`` for running on one
 machine and on several hosts, and what it costs.
 
-Processes you fork yourself (``multiprocessing``, ``DataLoader`` workers) after
-fastbn has started Numba's thread pool run the serial kernels, with the same
-results: GNU OpenMP cannot run in such a child (``fastbn._config.FORKED``).
+Processes forked after fastbn started Numba's thread pool run the serial kernels,
+with the same results (GNU OpenMP cannot run in such a child).
 """
 import os
 import sys
@@ -97,8 +96,7 @@ def _size(comm):
 # ------------------------------------------------------------ the shape check
 _OPS = {"moments": 1, "batch_norm_forward": 2, "batch_norm_backward": 3}
 _DIMS = 6           # feature dimensions written out in the header (any more: crc only)
-#: ok, op, dtype, feature ndim, crc, feature axes (bit a: axis a), dims..., then x.ndim
-#: (not compared)
+#: ok, op, dtype, feature ndim, crc, feature axes (bit a: axis a), dims..., x.ndim (not compared)
 _HEADER = 7 + _DIMS
 
 
@@ -492,9 +490,8 @@ def abort_on_exception(comm=None):
             previous(kind, value, tb)
             sys.stderr.flush()
             sys.stdout.flush()
-            # mpiexec forwards each rank's output through a pipe and stops reading
-            # it when the abort tears the job down: once in CI the traceback
-            # arrived cut off after its third line. A pause lets it through.
+            # mpiexec stops reading the rank's output pipe at the abort (a CI traceback
+            # was cut after 3 lines): the pause lets it through
             time.sleep(_ABORT_GRACE)
         finally:
             comm.Abort(1)
@@ -726,11 +723,11 @@ class DataParallel:
         self.comm.Bcast(array, root=self.root)
         return array
 
-    # ---------------------------------------------------- Sequential's hooks
+    # ------------------------- the strategy hooks (see fastbn.nn.training's docstring)
     def begin_fit(self, model, **arguments):
         """Called by ``fit``: check that every rank is here with the same
         ``arguments`` (:meth:`agree`), broadcast the weights and return
-        :meth:`step`'s function.
+        :meth:`step`'s function ``step(xb, yb) -> (loss, correct)``.
 
         Parameters
         ----------
@@ -738,11 +735,6 @@ class DataParallel:
             Compiled, with its step plan made.
         **arguments
             What must be the same on every rank (the number of samples, ...).
-
-        Returns
-        -------
-        callable
-            ``step(xb, yb) -> (loss, correct)``.
         """
         self.agree("fit()", **arguments)
         self._attach(model)
@@ -805,30 +797,31 @@ class DataParallel:
     def step(self, model):
         """The function that takes one data-parallel step on a global batch.
 
-        Built once per model plan (``fit`` and ``train_on_batch`` call it).
+        Built once per :meth:`~fastbn.nn.training.Trainer.step_plan` (``fit`` and
+        ``train_on_batch`` call it).
 
         Parameters
         ----------
         model : fastbn.nn.Sequential
-            Compiled, with its step plan made.
+            Compiled.
 
         Returns
         -------
         callable
-            ``step(xb, yb) -> (loss, correct)``: this rank trains on its
-            shard of ``(xb, yb)``; the mean loss and the number of correct
-            predictions are those of the whole batch.
+            ``step(xb, yb) -> (loss, correct)``: this rank trains on its shard of
+            ``(xb, yb)``; the loss and correct count are the whole batch's.
         """
+        plan = model.step_plan()
         cached = self._steps.get(id(model))
-        if cached is not None and cached[0] is model._plan:
+        if cached is not None and cached[0] is plan:
             return cached[1]
-        step = self._make_step(model)
-        self._steps[id(model)] = (model._plan, step)
+        step = self._make_step(model, plan)
+        self._steps[id(model)] = (plan, step)
         return step
 
-    def _make_step(self, model):
+    def _make_step(self, model, plan):
         self._attach(model)
-        _, _, variables, tensors = model._plan
+        variables, tensors = plan.variables, plan.tensors
         dtype = np.result_type(*[v.value.dtype for v in variables]) if variables else np.float32
         sizes = [v.value.size for v in variables]
         total = sum(sizes)
@@ -839,7 +832,7 @@ class DataParallel:
             grads.append(recv[o:o + s].reshape(v.value.shape))
             o += s
         comm, optimizer = self.comm, model.optimizer
-        correct_of = model._correct
+        correct_of = plan.correct
 
         def step(xb, yb):
             n = len(xb)
@@ -847,7 +840,7 @@ class DataParallel:
             xr, yr = xb[part], yb[part]
             m = len(xr)
             # d(global mean)/d(this shard's mean) = m / n: the ranks' gradients then add up
-            loss, h = model._backprop(xr, yr, scale=m / n)
+            loss, h = plan.backprop(xr, yr, scale=m / n)
             o = 0
             for t, s in zip(tensors, sizes):
                 if t.grad is None:
@@ -865,7 +858,8 @@ class DataParallel:
         return step
 
     def evaluate(self, model, x, y, batch_size, bar=None):
-        """Called by validation in ``fit``: each rank a shard, the sums combined.
+        """Called by validation in ``fit``: each rank a shard, the sums combined into
+        ``[loss, accuracy]``, means over all samples, the same on every rank.
 
         Parameters
         ----------
@@ -874,17 +868,12 @@ class DataParallel:
             The whole data set, the same on every rank.
         batch_size : int
         bar : progress bar (``fit``'s) or None
-
-        Returns
-        -------
-        list of float
-            ``[loss, accuracy]``, means over all samples, the same on every rank.
         """
         part = self.shard(len(x))
         m = part.stop - part.start
         if bar is not None:
             bar.total = -(-m // batch_size)
-        loss, acc = model._evaluate_local(x[part], y[part], batch_size, bar)
+        loss, acc = model.step_plan().evaluate(x[part], y[part], batch_size, bar)
         # small: gather and add in rank order, so every rank gets the same bits
         every = self.comm.allgather((loss * m, acc * m, m))
         loss_sum = sum(e[0] for e in every)
