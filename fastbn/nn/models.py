@@ -101,7 +101,8 @@ class Sequential(Trainer):
         self.metrics_names = []
         self.history = None
         self.stop_training = False
-        #: data-parallel training over MPI, set by fastbn.distributed.DataParallel.distribute
+        #: the distribution strategy (hooks: fastbn.nn.training's docstring), None for one
+        #: process; fastbn.distributed.DataParallel.distribute sets one
         self.distribution = None
         for layer in layers or []:
             self.add(layer)

@@ -307,7 +307,7 @@ class Trainer:
         if masking:
             cell = [None]
             calls = _mask_passing(layers, calls, cell)
-            per_sample = losses_mod._per_sample(loss)
+            per_sample = losses_mod.per_sample_function(loss)
             if per_sample is not None:
                 unmasked_loss = loss_fn
 
