@@ -542,22 +542,19 @@ def _default_comm():
 class DataParallel:
     """Data-parallel training of a :class:`fastbn.nn.Sequential` over MPI.
 
-    Every rank runs the same script on the same data with the same seed and
-    calls ``fit`` with the **global** batch size; each rank then computes on
-    its contiguous shard of every global batch (uneven when the batch does
-    not divide: ranks ``0..r-1`` get one row more, and a rank may get none).
+    Every rank runs the same script on the same data with the same seed and calls ``fit``
+    with the **global** batch size; each rank then computes on its contiguous shard of every
+    global batch (uneven when the batch does not divide: ranks ``0..r-1`` get one row more,
+    and a rank may get none).
 
-    * :meth:`distribute` broadcasts rank 0's weights (moving statistics
-      included) and attaches the communicator to the
-      ``BatchNormalization(synchronized=True)`` layers;
-    * each step, each rank back-propagates its shard's mean loss times
-      ``n_rank / N`` and **one** ``Allreduce`` sums every gradient, packed
-      into one flat buffer, with the step's loss and correct count, so
-      every rank applies the gradient of the global batch's mean loss and
-      the weights stay identical;
-    * shuffling uses rank 0's order, validation in ``fit`` splits the data
-      across the ranks and combines the sums (``evaluate`` and ``predict``
-      run on each rank alone);
+    * :meth:`distribute` broadcasts rank 0's weights (moving statistics included) and
+      attaches the communicator to the ``BatchNormalization(synchronized=True)`` layers;
+    * each step, each rank back-propagates its shard's mean loss times ``n_rank / N`` and
+      **one** ``Allreduce`` sums every gradient, packed into one flat buffer, with the
+      step's loss and correct count, so every rank applies the gradient of the global
+      batch's mean loss and the weights stay identical;
+    * shuffling uses rank 0's order, validation in ``fit`` splits the data across the ranks
+      and combines the sums (``evaluate`` and ``predict`` run on each rank alone);
     * only rank 0 shows progress (``is_root`` tells a script when to print
       or write files).
 
@@ -572,13 +569,12 @@ class DataParallel:
         Call :func:`abort_on_exception`, so that an uncaught exception on
         one rank ends the job instead of leaving the others waiting.
     timeout : float or None, default 300
-        Seconds ``fit`` waits at its start for every rank to call it too
-        before it raises ``RuntimeError`` (then, with ``abort_on_error``,
-        the job ends): ``fit`` guarded by ``if dp.is_root:`` would otherwise
-        wait forever in its first collective. None: wait forever. MPI's
-        collectives have no timeout; this one is a non-blocking barrier on a
-        communicator of its own, polled. After it fires the ranks are out of
-        step for good: end the job.
+        Seconds ``fit`` waits at its start for every rank to call it too before it raises
+        ``RuntimeError`` (then, with ``abort_on_error``, the job ends): ``fit`` guarded by
+        ``if dp.is_root:`` would otherwise wait forever in its first collective. None: wait
+        forever. MPI's collectives have no timeout; this one is a non-blocking barrier on a
+        communicator of its own, polled. After it fires the ranks are out of step for good:
+        end the job.
 
     Attributes
     ----------
@@ -586,15 +582,13 @@ class DataParallel:
 
     Notes
     -----
-    Every rank must call ``fit`` (and ``train_on_batch``) with the same
-    number of samples, batch size, epochs, shuffle and validation data: at
-    its start ``fit`` compares them across the ranks and raises
-    ``ValueError`` on every rank when they differ (rather than aborting
-    with "Message truncated" or hanging later). ``evaluate`` and ``predict`` do not
-    communicate: each rank computes on all the data it is given (the
-    weights are the same everywhere), so ``if dp.is_root:
-    model.evaluate(...)`` works. Validation inside ``fit`` is split across
-    the ranks.
+    Every rank must call ``fit`` (and ``train_on_batch``) with the same number of
+    samples, batch size, epochs, shuffle and validation data: at its start ``fit``
+    compares them across the ranks and raises ``ValueError`` on every rank when they
+    differ (rather than aborting with "Message truncated" or hanging later).
+    ``evaluate`` and ``predict`` do not communicate: each rank computes on all the
+    data it is given (the weights are the same everywhere), so ``if dp.is_root:
+    model.evaluate(...)`` works. Validation inside ``fit`` is split across the ranks.
 
     Examples
     --------
@@ -663,9 +657,9 @@ class DataParallel:
     def distribute(self, model):
         """Train ``model`` data-parallel from now on.
 
-        Sets ``model.distribution``, gives its synchronized batch-norm layers
-        the communicator and, once the model is built, broadcasts the root's
-        weights (``fit`` broadcasts them again at its start).
+        Sets ``model.distribution``, gives its synchronized batch-norm layers the
+        communicator and, once the model is built, broadcasts the root's weights (``fit``
+        broadcasts them again at its start).
 
         Parameters
         ----------
@@ -725,9 +719,8 @@ class DataParallel:
 
     # ------------------------- the strategy hooks (see fastbn.nn.training's docstring)
     def begin_fit(self, model, **arguments):
-        """Called by ``fit``: check that every rank is here with the same
-        ``arguments`` (:meth:`agree`), broadcast the weights and return
-        :meth:`step`'s function ``step(xb, yb) -> (loss, correct)``.
+        """Called by ``fit``: check that every rank is here with the same ``arguments``
+        (:meth:`agree`), broadcast the weights and return :meth:`step`'s function.
 
         Parameters
         ----------
@@ -735,6 +728,11 @@ class DataParallel:
             Compiled, with its step plan made.
         **arguments
             What must be the same on every rank (the number of samples, ...).
+
+        Returns
+        -------
+        callable
+            ``step(xb, yb) -> (loss, correct)``.
         """
         self.agree("fit()", **arguments)
         self._attach(model)
@@ -745,11 +743,10 @@ class DataParallel:
         """Wait for every rank to call this too, then raise on every rank unless
         all passed the same ``what`` and ``arguments``.
 
-        The wait is a non-blocking barrier on a communicator of this object's
-        own, polled for up to ``timeout`` seconds; then one ``allgather`` of
-        ``(what, arguments)``. Called at the start of ``fit``, before any
-        other collective, so that ranks given different data fail there
-        instead of hanging or aborting in a later collective.
+        The wait is a non-blocking barrier on a communicator of this object's own, polled
+        for up to ``timeout`` seconds; then one ``allgather`` of ``(what, arguments)``.
+        Called at the start of ``fit``, before any other collective, so that ranks given
+        different data fail there instead of hanging or aborting in a later collective.
 
         Parameters
         ----------
@@ -858,8 +855,7 @@ class DataParallel:
         return step
 
     def evaluate(self, model, x, y, batch_size, bar=None):
-        """Called by validation in ``fit``: each rank a shard, the sums combined into
-        ``[loss, accuracy]``, means over all samples, the same on every rank.
+        """Called by validation in ``fit``: each rank a shard, the sums combined.
 
         Parameters
         ----------
@@ -868,6 +864,11 @@ class DataParallel:
             The whole data set, the same on every rank.
         batch_size : int
         bar : progress bar (``fit``'s) or None
+
+        Returns
+        -------
+        list of float
+            ``[loss, accuracy]``, means over all samples, the same on every rank.
         """
         part = self.shard(len(x))
         m = part.stop - part.start
@@ -887,8 +888,7 @@ class DataParallel:
         Returns
         -------
         int
-            This process's CPU cores divided by the ranks on this host (at
-            least 1).
+            This process's CPU cores divided by the ranks on this host (at least 1).
         """
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         local = 1

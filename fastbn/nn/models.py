@@ -307,6 +307,11 @@ class Sequential(Trainer):
                          ("Non-trainable", total - trainable)):
             out(f" {label} params: {n:,} ({_readable_size(4 * n)})")
 
+    # ---------------------------------------------------- training (Trainer's)
+    # bound here too, so that the API page documents them on Sequential, as Keras does
+    fit, evaluate, predict = Trainer.fit, Trainer.evaluate, Trainer.predict
+    train_on_batch, step_plan = Trainer.train_on_batch, Trainer.step_plan
+
     # ------------------------------------------------------------ calling
     def __call__(self, x, training=False):
         """Run the layers on ``x`` (building the model on first use); returns a Tensor."""

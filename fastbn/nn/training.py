@@ -142,6 +142,19 @@ class StepPlan:
     :meth:`Trainer.step_plan` makes it; ``compile`` and a change of layers
     make a new one.
 
+    Parameters
+    ----------
+    calls : list of callable
+        ``call(x, training) -> Tensor``, one per layer, in order (a final
+        softmax fused into ``loss_fn`` is left out).
+    loss_fn : callable
+        ``loss_fn(y, output) -> Tensor``: the scalar loss that is minimised
+        (regularization penalties included).
+    variables : list of Variable
+        The trainable variables.
+    correct : callable
+        ``correct(output, y) -> int``, the model's count of right predictions.
+
     Attributes
     ----------
     variables : list of Variable
