@@ -30,9 +30,8 @@ install it with ``pip install "fastbn[mpi]"`` (mpi4py and the MPICH wheel,
 which brings ``mpiexec``). See ``docs/distributed.md`` for running on one
 machine and on several hosts, and what it costs.
 
-Processes you fork yourself (``multiprocessing``, ``DataLoader`` workers) after
-fastbn has started Numba's thread pool run the serial kernels, with the same
-results: GNU OpenMP cannot run in such a child (``fastbn._config.FORKED``).
+Processes forked after fastbn started Numba's thread pool run the serial kernels,
+with the same results (GNU OpenMP cannot run in such a child).
 """
 import os
 import sys
@@ -97,8 +96,7 @@ def _size(comm):
 # ------------------------------------------------------------ the shape check
 _OPS = {"moments": 1, "batch_norm_forward": 2, "batch_norm_backward": 3}
 _DIMS = 6           # feature dimensions written out in the header (any more: crc only)
-#: ok, op, dtype, feature ndim, crc, feature axes (bit a: axis a), dims..., then x.ndim
-#: (not compared)
+#: ok, op, dtype, feature ndim, crc, feature axes (bit a: axis a), dims..., x.ndim (not compared)
 _HEADER = 7 + _DIMS
 
 
@@ -492,9 +490,8 @@ def abort_on_exception(comm=None):
             previous(kind, value, tb)
             sys.stderr.flush()
             sys.stdout.flush()
-            # mpiexec forwards each rank's output through a pipe and stops reading
-            # it when the abort tears the job down: once in CI the traceback
-            # arrived cut off after its third line. A pause lets it through.
+            # mpiexec stops reading the rank's output pipe at the abort (a CI traceback
+            # was cut after 3 lines): the pause lets it through
             time.sleep(_ABORT_GRACE)
         finally:
             comm.Abort(1)
@@ -545,22 +542,19 @@ def _default_comm():
 class DataParallel:
     """Data-parallel training of a :class:`fastbn.nn.Sequential` over MPI.
 
-    Every rank runs the same script on the same data with the same seed and
-    calls ``fit`` with the **global** batch size; each rank then computes on
-    its contiguous shard of every global batch (uneven when the batch does
-    not divide: ranks ``0..r-1`` get one row more, and a rank may get none).
+    Every rank runs the same script on the same data with the same seed and calls ``fit``
+    with the **global** batch size; each rank then computes on its contiguous shard of every
+    global batch (uneven when the batch does not divide: ranks ``0..r-1`` get one row more,
+    and a rank may get none).
 
-    * :meth:`distribute` broadcasts rank 0's weights (moving statistics
-      included) and attaches the communicator to the
-      ``BatchNormalization(synchronized=True)`` layers;
-    * each step, each rank back-propagates its shard's mean loss times
-      ``n_rank / N`` and **one** ``Allreduce`` sums every gradient, packed
-      into one flat buffer, with the step's loss and correct count, so
-      every rank applies the gradient of the global batch's mean loss and
-      the weights stay identical;
-    * shuffling uses rank 0's order, validation in ``fit`` splits the data
-      across the ranks and combines the sums (``evaluate`` and ``predict``
-      run on each rank alone);
+    * :meth:`distribute` broadcasts rank 0's weights (moving statistics included) and
+      attaches the communicator to the ``BatchNormalization(synchronized=True)`` layers;
+    * each step, each rank back-propagates its shard's mean loss times ``n_rank / N`` and
+      **one** ``Allreduce`` sums every gradient, packed into one flat buffer, with the
+      step's loss and correct count, so every rank applies the gradient of the global
+      batch's mean loss and the weights stay identical;
+    * shuffling uses rank 0's order, validation in ``fit`` splits the data across the ranks
+      and combines the sums (``evaluate`` and ``predict`` run on each rank alone);
     * only rank 0 shows progress (``is_root`` tells a script when to print
       or write files).
 
@@ -575,13 +569,12 @@ class DataParallel:
         Call :func:`abort_on_exception`, so that an uncaught exception on
         one rank ends the job instead of leaving the others waiting.
     timeout : float or None, default 300
-        Seconds ``fit`` waits at its start for every rank to call it too
-        before it raises ``RuntimeError`` (then, with ``abort_on_error``,
-        the job ends): ``fit`` guarded by ``if dp.is_root:`` would otherwise
-        wait forever in its first collective. None: wait forever. MPI's
-        collectives have no timeout; this one is a non-blocking barrier on a
-        communicator of its own, polled. After it fires the ranks are out of
-        step for good: end the job.
+        Seconds ``fit`` waits at its start for every rank to call it too before it raises
+        ``RuntimeError`` (then, with ``abort_on_error``, the job ends): ``fit`` guarded by
+        ``if dp.is_root:`` would otherwise wait forever in its first collective. None: wait
+        forever. MPI's collectives have no timeout; this one is a non-blocking barrier on a
+        communicator of its own, polled. After it fires the ranks are out of step for good:
+        end the job.
 
     Attributes
     ----------
@@ -589,15 +582,13 @@ class DataParallel:
 
     Notes
     -----
-    Every rank must call ``fit`` (and ``train_on_batch``) with the same
-    number of samples, batch size, epochs, shuffle and validation data: at
-    its start ``fit`` compares them across the ranks and raises
-    ``ValueError`` on every rank when they differ (rather than aborting
-    with "Message truncated" or hanging later). ``evaluate`` and ``predict`` do not
-    communicate: each rank computes on all the data it is given (the
-    weights are the same everywhere), so ``if dp.is_root:
-    model.evaluate(...)`` works. Validation inside ``fit`` is split across
-    the ranks.
+    Every rank must call ``fit`` (and ``train_on_batch``) with the same number of
+    samples, batch size, epochs, shuffle and validation data: at its start ``fit``
+    compares them across the ranks and raises ``ValueError`` on every rank when they
+    differ (rather than aborting with "Message truncated" or hanging later).
+    ``evaluate`` and ``predict`` do not communicate: each rank computes on all the
+    data it is given (the weights are the same everywhere), so ``if dp.is_root:
+    model.evaluate(...)`` works. Validation inside ``fit`` is split across the ranks.
 
     Examples
     --------
@@ -666,9 +657,9 @@ class DataParallel:
     def distribute(self, model):
         """Train ``model`` data-parallel from now on.
 
-        Sets ``model.distribution``, gives its synchronized batch-norm layers
-        the communicator and, once the model is built, broadcasts the root's
-        weights (``fit`` broadcasts them again at its start).
+        Sets ``model.distribution``, gives its synchronized batch-norm layers the
+        communicator and, once the model is built, broadcasts the root's weights (``fit``
+        broadcasts them again at its start).
 
         Parameters
         ----------
@@ -726,11 +717,10 @@ class DataParallel:
         self.comm.Bcast(array, root=self.root)
         return array
 
-    # ---------------------------------------------------- Sequential's hooks
+    # ------------------------- the strategy hooks (see fastbn.nn.training's docstring)
     def begin_fit(self, model, **arguments):
-        """Called by ``fit``: check that every rank is here with the same
-        ``arguments`` (:meth:`agree`), broadcast the weights and return
-        :meth:`step`'s function.
+        """Called by ``fit``: check that every rank is here with the same ``arguments``
+        (:meth:`agree`), broadcast the weights and return :meth:`step`'s function.
 
         Parameters
         ----------
@@ -753,11 +743,10 @@ class DataParallel:
         """Wait for every rank to call this too, then raise on every rank unless
         all passed the same ``what`` and ``arguments``.
 
-        The wait is a non-blocking barrier on a communicator of this object's
-        own, polled for up to ``timeout`` seconds; then one ``allgather`` of
-        ``(what, arguments)``. Called at the start of ``fit``, before any
-        other collective, so that ranks given different data fail there
-        instead of hanging or aborting in a later collective.
+        The wait is a non-blocking barrier on a communicator of this object's own, polled
+        for up to ``timeout`` seconds; then one ``allgather`` of ``(what, arguments)``.
+        Called at the start of ``fit``, before any other collective, so that ranks given
+        different data fail there instead of hanging or aborting in a later collective.
 
         Parameters
         ----------
@@ -805,30 +794,31 @@ class DataParallel:
     def step(self, model):
         """The function that takes one data-parallel step on a global batch.
 
-        Built once per model plan (``fit`` and ``train_on_batch`` call it).
+        Built once per :meth:`~fastbn.nn.training.Trainer.step_plan` (``fit`` and
+        ``train_on_batch`` call it).
 
         Parameters
         ----------
         model : fastbn.nn.Sequential
-            Compiled, with its step plan made.
+            Compiled.
 
         Returns
         -------
         callable
-            ``step(xb, yb) -> (loss, correct)``: this rank trains on its
-            shard of ``(xb, yb)``; the mean loss and the number of correct
-            predictions are those of the whole batch.
+            ``step(xb, yb) -> (loss, correct)``: this rank trains on its shard of
+            ``(xb, yb)``; the loss and correct count are the whole batch's.
         """
+        plan = model.step_plan()
         cached = self._steps.get(id(model))
-        if cached is not None and cached[0] is model._plan:
+        if cached is not None and cached[0] is plan:
             return cached[1]
-        step = self._make_step(model)
-        self._steps[id(model)] = (model._plan, step)
+        step = self._make_step(model, plan)
+        self._steps[id(model)] = (plan, step)
         return step
 
-    def _make_step(self, model):
+    def _make_step(self, model, plan):
         self._attach(model)
-        _, _, variables, tensors = model._plan
+        variables, tensors = plan.variables, plan.tensors
         dtype = np.result_type(*[v.value.dtype for v in variables]) if variables else np.float32
         sizes = [v.value.size for v in variables]
         total = sum(sizes)
@@ -839,7 +829,7 @@ class DataParallel:
             grads.append(recv[o:o + s].reshape(v.value.shape))
             o += s
         comm, optimizer = self.comm, model.optimizer
-        correct_of = model._correct
+        correct_of = plan.correct
 
         def step(xb, yb):
             n = len(xb)
@@ -847,7 +837,7 @@ class DataParallel:
             xr, yr = xb[part], yb[part]
             m = len(xr)
             # d(global mean)/d(this shard's mean) = m / n: the ranks' gradients then add up
-            loss, h = model._backprop(xr, yr, scale=m / n)
+            loss, h = plan.backprop(xr, yr, scale=m / n)
             o = 0
             for t, s in zip(tensors, sizes):
                 if t.grad is None:
@@ -884,7 +874,7 @@ class DataParallel:
         m = part.stop - part.start
         if bar is not None:
             bar.total = -(-m // batch_size)
-        loss, acc = model._evaluate_local(x[part], y[part], batch_size, bar)
+        loss, acc = model.step_plan().evaluate(x[part], y[part], batch_size, bar)
         # small: gather and add in rank order, so every rank gets the same bits
         every = self.comm.allgather((loss * m, acc * m, m))
         loss_sum = sum(e[0] for e in every)
@@ -898,8 +888,7 @@ class DataParallel:
         Returns
         -------
         int
-            This process's CPU cores divided by the ranks on this host (at
-            least 1).
+            This process's CPU cores divided by the ranks on this host (at least 1).
         """
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         local = 1

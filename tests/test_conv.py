@@ -296,7 +296,7 @@ def test_cnn_training_step_is_bitwise_identical_with_1_and_2_threads():
         model.compile(loss="sparse_categorical_crossentropy", optimizer="adam")
         model.build((None, 28, 28, 1))
         model._make_plan()
-        loss, out = model._backprop(x, y.astype(np.intp))
+        loss, out = model.step_plan().backprop(x, y.astype(np.intp))
         return ([out.data.copy()] + [v.tensor.grad.copy() for v in model.trainable_variables]
                 + [v.numpy() for v in model.non_trainable_variables])
     _assert_bitwise_identical_with_1_and_2_threads(step)

@@ -25,10 +25,6 @@ from .ops import (abs, add, avg_pool2d, batch_norm, binary_crossentropy,
                   neg, relu, reshape, selu, sigmoid, silu, softmax,
                   softmax_sparse_categorical_crossentropy, softplus,
                   sparse_categorical_crossentropy, sub, sum, swish, tanh, transpose)
-# Not public (op classes live in their family's module); fastbn.nn applies these four.
-from .ops.losses import SoftmaxSparseCategoricalCrossentropy  # noqa: F401
-from .ops.math import Dense, Reshape  # noqa: F401
-from .ops.normalization import BatchNorm  # noqa: F401
 from .tensor import Function, Tensor, enable_grad, is_grad_enabled, no_grad, unbroadcast
 
 __all__ = ["Tensor", "Function", "no_grad", "enable_grad", "is_grad_enabled", "unbroadcast",

@@ -28,7 +28,7 @@ Examples
 ['accuracy', 'loss']
 """
 from . import (activations, callbacks, constraints, initializers, losses, models,
-               optimizers, regularizers, utils)
+               optimizers, regularizers, training, utils)
 from .layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout,
                      Flatten, GlobalAveragePooling2D, Input, Layer, LeakyReLU, Masking,
                      MaxPooling2D, Variable)
@@ -43,4 +43,4 @@ __all__ = ["Sequential", "History", "Layer", "Variable", "Input", "Dense",
            "Optimizer", "SGD", "Adam", "RMSprop", "SparseCategoricalCrossentropy",
            "set_random_seed", "clear_session",
            "activations", "callbacks", "constraints", "initializers", "losses", "models",
-           "optimizers", "regularizers", "utils"]
+           "optimizers", "regularizers", "training", "utils"]

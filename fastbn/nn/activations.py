@@ -80,6 +80,14 @@ def get(identifier):
     raise TypeError(f"activation must be a name, None or a callable, got {identifier!r}")
 
 
+def keras_name(fn):
+    """The Keras name of an activation function that :func:`get` knows, else None."""
+    for k, v in _BY_NAME.items():
+        if v is fn:
+            return k
+    return None
+
+
 def name_of(fn):
     """The Keras name of an activation function, or its ``__name__``."""
     for k, v in _BY_NAME.items():

@@ -168,31 +168,6 @@ class LearningRateScheduler(Callback):
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr:.6g}.")
 
 
-def _batch_hooks(callbacks):
-    """The bound batch hooks that do something: ``(begin, end)`` lists.
-
-    ``fit`` calls only these per batch, so callbacks without batch hooks cost
-    nothing there. A :class:`Callback` counts when its class overrides the
-    hook (or ``on_batch_end``); any other object when it has the method.
-    """
-    begin, end = [], []
-    for cb in callbacks:
-        if isinstance(cb, Callback):
-            t = type(cb)
-            if t.on_train_batch_begin is not Callback.on_train_batch_begin:
-                begin.append(cb.on_train_batch_begin)
-            if (t.on_train_batch_end is not Callback.on_train_batch_end
-                    or t.on_batch_end is not Callback.on_batch_end):
-                end.append(cb.on_train_batch_end)
-            continue
-        if callable(getattr(cb, "on_train_batch_begin", None)):
-            begin.append(cb.on_train_batch_begin)
-        fn = getattr(cb, "on_train_batch_end", None) or getattr(cb, "on_batch_end", None)
-        if callable(fn):
-            end.append(fn)
-    return begin, end
-
-
 class _MonitorCallback(Callback):
     """Keras' ``MonitorCallback``: which way ``monitor`` improves, by at least ``min_delta``."""
 

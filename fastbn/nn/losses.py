@@ -344,8 +344,11 @@ def mean_absolute_error(y_true, y_pred):
     return ag.abs(y_pred - _like(y_true, y_pred, "mean_absolute_error")).mean(axis=-1)
 
 
-def _per_sample(loss):
-    """The per-sample form of a compiled loss (for masks), or None if it has none."""
+def per_sample_function(loss):
+    """The per-sample form ``f(y_true, y_pred)`` of a compiled loss, or None if it has none.
+
+    ``fit`` weights its values by the output's mask (Keras' masked losses).
+    """
     if isinstance(loss, SparseCategoricalCrossentropy):
         return lambda y, p: sparse_categorical_crossentropy(y, p, loss.from_logits)
     if isinstance(loss, (CategoricalCrossentropy, BinaryCrossentropy)):

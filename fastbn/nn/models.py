@@ -1,15 +1,10 @@
-"""``Sequential``: Keras' model API (summary, compile, fit, evaluate, predict, weights).
+"""``Sequential``: Keras' model container (layers, build, summary, compile, weights, files).
 
-The training step is the hot path: at batch 32 the MNIST MLP's arithmetic is
-~0.4 ms and every microsecond of Python shows. ``fit`` therefore converts
-and validates the data once, not per batch; the step calls the layers'
-``call`` directly (shapes were checked once); a final softmax is fused with
-Keras' cross-entropy into one stable op (same value, gradient
-``softmax - onehot``); and the optimizer updates the weights in place.
+Training (``fit``, ``evaluate``, ``predict``, ``train_on_batch``) is inherited
+from :class:`fastbn.nn.training.Trainer`; files are written and read by
+:mod:`fastbn.nn.saving`.
 """
-import math
-import time
-import warnings
+import textwrap
 import zipfile
 
 import numpy as np
@@ -17,36 +12,11 @@ import numpy as np
 from .. import autograd as ag
 from .. import functional as F
 from .._files import atomic_write
-from . import callbacks as callbacks_mod, layers as L, losses as losses_mod, optimizers, \
-    saving, utils
-from ._progress import Progbar, mark_warm
+from . import layers as L, losses as losses_mod, optimizers, saving, utils
+from ._format import format_shape
+from .training import History, Trainer
 
 __all__ = ["Sequential", "History", "load_model"]
-
-
-class History:
-    """What ``fit`` returns: ``history`` (metric name -> one value per epoch) and ``epoch``.
-
-    Examples
-    --------
-    >>> from fastbn.nn import History
-    >>> h = History(); h.history
-    {}
-    """
-
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
-        self.params = {}
-        self.model = None
-
-    def _append(self, epoch, logs):
-        self.epoch.append(epoch)
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(v)
-
-    def __repr__(self):
-        return f"<History epochs={len(self.epoch)} keys={list(self.history)}>"
 
 
 def _readable_size(nbytes):
@@ -60,7 +30,6 @@ def _readable_size(nbytes):
 
 def _wrap(text, width):
     """Split ``text`` into lines of at most ``width`` characters, at spaces where possible."""
-    import textwrap
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
@@ -91,32 +60,9 @@ def _read_weights_file(filepath):
     return stored
 
 
-def _mask_passing(layers, calls, cell):
-    """``calls`` that hand each layer the mask of its input (Keras' propagation):
-    layers whose ``call`` takes one get it; ``compute_mask`` gives the next, and
-    ``cell[0]`` holds the output's mask after the last call."""
-
-    def wrap(i, layer, call):
-        def masked(x, training):
-            mask = None if i == 0 else cell[0]
-            out = (layer.call(x, training, mask=mask) if mask is not None and layer._takes_mask()
-                   else call(x, training))
-            cell[0] = layer.compute_mask(x, mask)
-            return out
-        return masked
-    return [wrap(i, layer, call) for i, (layer, call) in enumerate(zip(layers, calls))]
 
 
-def _recording(layer, call):
-    """``call`` that also records the layer's activity penalty of its output."""
-    def recorded(x, training):
-        out = call(x, training)
-        layer._activity_penalty(out)
-        return out
-    return recorded
-
-
-class Sequential:
+class Sequential(Trainer):
     """A linear stack of layers, with Keras' model API.
 
     Parameters
@@ -155,7 +101,8 @@ class Sequential:
         self.metrics_names = []
         self.history = None
         self.stop_training = False
-        #: data-parallel training over MPI, set by fastbn.distributed.DataParallel.distribute
+        #: the distribution strategy (hooks: fastbn.nn.training's docstring), None for one
+        #: process; fastbn.distributed.DataParallel.distribute sets one
         self.distribution = None
         for layer in layers or []:
             self.add(layer)
@@ -360,6 +307,11 @@ class Sequential:
                          ("Non-trainable", total - trainable)):
             out(f" {label} params: {n:,} ({_readable_size(4 * n)})")
 
+    # ---------------------------------------------------- training (Trainer's)
+    # bound here too, so that the API page documents them on Sequential, as Keras does
+    fit, evaluate, predict = Trainer.fit, Trainer.evaluate, Trainer.predict
+    train_on_batch, step_plan = Trainer.train_on_batch, Trainer.step_plan
+
     # ------------------------------------------------------------ calling
     def __call__(self, x, training=False):
         """Run the layers on ``x`` (building the model on first use); returns a Tensor."""
@@ -417,71 +369,6 @@ class Sequential:
         self.compiled = True
         self._plan = None
 
-    def _require_compiled(self, what):
-        if not self.compiled:
-            raise RuntimeError(f"You must call compile() before {what}(), e.g. "
-                               f"model.compile(loss='sparse_categorical_crossentropy', "
-                               f"optimizer='sgd', metrics=['accuracy'])")
-
-    def _make_plan(self):
-        """The per-step callables, with the softmax fused into the loss when it is Keras'."""
-        layers = self._layers
-        calls = [layer.call for layer in layers]
-        loss = self.loss
-        fused = False
-        masking = any(type(layer).compute_mask is not L.Layer.compute_mask for layer in layers)
-        if (isinstance(loss, losses_mod.SparseCategoricalCrossentropy) and not loss.from_logits
-                and layers and layers[-1].activity_regularizer is None and not masking):
-            last = layers[-1]
-            if isinstance(last, L.Dense) and last.activation is ag.softmax:
-                calls[-1] = lambda x, training: last.call_linear(x)
-                fused = True
-            elif isinstance(last, L.Activation) and last.activation is ag.softmax:
-                calls.pop()
-                fused = True
-        if fused:
-            def loss_fn(y, out):
-                return ag.SoftmaxSparseCategoricalCrossentropy.apply(out, y)
-        else:
-            def loss_fn(y, out):
-                return loss(y, out)
-        if masking:
-            cell = [None]
-            calls = _mask_passing(layers, calls, cell)
-            per_sample = losses_mod._per_sample(loss)
-            if per_sample is not None:
-                unmasked_loss = loss_fn
-
-                def loss_fn(y, out):
-                    # Keras: the output's mask weights the per-sample losses, whose
-                    # mean is then over the unmasked entries
-                    m = cell[0]
-                    if m is None:
-                        return unmasked_loss(y, out)
-                    per = per_sample(y, out)
-                    if not isinstance(per, ag.Tensor) or per.shape != m.shape:
-                        return unmasked_loss(y, out)
-                    w = m.astype(per.dtype) * np.asarray(m.size / (np.count_nonzero(m) + 1e-7),
-                                                         per.dtype)
-                    return (per * w).mean()
-        trainable = self.trainable_variables
-        # regularization penalties join the loss that is minimised and logged (Keras)
-        regularized = [v for v in trainable if v.regularizer is not None]
-        active = [i for i, layer in enumerate(layers) if layer.activity_regularizer is not None]
-        for i in active:
-            calls[i] = _recording(layers[i], calls[i])
-        if regularized or active:
-            data_loss = loss_fn
-            act_layers = [layers[i] for i in active]
-
-            def loss_fn(y, out):
-                total = data_loss(y, out)
-                for v in regularized:
-                    total = total + v.regularizer(v.tensor)
-                for layer in act_layers:
-                    total = total + layer._activity_losses[0]
-                return total
-        self._plan = (calls, loss_fn, trainable, [v.tensor for v in trainable])
 
     # ------------------------------------------------------------- data
     def _as_input(self, x, what):
@@ -503,446 +390,10 @@ class Sequential:
         if len(shape) != len(want) or any(w is not None and w != s
                                           for w, s in zip(want[1:], shape[1:])):
             raise ValueError(f"model {self.name!r} expects inputs of shape "
-                             f"{L._fmt(want)}, but {what} has shape {L._fmt(tuple(shape))} "
+                             f"{format_shape(want)}, but {what} has shape {format_shape(tuple(shape))} "
                              f"(samples, ...); reshape the data or rebuild the model with "
                              f"input_shape={list(shape[1:])}")
 
-    def _prepare(self, x, y, what="x"):
-        x = self._as_input(x, what)
-        self._check_input_shape(x.shape, what)
-        if y is None:
-            raise ValueError(f"{what}: labels y are required")
-        y = np.asarray(y)
-        if y.ndim == 0:
-            raise ValueError(f"{what}: labels y must hold one label per sample, got the "
-                             f"scalar {y.item()!r}; pass an array of {len(x)} labels")
-        if len(y) != len(x):
-            raise ValueError(f"{what} has {len(x)} samples but its labels have {len(y)}; "
-                             f"pass one label per sample")
-        if isinstance(self.loss, losses_mod.SparseCategoricalCrossentropy):
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]
-            if y.ndim != 1:
-                raise ValueError(f"sparse_categorical_crossentropy takes one integer class "
-                                 f"index per sample, but the labels have shape {y.shape}")
-            if y.dtype.kind == "f" and np.all(y == np.round(y)):
-                y = y.astype(np.intp)
-            if y.dtype.kind not in "iu":
-                raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
-            k = self.output_shape[-1]
-            if y.size and (y.min() < 0 or y.max() >= k):
-                raise ValueError(f"labels must be in [0, {k}) for the model's {k} outputs, "
-                                 f"got values from {y.min()} to {y.max()}")
-            y = y.astype(np.intp, copy=False)
-        elif y.dtype.kind in "fiub":
-            y = np.ascontiguousarray(y, dtype=np.float32)    # once per call, not per batch
-        return x, y
-
-    @staticmethod
-    def _batch_size(batch_size):
-        if batch_size is None:
-            return 32
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return int(batch_size)
-
-    # ------------------------------------------------------------ training
-    def _backprop(self, xb, yb, scale=None):
-        """Forward in training mode, the loss, and its gradients in the trainable
-        tensors' ``grad`` (``d loss * scale``); returns ``(loss, output)`` tensors."""
-        calls, loss_fn, _, tensors = self._plan
-        h = ag.Tensor(xb)
-        for call in calls:
-            h = call(h, True)
-        loss = loss_fn(yb, h)
-        for t in tensors:
-            t.grad = None
-        loss.backward(None if scale is None else np.asarray(scale, loss.data.dtype))
-        return loss, h
-
-    def _train_step(self, xb, yb):
-        _, _, variables, tensors = self._plan
-        loss, h = self._backprop(xb, yb)
-        self.optimizer.apply([t.grad for t in tensors], variables)
-        return float(loss.data), h.data
-
-    def _fit_step(self, xb, yb):
-        """One step of ``fit``: the batch's mean loss and number of correct predictions."""
-        loss, out = self._train_step(xb, yb)
-        return loss, self._correct(out, yb)
-
-    def train_on_batch(self, x, y):
-        """One optimizer step on one batch; returns ``[loss, accuracy]`` (or the loss).
-
-        Parameters
-        ----------
-        x : array_like
-            One batch of inputs.
-        y : array_like
-            Its labels.
-
-        Returns
-        -------
-        list or float
-            ``[loss, accuracy]`` when compiled with ``metrics=["accuracy"]``,
-            else the loss; computed before the step, with the batch statistics.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastbn import nn
-        >>> nn.set_random_seed(0)
-        >>> model = nn.Sequential([nn.Dense(2, activation="softmax", input_shape=(3,))])
-        >>> model.compile(loss="sparse_categorical_crossentropy", optimizer="sgd")
-        >>> loss = model.train_on_batch(np.ones((4, 3)), [0, 1, 0, 1])
-        >>> bool(np.isfinite(loss))
-        True
-        """
-        self._require_compiled("train_on_batch")
-        x, y = self._prepare(x, y)
-        if self._plan is None:
-            self._make_plan()
-        with utils.training_threads(len(x)):
-            if self.distribution is not None:       # (x, y) is the global batch
-                loss, right = self.distribution.step(self)(x, y)
-                return self._result(loss, right / len(x))
-            loss, out = self._train_step(x, y)
-        return self._result(loss, self._correct(out, y) / len(x))
-
-    def _correct(self, out, y):
-        """Correct predictions in the batch, by Keras' choice of "accuracy".
-
-        A prediction with a NaN output is wrong (``argmax`` would read it as
-        class 0, and ``NaN > 0.5`` as class 0 of a binary output); such
-        predictions are also counted in ``_nan_outputs`` for
-        :meth:`_warn_nan_outputs`.
-        """
-        nan = np.isnan(out).any(axis=-1)        # (batch, classes): a cheap pass
-        bad = int(np.count_nonzero(nan))
-        if bad:
-            self._nan_outputs = getattr(self, "_nan_outputs", 0) + bad
-        if len(self.metrics_names) < 2:
-            return 0
-        if out.shape[-1] == 1:                              # binary accuracy
-            right = (out[..., 0] > 0.5) == (y.reshape(nan.shape) > 0.5)
-        elif y.ndim < out.ndim or y.shape[-1] == 1:         # sparse categorical
-            right = out.argmax(axis=-1) == y.reshape(out.shape[:-1])
-        else:
-            right = out.argmax(axis=-1) == y.argmax(axis=-1)
-        if bad:
-            right &= ~nan
-        return int(np.count_nonzero(right))
-
-    def _warn_nan_outputs(self, what):
-        """Warn (once per ``fit`` or ``evaluate``) when predictions were NaN."""
-        bad = getattr(self, "_nan_outputs", 0)
-        if bad and not self._nan_warned:
-            self._nan_warned = True
-            warnings.warn(
-                f"{what}: {bad} prediction(s) were NaN and count as wrong. Once one "
-                f"weight or moving statistic is NaN, every output is: check the inputs "
-                f"with np.isfinite(x).all(), and lower the learning rate if the loss "
-                f"grew before it became NaN; callbacks=[nn.callbacks.TerminateOnNaN()] "
-                f"stops training at the first NaN loss", RuntimeWarning, stacklevel=3)
-
-    def _reset_nan_outputs(self):
-        self._nan_outputs, self._nan_warned = 0, False
-
-    def _result(self, loss, acc):
-        return [loss, acc] if len(self.metrics_names) > 1 else loss
-
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
-        """Train for ``epochs`` passes over ``(x, y)``; returns a :class:`History`.
-
-        Batch normalization uses batch statistics (and updates its moving
-        statistics); validation uses the moving statistics, as in Keras.
-
-        Parameters
-        ----------
-        x : array_like
-            ``(samples, ...)`` matching the model's input shape.
-        y : array_like
-            One label per sample (integer class indices for the sparse
-            cross-entropy).
-        batch_size : int, default 32
-        epochs : int, default 1
-        verbose : {"auto", 0, 1, 2}, default "auto" (= 1)
-            1: a live progress line per epoch, then (as Keras) one line with
-            every metric, time and ms/step (the first step, which compiles
-            the kernels, is kept out of the rate and ETA); 2: one line per
-            epoch; 0: silent.
-        validation_split : float, default 0.0
-            Hold out this fraction of the **last** samples (before
-            shuffling), as Keras does.
-        validation_data : tuple (x_val, y_val), optional
-            Evaluated at the end of each epoch (``val_loss``, ``val_accuracy``).
-        shuffle : bool, default True
-            Reshuffle the samples every epoch (from the seeded generator).
-        callbacks : list, optional
-            Objects with Keras' hooks (see :mod:`fastbn.nn.callbacks`), e.g.
-            :class:`~fastbn.nn.callbacks.EarlyStopping`. One that sets
-            ``model.stop_training = True`` ends training after the current
-            batch.
-        initial_epoch : int, default 0
-            The epoch to start from (to resume an earlier run); ``epochs`` is
-            the index of the last epoch plus one, as in Keras.
-
-        Returns
-        -------
-        History
-            ``history.history`` has ``loss`` (and ``accuracy``, ``val_loss``,
-            ``val_accuracy`` when applicable), one value per epoch: the mean
-            over the epoch's batches weighted by batch size, as Keras logs.
-        """
-        self._require_compiled("fit")
-        callbacks = list(callbacks or [])
-        verbose = 1 if verbose == "auto" else verbose
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"fit(): verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"fit(): epochs must be a non-negative integer, got {epochs!r}")
-        batch_size = self._batch_size(batch_size)
-        x, y = self._prepare(x, y)
-        if F._number(validation_split) is None:
-            raise TypeError(f"fit(): validation_split must be a number in [0, 1) (the "
-                            f"fraction held out, e.g. 0.2), got {validation_split!r} of type "
-                            f"{type(validation_split).__name__}")
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"fit(): validation_split must be in [0, 1), got "
-                             f"{validation_split!r}")
-        if validation_data is not None and validation_split:
-            raise ValueError("fit(): pass validation_data or validation_split, not both")
-        if validation_split:
-            split = int(math.floor(len(x) * (1.0 - validation_split)))
-            validation_data = (x[split:], y[split:])
-            x, y = x[:split], y[:split]
-        if validation_data is not None:
-            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
-                raise ValueError("fit(): validation_data must be a tuple (x_val, y_val)")
-            validation_data = self._prepare(*validation_data, what="validation_data x")
-            if len(validation_data[0]) == 0:
-                where = (f"validation_split={validation_split!r} of {len(x)} samples "
-                         f"holds none out" if validation_split
-                         else "validation_data has no samples")
-                raise ValueError(f"fit(): {where}; pass data to validate on, or none")
-        n = len(x)
-        if n == 0:
-            raise ValueError("fit(): no training samples")
-        self._make_plan()
-        steps = -(-n // batch_size)
-        history = History()
-        history.params = {"verbose": verbose, "epochs": epochs, "steps": steps}
-        history.model = self
-        with_acc = len(self.metrics_names) > 1
-        rng = utils.get_rng()
-        step = self._fit_step
-        dist = self.distribution
-        if dist is not None:                # weights broadcast; each process steps on a shard
-            step = dist.begin_fit(self, samples=n, batch_size=batch_size, epochs=epochs,
-                                  initial_epoch=initial_epoch, shuffle=bool(shuffle),
-                                  validation_samples=None if validation_data is None
-                                  else len(validation_data[0]))
-            verbose = verbose if dist.is_root else 0
-
-        def hook(name, *args):
-            for cb in callbacks:
-                fn = getattr(cb, name, None)
-                if fn is not None:
-                    fn(*args)
-
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-                or initial_epoch < 0:
-            raise ValueError(f"fit(): initial_epoch must be a non-negative integer, got "
-                             f"{initial_epoch!r}")
-        batch_begin, batch_end = callbacks_mod._batch_hooks(callbacks)
-        self._reset_nan_outputs()
-        self.stop_training = False
-        self._initial_epoch = None
-        hook("set_model", self)
-        hook("on_train_begin", {})
-        if self._initial_epoch is not None:         # BackupAndRestore restored a run
-            initial_epoch = self._initial_epoch
-        with utils.training_threads(batch_size):
-            for epoch in range(initial_epoch, epochs):
-                hook("on_epoch_begin", epoch, {})
-                order = rng.permutation(n) if shuffle else None
-                if dist is not None and order is not None:
-                    order = dist.broadcast(order)       # one order, whatever each rng drew
-                bar = self._progress(verbose, steps, f"Epoch {epoch + 1}/{epochs}",
-                                     compiling=True)
-                t0 = time.perf_counter()
-                loss_sum = 0.0
-                correct = 0
-                seen = 0
-                for i in range(steps):
-                    lo, hi = i * batch_size, min(n, (i + 1) * batch_size)
-                    if order is None:
-                        xb, yb = x[lo:hi], y[lo:hi]
-                    else:
-                        idx = order[lo:hi]
-                        xb, yb = x[idx], y[idx]
-                    for fn in batch_begin:
-                        fn(i, {})
-                    loss, right = step(xb, yb)
-                    m = hi - lo
-                    loss_sum += loss * m
-                    seen += m
-                    correct += right
-                    if i == 0:
-                        mark_warm()
-                    if bar is not None:
-                        bar.update(1, self._running_logs(loss_sum / seen, correct / seen))
-                    if batch_end:
-                        for fn in batch_end:
-                            fn(i, self._running_logs(loss_sum / seen, correct / seen))
-                        if self.stop_training:
-                            break
-                logs = {"loss": loss_sum / seen}
-                if with_acc:
-                    logs["accuracy"] = correct / seen
-                if validation_data is not None:
-                    hook("on_test_begin", {})
-                    vals = self._evaluate(*validation_data, batch_size=batch_size)
-                    logs["val_loss"] = vals[0]
-                    if with_acc:
-                        logs["val_accuracy"] = vals[1]
-                if bar is not None:
-                    bar.finish(logs)
-                elif verbose == 2:
-                    text = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                    print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.0f}s - "
-                          + text, flush=True)
-                history._append(epoch, logs)
-                self._warn_nan_outputs(f"fit(), epoch {epoch + 1}")
-                hook("on_epoch_end", epoch, dict(logs))
-                if self.stop_training:
-                    break
-        hook("on_train_end", dict(history.history))
-        self.history = history
-        return history
-
-    def _running_logs(self, loss, acc):
-        if len(self.metrics_names) > 1:
-            return {"loss": loss, "accuracy": acc}
-        return {"loss": loss}
-
-    @staticmethod
-    def _progress(verbose, steps, title, compiling=False):
-        if verbose != 1:
-            return None
-        if title:
-            print(title, flush=True)
-        return Progbar(steps, compiling=compiling)
-
-    # ---------------------------------------------------------- inference
-    def _evaluate(self, x, y, batch_size, bar=None):
-        if self.distribution is not None:   # each process a shard, the sums combined
-            return self.distribution.evaluate(self, x, y, batch_size, bar)
-        return self._evaluate_local(x, y, batch_size, bar)
-
-    def _evaluate_local(self, x, y, batch_size, bar=None):
-        if self._plan is None:
-            self._make_plan()
-        calls, loss_fn, _, _ = self._plan
-        n = len(x)
-        loss_sum, correct = 0.0, 0
-        with ag.no_grad():
-            for lo in range(0, n, batch_size):
-                xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
-                h = ag.Tensor(xb)
-                for call in calls:
-                    h = call(h, False)
-                loss_sum += float(loss_fn(yb, h).data) * len(xb)
-                correct += self._correct(h.data, yb)
-                if bar is not None:
-                    bar.update(1)
-        return [loss_sum / max(n, 1), correct / max(n, 1)]
-
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto"):
-        """Loss (and accuracy) on ``(x, y)`` with the moving statistics.
-
-        Parameters
-        ----------
-        x : array_like
-            ``(samples, ...)`` matching the model's input shape.
-        y : array_like
-            One label per sample.
-        batch_size : int, default 32
-        verbose : {"auto", 0, 1}, default "auto" (= 1)
-            1: a progress bar; 0: silent.
-
-        Returns
-        -------
-        list or float
-            ``[loss, accuracy]`` when compiled with ``metrics=["accuracy"]``,
-            else the loss; means over samples.
-        """
-        self._require_compiled("evaluate")
-        verbose = 1 if verbose == "auto" else verbose
-        if self.distribution is not None and not self.distribution.is_root:
-            verbose = 0
-        batch_size = self._batch_size(batch_size)
-        x, y = self._prepare(x, y)
-        if len(x) == 0:
-            raise ValueError(f"evaluate(): x of shape {x.shape} has no samples; there is "
-                             f"nothing to average the loss over")
-        bar = self._progress(verbose, -(-len(x) // batch_size), None, compiling="evaluate")
-        self._reset_nan_outputs()
-        with utils.training_threads(batch_size):
-            # each rank alone, even in data-parallel training (no collective: one rank
-            # may evaluate while the others do not; the weights are the same everywhere)
-            loss, acc = self._evaluate_local(x, y, batch_size, bar)
-        if bar is not None:
-            bar.finish(self._running_logs(loss, acc))
-        self._warn_nan_outputs("evaluate()")
-        return [loss, acc] if len(self.metrics_names) > 1 else loss
-
-    def predict(self, x, batch_size=None, verbose="auto"):
-        """The model's outputs for ``x`` (moving statistics, no dropout), as an ndarray.
-
-        Parameters
-        ----------
-        x : array_like
-            ``(samples, ...)`` matching the model's input shape.
-        batch_size : int, default 32
-        verbose : {"auto", 0, 1}, default "auto" (= 1)
-            1: a progress bar; 0: silent.
-
-        Returns
-        -------
-        ndarray
-            float32, ``(samples,) + output_shape[1:]``.
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from fastbn import nn
-        >>> model = nn.Sequential([nn.Dense(3, activation="softmax", input_shape=(2,))])
-        >>> p = model.predict(np.ones((5, 2)), verbose=0)
-        >>> p.shape, bool(np.allclose(p.sum(axis=1), 1))
-        ((5, 3), True)
-        """
-        verbose = 1 if verbose == "auto" else verbose
-        batch_size = self._batch_size(batch_size)
-        x = self._as_input(x, "x")
-        self._check_input_shape(x.shape, "x")
-        bar = self._progress(verbose, -(-len(x) // batch_size), None, compiling="predict")
-        outs = []
-        with ag.no_grad(), utils.training_threads(batch_size):
-            for lo in range(0, len(x), batch_size):
-                h = ag.Tensor(x[lo:lo + batch_size])
-                for layer in self._layers:
-                    h = layer.call(h, training=False)
-                outs.append(h.data)
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.finish()
-        if not outs:
-            return np.zeros((0,) + tuple(self.output_shape[1:]), np.float32)
-        return np.concatenate(outs)
 
     # ------------------------------------------------------------- weights
     def save_weights(self, filepath):
@@ -1027,7 +478,7 @@ class Sequential:
         -------
         Sequential
         """
-        return saving.model_from_config(config, custom_objects)
+        return saving.model_from_config(config, Sequential, custom_objects)
 
     def save(self, filepath):
         """Save architecture, weights, compile settings and optimizer state to a ``.keras`` file.
@@ -1171,4 +622,4 @@ def load_model(filepath, custom_objects=None, compile=True):
     >>> [layer.name for layer in nn.models.load_model(path).layers]
     ['out']
     """
-    return saving.load_model(filepath, custom_objects, compile)
+    return saving.load_model(filepath, Sequential, custom_objects, compile)

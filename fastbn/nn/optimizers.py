@@ -5,6 +5,7 @@ one scratch buffer, so a step allocates nothing: at batch 32 the MLP's
 784x300 kernel is updated ~1700 times an epoch, and ``w -= lr * g`` would
 allocate and free a 0.9 MB temporary each time.
 """
+import inspect
 import math
 
 import numpy as np
@@ -197,7 +198,6 @@ class Optimizer:
         >>> nn.Adam(0.01).get_config()
         {'learning_rate': 0.01, 'beta_1': 0.9, 'beta_2': 0.999, 'epsilon': 1e-07}
         """
-        import inspect
         config = {}
         for name in inspect.signature(type(self).__init__).parameters:
             if name != "self":

@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 
 from .._files import atomic_path, atomic_write
-from . import utils
+from . import layers as L, losses, optimizers, utils
 
 __all__ = []
 
@@ -192,7 +192,6 @@ FORMAT = "fastbn.keras/1"
 
 
 def _layer_classes(custom_objects):
-    from . import layers as L
     classes = {name: getattr(L, name) for name in L.__all__
                if isinstance(getattr(L, name), type) and issubclass(getattr(L, name), L.Layer)}
     classes.update(custom_objects or {})
@@ -207,10 +206,9 @@ def model_config(model):
                        for layer in model.layers]}
 
 
-def model_from_config(config, custom_objects=None):
-    """``Sequential.from_config()``: the layers rebuilt from their configs (new weights)."""
-    from .layers import Input
-    from .models import Sequential
+def model_from_config(config, model_class, custom_objects=None):
+    """``Sequential.from_config()``: the layers rebuilt from their configs (new weights),
+    in a new ``model_class`` (the container, passed in: saving does not import models)."""
     classes = _layer_classes(custom_objects)
     layers = []
     for entry in config["layers"]:
@@ -221,12 +219,11 @@ def model_from_config(config, custom_objects=None):
         layers.append(cls.from_config(dict(entry["config"])))
     shape = config.get("input_shape")
     if shape is not None:
-        layers.insert(0, Input(shape=tuple(shape)[1:]))
-    return Sequential(layers, name=config.get("name"))
+        layers.insert(0, L.Input(shape=tuple(shape)[1:]))
+    return model_class(layers, name=config.get("name"))
 
 
 def _compile_config(model):
-    from . import losses
     if not model.compiled:
         return None
     try:
@@ -263,9 +260,8 @@ def save_model(model, path):
                 z.writestr(name, data)
 
 
-def load_model(path, custom_objects=None, compile=True):
-    """Read a ``.keras`` file written by :func:`save_model`."""
-    from . import losses, optimizers
+def load_model(path, model_class, custom_objects=None, compile=True):
+    """Read a ``.keras`` file written by :func:`save_model` into a new ``model_class``."""
 
     def reject(why):
         return ValueError(f"load_model: {os.fspath(path)} is not a fastbn .keras file: {why}")
@@ -288,7 +284,7 @@ def load_model(path, custom_objects=None, compile=True):
         if "optimizer.npz" in names:
             with np.load(io.BytesIO(z.read("optimizer.npz")), allow_pickle=False) as f:
                 state = {k: f[k] for k in f.files}
-    model = model_from_config(config["config"], custom_objects)
+    model = model_from_config(config["config"], model_class, custom_objects)
     if not model.built:
         raise reject("the configuration has no input shape")
     model.set_weights(weights)

@@ -8,7 +8,10 @@ import random
 import re
 from contextlib import contextmanager
 
+import numba
 import numpy as np
+
+from .. import _config
 
 __all__ = ["set_random_seed", "clear_session", "get_rng", "unique_name", "to_snake_case",
            "training_threads"]
@@ -122,11 +125,8 @@ def to_snake_case(name):
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
-#: ``fit``/``evaluate``/``predict`` with batches up to this size run on one
-#: thread (BLAS and Numba). A (32, 784) @ (784, 300) matmul is ~0.1 ms of
-#: work, less than two threads take to meet; on a busy 2-core machine the BLAS
-#: threads' waiting made a batch-32 training step 137 ms instead of 2.5 ms
-#: (measured 2026-12-01).
+#: ``fit``/``evaluate``/``predict`` with batches up to this size run on one thread (BLAS and
+#: Numba): on a busy 2-core machine the BLAS threads' waiting made a batch-32 step 137 ms, not 2.5.
 SINGLE_THREAD_BLAS_MAX_BATCH = 64
 
 
@@ -142,7 +142,7 @@ def training_threads(batch_size):
     one pool at a time on the cores. Two pools that both wait for work by
     spinning took each other's cores: a batch-128 step of the MNIST MLP took
     30 ms with Numba and BLAS on 2 threads each and 4.5 ms with Numba on one
-    (2 cores, 2026-12-01); fastbn shortens Numba's spinning
+    (2 cores); fastbn shortens Numba's spinning
     (:data:`fastbn._config.SPIN_COUNT`). Inside the block freed memory is
     also kept for reuse (:func:`fastbn._config.keep_freed_memory`). Previous
     settings are restored on exit; without threadpoolctl only BLAS is left
@@ -164,10 +164,6 @@ def training_threads(batch_size):
     >>> inside
     1
     """
-    import numba
-
-    from .. import _config
-
     small = batch_size <= SINGLE_THREAD_BLAS_MAX_BATCH
     forked = _config.FORKED             # serial kernels; Numba is not asked (see FORKED)
     if not forked and small:
