@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 from torch.nn.modules import batchnorm as _torch_bn
 
+from . import _bn
 from . import functional as F
 
 __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm",
@@ -108,7 +109,7 @@ def _forward_numpy(x, gamma, beta, running_mean, running_var, training, eps):
     """``(y, mean, invstd, var)`` of the arrays: :func:`fastbn.functional`'s planned
     training call when the shape has a plan, else its checked call."""
     if training:
-        res = F._planned_training(x, 1, gamma, beta, eps)
+        res = _bn.planned_training(x, 1, gamma, beta, eps)
         if res is not None:
             y, mean, var, invstd = res
             return y, mean, invstd, var
@@ -160,8 +161,8 @@ def _update_impl(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: T
 
 def _update_arrays(running_mean, running_var, mean, var, count, momentum):
     if running_mean.dtype in _KERNEL_DTYPES and running_var.dtype in _KERNEL_DTYPES:
-        if F._blend_running(_array(running_mean), _array(running_var), mean, var, momentum,
-                            count / (count - 1)):
+        if _bn.blend_running(_array(running_mean), _array(running_var), mean, var, momentum,
+                             count / (count - 1)):
             return
     _update_running(running_mean, mean, momentum)
     _update_running(running_var, var * (count / (count - 1)), momentum)
@@ -190,7 +191,7 @@ def _backward_arrays(grad_output, input, weight, mean, invstd, training, x=None,
         x = _array(_compute(input))
         gamma = _vector(weight, x.dtype)
     dy = _array(_compute(grad_output))
-    res = F._planned_training_backward(dy, x, mean, invstd, gamma, 1) if training else None
+    res = _bn.planned_training_backward(dy, x, mean, invstd, gamma, 1) if training else None
     if res is None:
         res = F.batch_norm_backward(dy, x, mean, invstd, gamma, axis=1, training=training)
     dx, dgamma, dbeta = res
@@ -285,7 +286,7 @@ class _EagerBatchNorm(torch.autograd.Function):
 # Training calls on tensors under NATIVE_MAX_BYTES whose kernel view is
 # C-contiguous rows ((N, C), and NCHW / NCDHW in channels_last memory; from
 # their second call on a shape) or planes the fused kernels take (contiguous
-# NCHW, functional._native_plan) run in C++: _torch_native.cpp, an autograd
+# NCHW, _bn.native_plan) run in C++: _torch_native.cpp, an autograd
 # Function that calls the kernels' C entry points, built once with
 # torch.utils.cpp_extension (a C++ compiler and ninja). The Python path costs
 # about 70 us a call in PyTorch's machinery, more than a small batch norm's
@@ -437,7 +438,7 @@ def _native_plan(key, input):
     call, or after functional's plans were emptied), to ask again next call."""
     plan = False
     if input.dtype in _KERNEL_DTYPES and input.numel() * input.element_size() < NATIVE_MAX_BYTES:
-        spec = F._native_plan(_array(input), 1)
+        spec = _bn.native_plan(_array(input), 1)
         if spec is None:
             return None
         if spec and build_native():
@@ -517,7 +518,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                                                   input.numel() // input.shape[1], momentum)
         return out
     if training and _native_module is not False:
-        key = (input.shape, input.stride(), input.dtype, F._num_threads())
+        key = (input.shape, input.stride(), input.dtype, _bn.num_threads())
         plan = _NATIVE_PLANS.get(key)
         if plan is None:
             plan = _native_plan(key, input)
@@ -527,7 +528,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                                                  running_var if update else None, momentum, eps)
             if out is not None:
                 if held_var is not None:
-                    F._warn_native_held(held_var.numpy())
+                    _bn.warn_native_held(held_var.numpy())
                 return out
     if torch.is_grad_enabled() and (input.requires_grad
                                     or (weight is not None and weight.requires_grad)

@@ -13,7 +13,7 @@ gradient); it is never decomposed into the primitive ops here.
 """
 import numpy as np
 
-from .. import functional
+from .. import _activations, _conv, functional
 from .tensor import Function, Tensor, primitive, unbroadcast
 
 __all__ = [
@@ -689,7 +689,7 @@ class ELU(Function):
         ctx.alpha = alpha
         if x.dtype == np.float32:
             # a vectorized kernel: 5x faster than np.expm1 on (32, 300)
-            y = functional._elu_forward(x, alpha)
+            y = _activations.elu_forward(x, alpha)
             ctx.save_for_backward(x, y)
             return y
         pos = x > 0
@@ -705,7 +705,7 @@ class ELU(Function):
         x, y = ctx.saved_tensors
         # d/dx alpha (e^x - 1) = alpha e^x = y + alpha on the negative side
         if x.dtype == np.float32 and grad.dtype == np.float32:
-            return functional._elu_backward(x, grad, ctx.alpha)
+            return _activations.elu_backward(x, grad, ctx.alpha)
         d = y + np.asarray(ctx.alpha, y.dtype)
         np.copyto(d, 1, where=x > 0)
         d *= grad
@@ -1049,7 +1049,7 @@ def GELU(ctx, x, approximate=False):
     ctx.approximate = approximate
     ctx.save_for_backward(x)
     if not approximate:
-        return functional._gelu_forward(x)
+        return _activations.gelu_forward(x)
     c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
     t = np.tanh(c * (x + np.asarray(0.044715, x.dtype) * x ** 3))
     ctx.t = t
@@ -1060,7 +1060,7 @@ def GELU(ctx, x, approximate=False):
 def _(ctx, grad):
     (x,) = ctx.saved_tensors
     if not ctx.approximate:
-        return functional._gelu_backward(x, grad)
+        return _activations.gelu_backward(x, grad)
     t = ctx.t
     c = np.asarray(np.sqrt(2 / np.pi), x.dtype)
     du = c * (1 + np.asarray(3 * 0.044715, x.dtype) * x * x)
@@ -1879,7 +1879,7 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=
     one thread while they are in its cache, the blocks shared by
     :func:`fastbn._config.threads` threads; kernels of few taps (a first
     layer on one channel) are summed window by window instead
-    (:func:`fastbn.functional._conv2d_forward`). ``relu=True`` applies ReLU
+    (:func:`fastbn._conv.conv2d_forward`). ``relu=True`` applies ReLU
     in the same pass as the bias (the gradient is masked by the output),
     which ``nn.Conv2D(..., activation="relu")`` uses. The kernel and bias
     gradients are the same bits for any thread count. Call it through
@@ -1897,7 +1897,7 @@ def Conv2D(ctx, x, kernel, bias=None, geometry=None, channels_first=False, relu=
     dtype = _float_type(x, kernel, *(() if bias is None else (bias,)))
     xv = _nhwc(x, channels_first).astype(dtype, copy=False)
     y = np.empty((xv.shape[0], ho, wo, kernel.shape[3]), dtype)
-    functional._conv2d_forward(xv, kernel, bias, geometry, relu, y)
+    _conv.conv2d_forward(xv, kernel, bias, geometry, relu, y)
     ctx.save_for_backward(xv, kernel, y if relu else None)
     ctx.geometry, ctx.channels_first, ctx.relu = geometry, channels_first, relu
     ctx.x_dtype = x.dtype
@@ -1912,8 +1912,8 @@ def _(ctx, grad):
     nx, nk, nb = ctx.needs_input_grad
     cf = ctx.channels_first
     dx, dxv = (_empty(*xv.shape, xv.dtype, cf) if nx else (None, None))
-    dk, db = functional._conv2d_backward(xv, kernel, y, _nhwc(grad, cf), ctx.geometry,
-                                         ctx.relu, nx, dxv)
+    dk, db = _conv.conv2d_backward(xv, kernel, y, _nhwc(grad, cf), ctx.geometry,
+                                   ctx.relu, nx, dxv)
     return (dx.astype(ctx.x_dtype, copy=False) if nx else None,
             dk.reshape(kernel.shape).astype(kernel.dtype, copy=False) if nk else None,
             db if nb else None)
@@ -1935,7 +1935,7 @@ def MaxPool2D(ctx, x, geometry=None, channels_first=False):
     kh, kw, sh, sw, pt, pl, ho, wo = geometry
     xv = _nhwc(x, channels_first)
     y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], x.dtype, channels_first)
-    ctx.arg = functional._max_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
+    ctx.arg = _conv.max_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
     ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
     ctx.geometry, ctx.channels_first = geometry, channels_first
     return y
@@ -1945,8 +1945,8 @@ def MaxPool2D(ctx, x, geometry=None, channels_first=False):
 def _(ctx, grad):
     kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
     dx = np.empty(ctx.x_shape, ctx.x_dtype)
-    functional._max_pool_backward(_nhwc(grad, ctx.channels_first), ctx.arg, kh, kw, sh, sw,
-                                  pt, pl, _nhwc(dx, ctx.channels_first))
+    _conv.max_pool_backward(_nhwc(grad, ctx.channels_first), ctx.arg, kh, kw, sh, sw,
+                            pt, pl, _nhwc(dx, ctx.channels_first))
     return dx
 
 
@@ -1966,7 +1966,7 @@ def AvgPool2D(ctx, x, geometry=None, channels_first=False):
     kh, kw, sh, sw, pt, pl, ho, wo = geometry
     xv = _nhwc(x, channels_first)
     y, yv = _empty(xv.shape[0], ho, wo, xv.shape[3], _float_type(x), channels_first)
-    functional._avg_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
+    _conv.avg_pool_forward(xv, kh, kw, sh, sw, pt, pl, yv)
     ctx.x_shape, ctx.x_dtype = x.shape, x.dtype
     ctx.geometry, ctx.channels_first = geometry, channels_first
     return y
@@ -1976,8 +1976,8 @@ def AvgPool2D(ctx, x, geometry=None, channels_first=False):
 def _(ctx, grad):
     kh, kw, sh, sw, pt, pl, _, _ = ctx.geometry
     dx = np.empty(ctx.x_shape, _float_type(np.empty(0, ctx.x_dtype)))
-    functional._avg_pool_backward(_nhwc(grad, ctx.channels_first), kh, kw, sh, sw, pt, pl,
-                                  _nhwc(dx, ctx.channels_first))
+    _conv.avg_pool_backward(_nhwc(grad, ctx.channels_first), kh, kw, sh, sw, pt, pl,
+                            _nhwc(dx, ctx.channels_first))
     return dx
 
 

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .. import _bn
 from .. import autograd as ag
 from .. import functional as F
 from . import _serialization, activations, constraints, initializers, regularizers, utils
@@ -438,7 +439,7 @@ class Layer:
             x = ag.Tensor(x.data.astype(FLOATX))
         self._build_once((None,) + x.shape[1:])
         if training is not None:
-            F._check_training(training, f"{type(self).__name__} {self.name!r}")
+            _bn.check_training(training, f"{type(self).__name__} {self.name!r}")
         if mask is not None and self._takes_mask():
             out = self.call(x, training=training, mask=mask)
         else:
@@ -775,7 +776,7 @@ class BatchNormalization(Layer):
                 raise ValueError(f"BatchNormalization: dmax should be non-negative in "
                                  f"renorm_clipping; got dmax={dmax}")
         self.renorm_clipping = renorm_clipping
-        self.renorm_momentum = F._check_momentum(renorm_momentum, "BatchNormalization")
+        self.renorm_momentum = _bn.check_momentum(renorm_momentum, "BatchNormalization")
         self.moving_stddev = self.renorm_mean = self.renorm_stddev = None
         if isinstance(axis, (list, tuple)):
             if not axis or not all(isinstance(a, (int, np.integer)) for a in axis):
@@ -787,8 +788,8 @@ class BatchNormalization(Layer):
         else:
             raise TypeError(f"BatchNormalization: axis must be an int or a list/tuple of "
                             f"ints, got {axis!r}")
-        self.momentum = F._check_momentum(momentum, "BatchNormalization")
-        self.epsilon = F._check_epsilon(epsilon, "BatchNormalization")
+        self.momentum = _bn.check_momentum(momentum, "BatchNormalization")
+        self.epsilon = _bn.check_epsilon(epsilon, "BatchNormalization")
         self.center, self.scale = bool(center), bool(scale)
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)

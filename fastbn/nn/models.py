@@ -14,8 +14,8 @@ import zipfile
 
 import numpy as np
 
+from .. import _bn
 from .. import autograd as ag
-from .. import functional as F
 from .._files import atomic_write
 from . import callbacks as callbacks_mod, layers as L, losses as losses_mod, optimizers, \
     saving, utils
@@ -364,7 +364,7 @@ class Sequential:
     def __call__(self, x, training=False):
         """Run the layers on ``x`` (building the model on first use); returns a Tensor."""
         if training is not None:
-            F._check_training(training, f"model {self.name!r}")
+            _bn.check_training(training, f"model {self.name!r}")
         if not isinstance(x, ag.Tensor):
             x = ag.Tensor(self._as_input(x, "x"))
         self._check_input_shape(x.shape, "x")
@@ -705,7 +705,7 @@ class Sequential:
             raise ValueError(f"fit(): epochs must be a non-negative integer, got {epochs!r}")
         batch_size = self._batch_size(batch_size)
         x, y = self._prepare(x, y)
-        if F._number(validation_split) is None:
+        if _bn.number(validation_split) is None:
             raise TypeError(f"fit(): validation_split must be a number in [0, 1) (the "
                             f"fraction held out, e.g. 0.2), got {validation_split!r} of type "
                             f"{type(validation_split).__name__}")
