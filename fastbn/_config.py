@@ -1,4 +1,4 @@
-"""Numba options in one place.
+"""Numba options and every tunable in one place.
 
 ``FASTBN_FASTMATH=1`` opts in to LLVM fast-math (off by default: it lets the
 compiler reassociate the reductions, and the results then depend on the
@@ -50,6 +50,81 @@ STREAM_MIN_BYTES = 1 << 24
 #: inference 0.76x, backward 0.87x), so outputs this large are not aligned
 #: for them (``_axes._empty``).
 FRESH_PAGES_FROM = 1 << 25
+
+
+# ---------------------------------------------------------------- tunables
+# Every size and threshold that picks a kernel, a layout or a split. Those a
+# kernel reads are compile-time constants (re-imported where it reads them);
+# the rest are read here at call time, so a test can patch them. Chunk sizes
+# (ROWS_PER_CHUNK, PLANE_CHUNK) set the order of the sums, so they change
+# results in the last bits; the others only change the speed.
+
+#: rows layout: most rows per statistics chunk (see
+#: :func:`fastbn.kernels.rows_per_chunk`): a 128 x 1024 float32 block is one
+#: core's 512 KiB L2, still cached for a second pass; moments of (8192, 1024)
+#: fp32 took 1.1 ms with 128 x 1024 blocks, 1.9 ms with 256 x 256.
+ROWS_PER_CHUNK = 128
+#: rows layout: an array of at most ``ROWS_PER_CHUNK`` rows is cut in two chunks
+#: when it has at least this many rows and ``kernels._chunks.SHARE_MIN_SIZE``
+#: elements (``SERIAL_BELOW``, from which :func:`fastbn._bn.dispatch.serial`
+#: shares work between threads).
+SHARE_MIN_ROWS = 64
+#: rows layout: at most this many columns per task. Column blocks only split
+#: the work (each column is reduced on its own), so they never change a result.
+COLS_PER_BLOCK = 1024
+#: planes layout: elements of one feature per statistics chunk (32 KiB fp32).
+PLANE_CHUNK = 8192
+#: rows layout: fewest columns for which the row sums take four rows per sweep,
+#: a quarter of the chunk apart (``kernels._chunks._rows_moments``): four memory
+#: streams instead of one, moments 1.20x faster on (128, 784) fp32; on
+#: (100352, 64) four rows were 0.7x, hence the floor.
+UNROLL_MIN_COLS = 256
+#: :func:`fastbn.kernels._copy_tiles`: rows of ``src`` per task (a run of 256
+#: bytes of float32 down each column), columns per tile (one cache line of a
+#: ``dst`` row) and columns per task (a task per thread on a short ``src``).
+TILE_ROWS = 64
+TILE_COLS = 16
+BLOCK_COLS = 256
+
+#: Largest per-feature working set (bytes) for the fused planes kernels: twice
+#: one core's 512 KiB L2, the rest served by the shared L3 (fused was 1.28x
+#: faster than split at 784 KiB per feature).
+FUSE_BYTES = 1 << 20
+#: ... and fewest features: one task per feature must keep every thread busy.
+FUSE_MIN_FEATURES = 16
+
+#: planes with fewer than this many contiguous elements per (outer, feature)
+#: are read as rows of ``C * inner`` columns, each feature a group of
+#: ``inner`` adjacent columns, as short runs cost a loop set-up each:
+#: (64, 256, 7, 7) fp32 forward took 476 us as planes, 240 us as rows.
+GROUP_BELOW = 128
+#: rows narrower than this many columns are read ``fold`` rows at a time (the
+#: largest power of two that divides N and keeps ``fold * C`` within
+#: ``FOLD_COLS``), when the rows view is contiguous or a copy: the kernels'
+#: inner loops then run over 1024 columns instead of a few dozen, and the row
+#: sums take the four-row sweeps of wide rows (``docs/maths.md``).
+FOLD_BELOW = 256
+#: ... and the widest kernel row folding makes (``COLS_PER_BLOCK``).
+FOLD_COLS = 1024
+#: ... but only arrays of at least this many rows are folded: below it the
+#: merge of each feature's ``fold`` columns costs more than the wider loops
+#: save (a training step on (256, 64) was 1.16x faster unfolded, on (512, 32)
+#: 0.95x).
+FOLD_MIN_ROWS = 512
+
+#: A convolution whose kernel has at most this many taps (``kh * kw * C``) is
+#: computed window by window (:func:`fastbn.kernels._conv_direct`), above it as
+#: im2col + BLAS per block of samples: a first layer of 9 taps, (250, 28, 28,
+#: 1) -> 32 filters 3x3, took 4.1 ms direct against 13-14 ms as im2col.
+DIRECT_MAX_TAPS = 16
+#: Samples per convolution block: as many as keep a block's windows (im2col)
+#: within this many bytes, so that they are still in the core's cache (2 MiB
+#: of L2 here) when the matrix products read them.
+BLOCK_BYTES = 1 << 20
+#: Work arrays up to this many bytes are kept per thread for the next call
+#: (:func:`fastbn._workers.scratch`); larger ones (a block of one big image)
+#: are made and freed each time.
+KEEP_SCRATCH_BYTES = 1 << 24
 
 #: True in a process forked from one that had started Numba's threading layer:
 #: there every kernel runs its serial twin (same arithmetic, same bits) and

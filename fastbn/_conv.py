@@ -7,19 +7,6 @@ from . import _config, _workers
 from . import kernels as K
 from ._bn import dispatch
 
-#: A convolution whose kernel has at most this many taps (``kh * kw * C``) is
-#: computed window by window (:func:`fastbn.kernels._conv_direct`), above it as
-#: im2col + BLAS per block of samples. The article's first layer, (250, 28,
-#: 28, 1) -> 32 filters 3x3 (9 taps), forward + backward, 2 threads: 4.1 ms
-#: direct against 13-14 ms as im2col and products (2026-12-06).
-DIRECT_MAX_TAPS = 16
-
-
-#: Samples per block: as many as keep a block's windows (im2col) within
-#: this many bytes, so that they are still in the core's cache (2 MiB of L2
-#: here) when the matrix products read them.
-BLOCK_BYTES = 1 << 20
-
 
 class ConvBlocks:
     """How a convolution of ``x`` is split: ``direct`` (window by window) or
@@ -31,9 +18,9 @@ class ConvBlocks:
         taps = kh * kw * x.shape[3]
         self.x, self.geometry = x, geometry
         self.kernel = np.ascontiguousarray(kernel, x.dtype)
-        self.direct = taps <= DIRECT_MAX_TAPS
+        self.direct = taps <= _config.DIRECT_MAX_TAPS
         per_sample = ho * wo * (kernel.shape[3] if self.direct else taps) * x.itemsize
-        self.block = max(1, min(x.shape[0], BLOCK_BYTES // max(per_sample, 1)))
+        self.block = max(1, min(x.shape[0], _config.BLOCK_BYTES // max(per_sample, 1)))
         self.blocks = -(-x.shape[0] // self.block)
 
     def span(self, i):

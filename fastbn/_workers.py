@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import _config
+
 _lock = threading.Lock()
 _pool = [None, None]                      # executor, pid that made it
 _local = threading.local()
@@ -95,11 +97,6 @@ def run(blocks, fn, threads):
         raise error
 
 
-#: Work arrays up to this many bytes are kept per thread for the next call;
-#: larger ones (a block of one big image) are made and freed each time.
-KEEP_SCRATCH_BYTES = 1 << 24
-
-
 def scratch(name, shape, dtype):
     """A per-thread work array of ``shape`` and ``dtype`` (reused across calls:
     its contents are whatever the last user left)."""
@@ -110,6 +107,6 @@ def scratch(name, shape, dtype):
     a = arrays.get(name)
     if a is None or a.size < size or a.dtype != dtype:
         a = np.empty(size, dtype)
-        if a.nbytes <= KEEP_SCRATCH_BYTES:
+        if a.nbytes <= _config.KEEP_SCRATCH_BYTES:
             arrays[name] = a
     return a[:size].reshape(shape)

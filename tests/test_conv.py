@@ -336,9 +336,9 @@ def test_conv2d_paths_and_blocks_match_reference(taps, block_bytes, data_format,
     """Both ways of computing a convolution, in one block or a block per
     sample, with strides and padding, give the float64 reference's output
     and gradients (the kernel and bias gradients are summed over blocks)."""
-    from fastbn import _conv
-    monkeypatch.setattr(_conv, "DIRECT_MAX_TAPS", taps)
-    monkeypatch.setattr(_conv, "BLOCK_BYTES", block_bytes)
+    from fastbn import _config
+    monkeypatch.setattr(_config, "DIRECT_MAX_TAPS", taps)
+    monkeypatch.setattr(_config, "BLOCK_BYTES", block_bytes)
     rng = _rng("paths", taps, block_bytes, data_format)
     cf = data_format == "channels_first"
     for shape, k, f, strides, padding in CONV_CASES:

@@ -607,7 +607,7 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
     g = rng.standard_normal(shape[1])
     results = []
     for group_below in (0, 10**9):                  # planes always / rows whenever possible
-        monkeypatch.setattr(_axes, "GROUP_BELOW", group_below)
+        monkeypatch.setattr(fastbn._config, "GROUP_BELOW", group_below)
         _axes._layout.cache_clear()
         assert _axes.layout(x, (1,)).kind == ("planes" if group_below == 0 else "rows")
         y, m, s = fastbn.batch_norm_forward(x, g, None, axis=1)
@@ -699,8 +699,8 @@ def test_folded_rows_agree_with_unfolded_rows(shape, axis, order, dtype, monkeyp
     fshape = (shape[-1],)
     g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
     runs, folds = [], []
-    for fold_below in (_axes.FOLD_BELOW, 0):
-        monkeypatch.setattr(_axes, "FOLD_BELOW", fold_below)
+    for fold_below in (fastbn._config.FOLD_BELOW, 0):
+        monkeypatch.setattr(fastbn._config, "FOLD_BELOW", fold_below)
         _axes._layout.cache_clear()
         fastbn._bn.PLANS.clear()
         folds.append(_axes.layout(x, (x.ndim - 1,)).fold)
@@ -1008,12 +1008,12 @@ def _runtime_warnings(rec, text):
 #: columns a feature's overflowing squares pass through.
 _OVERFLOW_LAYOUTS = [
     pytest.param((64, 3), -1, 0, "rows", id="folded-one-row"),      # (1, 192)
-    pytest.param((64, 3), -1, _axes.FOLD_MIN_ROWS, "rows", id="rows-one-chunk"),
-    pytest.param((512, 3), -1, _axes.FOLD_MIN_ROWS, "rows", id="folded-two-rows"),  # (2, 768)
+    pytest.param((64, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows", id="rows-one-chunk"),
+    pytest.param((512, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows", id="folded-two-rows"),  # (2, 768)
     pytest.param((1000, 3), -1, 10**9, "rows", id="rows-eight-chunks"),  # Chan-merged
-    pytest.param((4, 3, 64), 1, _axes.FOLD_MIN_ROWS, None, id="grouped-rows"),  # (4, 192)
-    pytest.param((4, 3, 4096), 1, _axes.FOLD_MIN_ROWS, None, id="planes-two-chunks"),
-    pytest.param((4, 16, 4096), 1, _axes.FOLD_MIN_ROWS, "planes", id="planes-fused"),
+    pytest.param((4, 3, 64), 1, fastbn._config.FOLD_MIN_ROWS, None, id="grouped-rows"),  # (4, 192)
+    pytest.param((4, 3, 4096), 1, fastbn._config.FOLD_MIN_ROWS, None, id="planes-two-chunks"),
+    pytest.param((4, 16, 4096), 1, fastbn._config.FOLD_MIN_ROWS, "planes", id="planes-fused"),
 ]
 
 
@@ -1027,7 +1027,7 @@ def test_overflowing_variance_warns_once_per_call(shape, axis, fold_min_rows, ki
     (``inf - inf`` in ``kernels._chunks._moments_from_sums``), and no warning;
     every layout, fused or split, serial or parallel, now gives what the
     float64 reference gives, and fused and split the same bits."""
-    monkeypatch.setattr(_axes, "FOLD_MIN_ROWS", fold_min_rows)
+    monkeypatch.setattr(fastbn._config, "FOLD_MIN_ROWS", fold_min_rows)
     for name in ("SERIAL_BELOW", "ROWS_SERIAL_BELOW"):
         monkeypatch.setattr(fastbn._config, name, 10**12 if serial else 0)
     _axes._layout.cache_clear()

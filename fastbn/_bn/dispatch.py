@@ -9,16 +9,6 @@ from .. import _config
 from .. import kernels as K
 from .checks import F64, KERNEL_DTYPES, param_dtype
 
-#: Largest per-feature working set (bytes) for the fused per-feature kernels:
-#: twice the 512 KiB L2 of one core here, the rest served by the shared L3.
-#: At 784 KiB per feature (NCHW (32, 64, 56, 56) backward, (64, 32, 56, 56)
-#: forward) fused was 1.28x faster than split, interleaved, 2026-12-02.
-FUSE_BYTES = 1 << 20
-
-
-#: ... and fewest features: one task per feature must keep every thread busy.
-FUSE_MIN_FEATURES = 16
-
 
 def serial(xk, arrays=1):
     """Whether the kernel-layout array ``xk`` is too small to share between threads.
@@ -157,8 +147,8 @@ def fuse(xk, lay, arrays):
     process, 2 threads, 2026-12-02.
     """
     if lay.kind == "planes":
-        if (lay.channels >= FUSE_MIN_FEATURES
-                and lay.count * xk.itemsize * arrays <= FUSE_BYTES):
+        if (lay.channels >= _config.FUSE_MIN_FEATURES
+                and lay.count * xk.itemsize * arrays <= _config.FUSE_BYTES):
             return "planes"
     elif lay.group == 1 and xk.size:
         return "rows"

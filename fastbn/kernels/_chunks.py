@@ -6,27 +6,15 @@ so results are bitwise identical with 1, 2 or 16 threads.
 """
 import numpy as np
 
-from .._config import SERIAL_BELOW, STREAM_MIN_BYTES, helper
+from .._config import (COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK, SERIAL_BELOW,
+                       SHARE_MIN_ROWS, STREAM_MIN_BYTES, UNROLL_MIN_COLS, helper)
 from ._intrinsics import LINE, fma
 
-#: rows layout: most rows per statistics chunk (see :func:`rows_per_chunk`). A
-#: 128 x 1024 block is 512 KiB in float32, the L2 of one core here (the 32 MiB
-#: L3 is shared), so much of it is still cached for a second pass over it (the
-#: fused kernels' statistics and elementwise passes). Moments of (8192, 1024)
-#: fp32, 2 threads: 1.1 ms with 128 x 1024 blocks, 1.9 ms with 256 x 256 (short
-#: rows defeat the prefetcher).
-ROWS_PER_CHUNK = 128
 #: rows layout: an array of at most ``ROWS_PER_CHUNK`` rows is cut in two chunks
-#: when it has at least this many rows and ``SHARE_MIN_SIZE`` elements: the size
-#: from which ``functional._serial`` shares work between threads, read once here
-#: (a test that patches ``_config.SERIAL_BELOW`` picks a kernel, not the chunks).
-SHARE_MIN_ROWS = 64
+#: when it has at least ``SHARE_MIN_ROWS`` rows and this many elements, read
+#: once here (a test that patches ``_config.SERIAL_BELOW`` picks a kernel, not
+#: the chunks).
 SHARE_MIN_SIZE = SERIAL_BELOW
-#: rows layout: at most this many columns per task. Column blocks only split
-#: the work (each column is reduced on its own), so they never change a result.
-COLS_PER_BLOCK = 1024
-#: planes layout: elements of one feature per statistics chunk (32 KiB fp32).
-PLANE_CHUNK = 8192
 
 
 @helper
@@ -214,24 +202,6 @@ def _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block):
     r0 = k * rows_per_chunk
     c0 = (task - k * n_blocks) * cols_per_block
     return k, r0, min(n, r0 + rows_per_chunk), c0, min(c, c0 + cols_per_block)
-
-
-#: rows layout: fewest columns for which the row sums take four rows per sweep
-#: (see :func:`_rows_moments`). Against one row per sweep, interleaved
-#: in one process on the 2-core dev machine, 2 threads, fp32: moments 1.20x
-#: and gradient sums 1.23x faster on (128, 784), 1.13x / 1.05x on (8192, 1024);
-#: on (100352, 64) (NHWC, 64 columns) four rows were 0.7x, hence the floor.
-#:
-#: The four rows lie a quarter of the chunk apart, not next to each other: one
-#: thread then reads four memory streams instead of one, and a single stream
-#: is limited by how many cache misses one core keeps in flight, not by the
-#: bus (a plain float32 sum over (8192, 1024), 2 threads: 19 GB/s as one
-#: stream, 26 GB/s as four, in a run whose triad was 20 GB/s). The statistics
-#: pass on (8192, 1024) alone, against adjacent rows, interleaved, 2026-12-02:
-#: float32 1.34-1.38x, float64 1.07-1.18x; gradient sums 1.13-1.17x (float32),
-#: 0.92-1.04x (float64). Squares accumulate through :func:`._intrinsics.fma`
-#: (the same bits for float32 data, whose ``d * d`` is exact in float64).
-UNROLL_MIN_COLS = 256
 
 
 @helper

@@ -10,14 +10,7 @@ order walks one side with that stride too.
 import numpy as np
 from numba import prange
 
-from .._config import kernel
-
-#: rows of ``src`` per task: a run of 256 bytes (float32) down each column.
-TILE_ROWS = 64
-#: columns per tile: one cache line of a ``dst`` row (float32).
-TILE_COLS = 16
-#: columns per task, so that a short ``src`` still makes a task per thread.
-BLOCK_COLS = 256
+from .._config import BLOCK_COLS, TILE_COLS, TILE_ROWS, kernel
 
 
 @kernel
