@@ -231,7 +231,7 @@ def native_plan(x, axis):
     (:func:`fastbn._bn.dispatch.fuse`). Called with these, the kernels compute what
     :func:`planned_training`, :func:`planned_training_backward` (or the
     checked calls, for planes) and :func:`fastbn._bn.moving.blend_running` do, bit for bit."""
-    from .kernels import cabi
+    from ..kernels import cabi
     key = plan_key(x, axis)
     plan = PLANS.get(key) if key is not None else None
     if x.dtype not in KERNEL_DTYPES:
