@@ -642,9 +642,9 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dt
     fshape = tuple(shape[a] for a in np.atleast_1d(axis))
     g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
     lay = _axes.layout(x, _bn.features(x, axis, "test"))
-    assert _bn.fuse(lay.view(x), lay, 1) == kind
+    assert _bn.dispatch.fuse(lay.view(x), lay, 1) == kind
     if kind == "rows":
-        kern = _bn.run(fastbn.kernels._forward_rows_fused, lay.view(x))
+        kern = _bn.dispatch.run(fastbn.kernels._forward_rows_fused, lay.view(x))
         assert kern is getattr(fastbn.kernels._forward_rows_fused,
                                "serial" if serial else "parallel")
     runs = []
@@ -1009,7 +1009,8 @@ def _runtime_warnings(rec, text):
 _OVERFLOW_LAYOUTS = [
     pytest.param((64, 3), -1, 0, "rows", id="folded-one-row"),      # (1, 192)
     pytest.param((64, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows", id="rows-one-chunk"),
-    pytest.param((512, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows", id="folded-two-rows"),  # (2, 768)
+    pytest.param((512, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows",
+                 id="folded-two-rows"),                                          # (2, 768)
     pytest.param((1000, 3), -1, 10**9, "rows", id="rows-eight-chunks"),  # Chan-merged
     pytest.param((4, 3, 64), 1, fastbn._config.FOLD_MIN_ROWS, None, id="grouped-rows"),  # (4, 192)
     pytest.param((4, 3, 4096), 1, fastbn._config.FOLD_MIN_ROWS, None, id="planes-two-chunks"),
@@ -1033,7 +1034,7 @@ def test_overflowing_variance_warns_once_per_call(shape, axis, fold_min_rows, ki
     _axes._layout.cache_clear()
     try:
         lay = _axes.layout(np.empty(shape), (axis % len(shape),))
-        assert _bn.fuse(lay.view(np.empty(shape)), lay, 1) == kind
+        assert _bn.dispatch.fuse(lay.view(np.empty(shape)), lay, 1) == kind
         fused = _overflowing_variance_warns(shape, axis)
         monkeypatch.setattr(_bn.dispatch, "fuse", lambda xk, lay, arrays: None)
         _bn.PLANS.clear()
@@ -1052,7 +1053,7 @@ def _overflowing_variance_warns(shape, axis):
     g, b = rng.standard_normal(c), rng.standard_normal(c)
     top = np.finfo(np.float64).max
     lay = _axes.layout(x, (axis % x.ndim,))
-    planned = _bn.fuse(lay.view(x), lay, 1) == "rows"
+    planned = _bn.dispatch.fuse(lay.view(x), lay, 1) == "rows"
     with np.errstate(over="ignore"):                         # the reference's squares
         y_ref, m_ref, s_ref = R.batch_norm_forward(x, g, b, axis=axis)
         _, v_ref = R.moments(x, axis=R.reduced_axes(x.ndim, axis))
