@@ -26,18 +26,10 @@ SERIAL_BELOW = 1 << 15
 #: :func:`fastbn.kernels.rows_per_chunk`; threads would split each row into
 #: column blocks) run serially below this many elements, half as many when the
 #: pass reads two arrays (the fused backward). Rows in several chunks, where
-#: each thread takes whole rows, go parallel from ``SERIAL_BELOW``. The fused
-#: kernels alone, parallel on the chunks of ``rows_per_chunk`` against serial
-#: (on one chunk where the rows fit one), interleaved in one process, 2
-#: threads, fp32, 2026-12-03, forward / backward: (128, 256) 1.14x / 1.19x,
-#: (160, 300) 1.34x / 1.32x, (128, 784) 1.39x / 1.51x, and below 2^15 elements
-#: (128, 200) 1.18x / 1.18x, (100, 300) 1.10x / 1.17x; in a slow spell of the
-#: second vCPU minutes before (each vCPU is now and then 1.5x slower for
-#: seconds at a time): (128, 200) 0.69x / 0.70x, (256, 128) 0.87x / 0.94x,
-#: (200, 200) 0.95x / 0.95x, (160, 300) 0.91x / 0.89x, (256, 200) 1.02x /
-#: 1.08x, (384, 128) 1.13x / 1.12x, (256, 64) 0.80x / 0.82x. Hence 2^15, where
-#: the spells cost little. (Before 2026-12-03 a chunk held 128 rows, and rows
-#: under 2^16 elements ran serially.)
+#: each thread takes whole rows, go parallel from ``SERIAL_BELOW``. The parallel
+#: fused kernels were 1.39x faster than serial on (128, 784) fp32, but 0.69x on
+#: (128, 200) when one vCPU ran slow for seconds, hence a threshold where such
+#: spells cost little.
 ROWS_SERIAL_BELOW = 1 << 17
 #: Outputs of at least this many bytes are written with non-temporal stores
 #: by the rows elementwise passes (``kernels._chunks._streams``) and allocated
@@ -170,15 +162,11 @@ def blas_one_thread():
 
 #: GNU OpenMP's threads spin this many times after a parallel region before
 #: they sleep (``GOMP_SPINCOUNT``, which libgomp reads once, when it is
-#: loaded). With libgomp's default, 300,000, a thread kept spinning while the
-#: BLAS and worker threads of the next layer wanted its core: on a machine
-#: shared with one other busy process the article's CNN took 171-179 ms a
-#: step against 55-106 ms at 10,000 and 55-99 ms at 1,000. 1,000 is too short
-#: for kernels called back to back, which then wait for sleeping threads:
-#: ``fastbn-bench`` cases A, B and F took 1.9-3.5x as long as at 10,000, which
-#: is as fast as the default. On a quiet machine the CNN step is 53-55 ms at
-#: 1,000, 10,000 and 30,000 and 54-59 ms at the default (2 cores,
-#: 2026-12-06). See :func:`_short_spin`.
+#: loaded): at libgomp's default, 300,000, spinning threads kept the next
+#: layer's BLAS and worker threads off their cores (the article's CNN step
+#: took 171-179 ms on a shared machine against 55-106 ms at 10,000), and 1,000
+#: is too short for kernels called back to back (``fastbn-bench`` A, B and F
+#: 1.9-3.5x slower). See :func:`_short_spin`.
 SPIN_COUNT = "10000"
 
 
@@ -246,7 +234,7 @@ def keep_freed_memory():
     glibc maps each large allocation afresh and unmaps it when freed, and
     the kernel zeroes a fresh page on first touch: a training step that
     makes and frees tens of MB of activations paid 2,400 page faults and
-    ~18 ms of 87 (the article's CNN, batch 250, 2 cores, 2026-12-06).
+    ~18 ms of 87 (the article's CNN, batch 250, 2 cores).
     Inside the block blocks up to 32 MiB come from the heap and freed memory
     is not handed back; on exit glibc's defaults are set again and the freed
     memory is handed back (``malloc_trim``). Does nothing elsewhere.

