@@ -22,6 +22,7 @@ from math import prod
 
 import numpy as np
 
+from . import _config
 from ._config import FRESH_PAGES_FROM, STREAM_MIN_BYTES
 
 
@@ -67,7 +68,8 @@ class Layout:
     fold : int
         Input rows per kernel row: narrow contiguous rows are read ``fold`` at
         a time, as ``(N / fold, fold * C)``, feature ``f`` in kernel columns
-        ``f, f + C, f + 2C, ...`` (see :data:`FOLD_BELOW`, :data:`FOLD_MIN_ROWS`); else 1.
+        ``f, f + C, f + 2C, ...`` (see :data:`fastbn._config.FOLD_BELOW`,
+        :data:`fastbn._config.FOLD_MIN_ROWS`); else 1.
     perm : tuple
         Axes of the input in kernel order (outer axes, feature axes, inner axes).
     channels, count : int
@@ -193,34 +195,6 @@ class Layout:
         return out if out.dtype == dtype else out.astype(dtype)
 
 
-#: planes with fewer than this many contiguous elements per (outer, feature)
-#: are read as rows of ``C * inner`` columns, each feature a group of
-#: ``inner`` adjacent columns (short runs cost a loop set-up each). Forward on
-#: fp32 NCHW, 2 threads: (64, 256, 7, 7) 476 us as planes, 240 us as rows;
-#: (64, 64, 14, 14) 220 us as planes, 250 us as rows.
-GROUP_BELOW = 128
-
-
-#: rows narrower than this many columns are read ``fold`` rows at a time (the
-#: largest power of two that divides N and keeps ``fold * C`` within
-#: ``FOLD_COLS``), when the rows view is contiguous or a copy: the kernels'
-#: inner loops then run over 1024 columns instead of a few dozen, and the row
-#: sums take the four-row sweeps of wide rows (``kernels._chunks``). Training
-#: forward / backward on (100352, 64) fp32 (NHWC (32, 56, 56, 64)), 2 threads,
-#: interleaved in one process, 2026-12-02: see ``docs/maths.md``.
-FOLD_BELOW = 256
-#: ... and the widest kernel row folding makes (``kernels.COLS_PER_BLOCK``).
-FOLD_COLS = 1024
-#: ... but only arrays of at least this many rows are folded: below it the
-#: merge of each feature's ``fold`` columns costs more than the wider loops
-#: save. Whole training calls (planned forward + backward) unfolded against
-#: folded, 1 / 2 threads, interleaved in one process, 2026-12-06: (32, 64)
-#: 1.72x / 1.74x, (128, 32) 1.40x / 1.42x, (256, 64) 1.16x / 1.14x, (256, 16)
-#: 0.99x / 1.00x; from 512 rows folding wins or ties: (512, 32) 0.95x /
-#: 0.94x, (1024, 16) 0.50x / 0.49x, (1024, 64) 0.84x (1 thread).
-FOLD_MIN_ROWS = 512
-
-
 def _empty(shape, dtype):
     """``np.empty(shape, dtype)``, starting on a cache line when it has
     ``STREAM_MIN_BYTES`` or more (the kernels then stream into it, see
@@ -238,7 +212,7 @@ def _empty(shape, dtype):
 def _layout(shape, strides, features, itemsize=0):
     lay = Layout(shape, strides, features)
     lay.copies = _needs_copy(lay, shape, strides)
-    if lay.kind == "planes" and lay.kshape[2] < GROUP_BELOW:
+    if lay.kind == "planes" and lay.kshape[2] < _config.GROUP_BELOW:
         planes = lay.kshape
         lay.kind, lay.kshape, lay.group = "rows", (planes[0], planes[1] * planes[2]), planes[2]
         if _needs_copy(lay, shape, strides) and not lay.copies:   # keep the zero-copy view
@@ -246,8 +220,8 @@ def _layout(shape, strides, features, itemsize=0):
     elif lay.kind == "rows":
         n, c = lay.kshape
         fold = 1
-        if c < FOLD_BELOW and n >= FOLD_MIN_ROWS:
-            while 2 * fold * c <= FOLD_COLS and n % (2 * fold) == 0:
+        if c < _config.FOLD_BELOW and n >= _config.FOLD_MIN_ROWS:
+            while 2 * fold * c <= _config.FOLD_COLS and n % (2 * fold) == 0:
                 fold *= 2
         if fold > 1 and (lay.copies or lay.interleaved
                          or _contiguous(shape, strides, lay.perm, itemsize)):

@@ -1,4 +1,4 @@
-"""Numba options in one place.
+"""Numba options and every tunable in one place.
 
 ``FASTBN_FASTMATH=1`` opts in to LLVM fast-math (off by default: it lets the
 compiler reassociate the reductions, and the results then depend on the
@@ -26,18 +26,10 @@ SERIAL_BELOW = 1 << 15
 #: :func:`fastbn.kernels.rows_per_chunk`; threads would split each row into
 #: column blocks) run serially below this many elements, half as many when the
 #: pass reads two arrays (the fused backward). Rows in several chunks, where
-#: each thread takes whole rows, go parallel from ``SERIAL_BELOW``. The fused
-#: kernels alone, parallel on the chunks of ``rows_per_chunk`` against serial
-#: (on one chunk where the rows fit one), interleaved in one process, 2
-#: threads, fp32, 2026-12-03, forward / backward: (128, 256) 1.14x / 1.19x,
-#: (160, 300) 1.34x / 1.32x, (128, 784) 1.39x / 1.51x, and below 2^15 elements
-#: (128, 200) 1.18x / 1.18x, (100, 300) 1.10x / 1.17x; in a slow spell of the
-#: second vCPU minutes before (each vCPU is now and then 1.5x slower for
-#: seconds at a time): (128, 200) 0.69x / 0.70x, (256, 128) 0.87x / 0.94x,
-#: (200, 200) 0.95x / 0.95x, (160, 300) 0.91x / 0.89x, (256, 200) 1.02x /
-#: 1.08x, (384, 128) 1.13x / 1.12x, (256, 64) 0.80x / 0.82x. Hence 2^15, where
-#: the spells cost little. (Before 2026-12-03 a chunk held 128 rows, and rows
-#: under 2^16 elements ran serially.)
+#: each thread takes whole rows, go parallel from ``SERIAL_BELOW``. The parallel
+#: fused kernels were 1.39x faster than serial on (128, 784) fp32, but 0.69x on
+#: (128, 200) when one vCPU ran slow for seconds, hence a threshold where such
+#: spells cost little.
 ROWS_SERIAL_BELOW = 1 << 17
 #: Outputs of at least this many bytes are written with non-temporal stores
 #: by the rows elementwise passes (``kernels._chunks._streams``) and allocated
@@ -50,6 +42,81 @@ STREAM_MIN_BYTES = 1 << 24
 #: inference 0.76x, backward 0.87x), so outputs this large are not aligned
 #: for them (``_axes._empty``).
 FRESH_PAGES_FROM = 1 << 25
+
+
+# ---------------------------------------------------------------- tunables
+# Every size and threshold that picks a kernel, a layout or a split. Those a
+# kernel reads are compile-time constants (re-imported where it reads them);
+# the rest are read here at call time, so a test can patch them. Chunk sizes
+# (ROWS_PER_CHUNK, PLANE_CHUNK) set the order of the sums, so they change
+# results in the last bits; the others only change the speed.
+
+#: rows layout: most rows per statistics chunk (see
+#: :func:`fastbn.kernels.rows_per_chunk`): a 128 x 1024 float32 block is one
+#: core's 512 KiB L2, still cached for a second pass; moments of (8192, 1024)
+#: fp32 took 1.1 ms with 128 x 1024 blocks, 1.9 ms with 256 x 256.
+ROWS_PER_CHUNK = 128
+#: rows layout: an array of at most ``ROWS_PER_CHUNK`` rows is cut in two chunks
+#: when it has at least this many rows and ``kernels._chunks.SHARE_MIN_SIZE``
+#: elements (``SERIAL_BELOW``, from which :func:`fastbn._bn.dispatch.serial`
+#: shares work between threads).
+SHARE_MIN_ROWS = 64
+#: rows layout: at most this many columns per task. Column blocks only split
+#: the work (each column is reduced on its own), so they never change a result.
+COLS_PER_BLOCK = 1024
+#: planes layout: elements of one feature per statistics chunk (32 KiB fp32).
+PLANE_CHUNK = 8192
+#: rows layout: fewest columns for which the row sums take four rows per sweep,
+#: a quarter of the chunk apart (``kernels._chunks._rows_moments``): four memory
+#: streams instead of one, moments 1.20x faster on (128, 784) fp32; on
+#: (100352, 64) four rows were 0.7x, hence the floor.
+UNROLL_MIN_COLS = 256
+#: :func:`fastbn.kernels._copy_tiles`: rows of ``src`` per task (a run of 256
+#: bytes of float32 down each column), columns per tile (one cache line of a
+#: ``dst`` row) and columns per task (a task per thread on a short ``src``).
+TILE_ROWS = 64
+TILE_COLS = 16
+BLOCK_COLS = 256
+
+#: Largest per-feature working set (bytes) for the fused planes kernels: twice
+#: one core's 512 KiB L2, the rest served by the shared L3 (fused was 1.28x
+#: faster than split at 784 KiB per feature).
+FUSE_BYTES = 1 << 20
+#: ... and fewest features: one task per feature must keep every thread busy.
+FUSE_MIN_FEATURES = 16
+
+#: planes with fewer than this many contiguous elements per (outer, feature)
+#: are read as rows of ``C * inner`` columns, each feature a group of
+#: ``inner`` adjacent columns, as short runs cost a loop set-up each:
+#: (64, 256, 7, 7) fp32 forward took 476 us as planes, 240 us as rows.
+GROUP_BELOW = 128
+#: rows narrower than this many columns are read ``fold`` rows at a time (the
+#: largest power of two that divides N and keeps ``fold * C`` within
+#: ``FOLD_COLS``), when the rows view is contiguous or a copy: the kernels'
+#: inner loops then run over 1024 columns instead of a few dozen, and the row
+#: sums take the four-row sweeps of wide rows (``docs/maths.md``).
+FOLD_BELOW = 256
+#: ... and the widest kernel row folding makes (``COLS_PER_BLOCK``).
+FOLD_COLS = 1024
+#: ... but only arrays of at least this many rows are folded: below it the
+#: merge of each feature's ``fold`` columns costs more than the wider loops
+#: save (a training step on (256, 64) was 1.16x faster unfolded, on (512, 32)
+#: 0.95x).
+FOLD_MIN_ROWS = 512
+
+#: A convolution whose kernel has at most this many taps (``kh * kw * C``) is
+#: computed window by window (:func:`fastbn.kernels._conv_direct`), above it as
+#: im2col + BLAS per block of samples: a first layer of 9 taps, (250, 28, 28,
+#: 1) -> 32 filters 3x3, took 4.1 ms direct against 13-14 ms as im2col.
+DIRECT_MAX_TAPS = 16
+#: Samples per convolution block: as many as keep a block's windows (im2col)
+#: within this many bytes, so that they are still in the core's cache (2 MiB
+#: of L2 here) when the matrix products read them.
+BLOCK_BYTES = 1 << 20
+#: Work arrays up to this many bytes are kept per thread for the next call
+#: (:func:`fastbn._workers.scratch`); larger ones (a block of one big image)
+#: are made and freed each time.
+KEEP_SCRATCH_BYTES = 1 << 24
 
 #: True in a process forked from one that had started Numba's threading layer:
 #: there every kernel runs its serial twin (same arithmetic, same bits) and
@@ -95,15 +162,11 @@ def blas_one_thread():
 
 #: GNU OpenMP's threads spin this many times after a parallel region before
 #: they sleep (``GOMP_SPINCOUNT``, which libgomp reads once, when it is
-#: loaded). With libgomp's default, 300,000, a thread kept spinning while the
-#: BLAS and worker threads of the next layer wanted its core: on a machine
-#: shared with one other busy process the article's CNN took 171-179 ms a
-#: step against 55-106 ms at 10,000 and 55-99 ms at 1,000. 1,000 is too short
-#: for kernels called back to back, which then wait for sleeping threads:
-#: ``fastbn-bench`` cases A, B and F took 1.9-3.5x as long as at 10,000, which
-#: is as fast as the default. On a quiet machine the CNN step is 53-55 ms at
-#: 1,000, 10,000 and 30,000 and 54-59 ms at the default (2 cores,
-#: 2026-12-06). See :func:`_short_spin`.
+#: loaded): at libgomp's default, 300,000, spinning threads kept the next
+#: layer's BLAS and worker threads off their cores (the article's CNN step
+#: took 171-179 ms on a shared machine against 55-106 ms at 10,000), and 1,000
+#: is too short for kernels called back to back (``fastbn-bench`` A, B and F
+#: 1.9-3.5x slower). See :func:`_short_spin`.
 SPIN_COUNT = "10000"
 
 
@@ -171,7 +234,7 @@ def keep_freed_memory():
     glibc maps each large allocation afresh and unmaps it when freed, and
     the kernel zeroes a fresh page on first touch: a training step that
     makes and frees tens of MB of activations paid 2,400 page faults and
-    ~18 ms of 87 (the article's CNN, batch 250, 2 cores, 2026-12-06).
+    ~18 ms of 87 (the article's CNN, batch 250, 2 cores).
     Inside the block blocks up to 32 MiB come from the heap and freed memory
     is not handed back; on exit glibc's defaults are set again and the freed
     memory is handed back (``malloc_trim``). Does nothing elsewhere.

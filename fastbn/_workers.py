@@ -11,8 +11,7 @@ same for any thread count.
 
 On the article's second convolution, (250, 13, 13, 32) -> 64 filters 3x3,
 forward + backward, 2 threads: 23 ms in blocks of 8 samples against 44-55
-ms as one im2col (35 MB) and three whole-batch products on two BLAS threads
-(2026-12-06, 2-core machine).
+ms as one im2col (35 MB) and three whole-batch products on two BLAS threads.
 """
 import itertools
 import os
@@ -20,6 +19,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from . import _config
 
 _lock = threading.Lock()
 _pool = [None, None]                      # executor, pid that made it
@@ -95,11 +96,6 @@ def run(blocks, fn, threads):
         raise error
 
 
-#: Work arrays up to this many bytes are kept per thread for the next call;
-#: larger ones (a block of one big image) are made and freed each time.
-KEEP_SCRATCH_BYTES = 1 << 24
-
-
 def scratch(name, shape, dtype):
     """A per-thread work array of ``shape`` and ``dtype`` (reused across calls:
     its contents are whatever the last user left)."""
@@ -110,6 +106,6 @@ def scratch(name, shape, dtype):
     a = arrays.get(name)
     if a is None or a.size < size or a.dtype != dtype:
         a = np.empty(size, dtype)
-        if a.nbytes <= KEEP_SCRATCH_BYTES:
+        if a.nbytes <= _config.KEEP_SCRATCH_BYTES:
             arrays[name] = a
     return a[:size].reshape(shape)

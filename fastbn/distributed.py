@@ -42,7 +42,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import functional as F
+from . import _bn, functional as F
 from ._axes import normalize_axis
 
 __all__ = ["moments", "batch_norm_forward", "batch_norm_backward", "DataParallel",
@@ -325,7 +325,7 @@ def moments(x, axis=None, *, comm, keepdims=False, ddof=0):
     if _size(comm) == 1:
         return F.moments(x, axis, keepdims=keepdims, ddof=ddof)
     sync = _Collective(comm, "moments", x, axis)
-    return sync.run(lambda: F._moments(x, axis, keepdims, ddof, merge=sync.merge))
+    return sync.run(lambda: _bn.moments(x, axis, keepdims, ddof, merge=sync.merge))
 
 
 def batch_norm_forward(x, gamma, beta, *, comm, axis=-1, epsilon=1e-3, training=True,
@@ -391,7 +391,7 @@ def batch_norm_forward(x, gamma, beta, *, comm, axis=-1, epsilon=1e-3, training=
                                     training=training, moving_mean=moving_mean,
                                     moving_variance=moving_variance, momentum=momentum)
     sync = _Collective(comm, "batch_norm_forward", x, axis)
-    return sync.run(lambda: F._batch_norm_forward(
+    return sync.run(lambda: _bn.batch_norm_forward(
         x, gamma, beta, axis, epsilon, training, moving_mean, moving_variance, momentum,
         merge=sync.merge))
 
@@ -453,8 +453,8 @@ def batch_norm_backward(dy, x, mean, invstd, gamma, *, comm, axis=-1, training=T
     if _size(comm) == 1 or not training:
         return F.batch_norm_backward(dy, x, mean, invstd, gamma, axis=axis, training=training)
     sync = _Collective(comm, "batch_norm_backward", x, axis)
-    return sync.run(lambda: F._batch_norm_backward(dy, x, mean, invstd, gamma, axis, training,
-                                                   reduce=sync.sums))
+    return sync.run(lambda: _bn.batch_norm_backward(dy, x, mean, invstd, gamma, axis, training,
+                                                    reduce=sync.sums))
 
 
 # -------------------------------------------------------------- job failure
@@ -615,7 +615,7 @@ class DataParallel:
         if not 0 <= root < self.size:
             raise ValueError(f"DataParallel: root={root} is not a rank of a communicator "
                              f"of {self.size}")
-        if timeout is not None and not (F._number(timeout) is not None and timeout > 0):
+        if timeout is not None and not (_bn.number(timeout) is not None and timeout > 0):
             raise ValueError(f"DataParallel: timeout must be a number of seconds > 0 or "
                              f"None, got {timeout!r}")
         self.root, self.timeout = root, timeout

@@ -10,12 +10,12 @@ sys.path.insert(0, os.path.dirname(__file__))
 @pytest.fixture(autouse=True)
 def _no_plans_across_tests():
     """Each test starts without the plans that earlier tests' calls left
-    (``fastbn.functional``, planned calls), so whether a call is
+    (``fastbn._bn.PLANS``, planned calls), so whether a call is
     planned depends on the test alone."""
-    from fastbn import functional
-    functional._PLANS.clear()
+    from fastbn import _bn
+    _bn.PLANS.clear()
     yield
-    functional._PLANS.clear()
+    _bn.PLANS.clear()
 
 
 @pytest.fixture(scope="module")

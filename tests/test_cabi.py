@@ -66,7 +66,7 @@ def _backward(name, dtype, serial):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_planes_entry_points_give_the_kernels_bits(dtype, serial):
     """Planes (outer, C, inner): the fused kernels, shifted by each feature's
-    first finite value (a NaN there: shifted by 0) as fastbn.functional._shift."""
+    first finite value (a NaN there: shifted by 0) as fastbn._bn.shift."""
     rng = np.random.default_rng(3)
     shape = (3, 16, 200)
     x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)

@@ -241,9 +241,9 @@ def test_article_program_runs_by_changing_imports_only():
 def test_batch_norm_after_conv_reads_the_conv_output_in_place(data_format, axis, monkeypatch):
     """BN after a conv normalises the conv's own array: channels-last on the rows
     kernels ((N*H*W, C) read as rows), channels-first on the planes kernels."""
-    from fastbn import functional, nn
+    from fastbn import _bn, nn
     seen = []
-    run = functional._run
+    run = _bn.dispatch.run
 
     def spy(kern, xk, arrays=1):
         fn = run(kern, xk, arrays)
@@ -252,7 +252,7 @@ def test_batch_norm_after_conv_reads_the_conv_output_in_place(data_format, axis,
             seen.append((kern.__name__, [a for a in args if isinstance(a, np.ndarray)]))
             return fn(*args)
         return call
-    monkeypatch.setattr(functional, "_run", spy)
+    monkeypatch.setattr(_bn.dispatch, "run", spy)
     x = _rng("bn").standard_normal((8, 3, 28, 28) if axis == 1 else (8, 28, 28, 3))
     conv = nn.Conv2D(16, 3, data_format=data_format)
     y = conv(x.astype(np.float32))
@@ -336,9 +336,9 @@ def test_conv2d_paths_and_blocks_match_reference(taps, block_bytes, data_format,
     """Both ways of computing a convolution, in one block or a block per
     sample, with strides and padding, give the float64 reference's output
     and gradients (the kernel and bias gradients are summed over blocks)."""
-    from fastbn import functional
-    monkeypatch.setattr(functional, "DIRECT_MAX_TAPS", taps)
-    monkeypatch.setattr(functional, "BLOCK_BYTES", block_bytes)
+    from fastbn import _config
+    monkeypatch.setattr(_config, "DIRECT_MAX_TAPS", taps)
+    monkeypatch.setattr(_config, "BLOCK_BYTES", block_bytes)
     rng = _rng("paths", taps, block_bytes, data_format)
     cf = data_format == "channels_first"
     for shape, k, f, strides, padding in CONV_CASES:

@@ -25,7 +25,7 @@ COMMON = r"""
 import os, pickle, sys
 import numpy as np
 import fastbn
-from fastbn import _config, functional as F, kernels as K
+from fastbn import _bn, _config, kernels as K
 
 def cases():
     rng = np.random.default_rng(0)
@@ -54,7 +54,7 @@ def same(a, b):
 
 def parent_keeps_parallel():
     xk = np.empty((4096, 64), np.float32)
-    return (not _config.FORKED and F._run(K._moments_rows, xk) is K._moments_rows.parallel
+    return (not _config.FORKED and _bn.run(K._moments_rows, xk) is K._moments_rows.parallel
             and K._moments_rows.parallel is not K._moments_rows.serial)
 """
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastbn
-from fastbn import _axes, functional
+from fastbn import _axes, _bn, functional
 
 import reference as R
 
@@ -333,11 +333,11 @@ def test_read_only_inputs_work_and_inputs_are_not_modified():
 @pytest.fixture
 def kernel_arrays(monkeypatch):
     """``(kernel name, C-contiguous)`` of every array passed to a kernel from the
-    moment it is asked for (a spy on ``functional._run``; plans, which hold the
+    moment it is asked for (a spy on ``fastbn._bn.dispatch.run``; plans, which hold the
     kernels they chose, are emptied before and after)."""
     from fastbn import functional
     seen = []
-    run = functional._run
+    run = _bn.dispatch.run
 
     def spy(kern, xk, arrays=1):
         fn = run(kern, xk, arrays)
@@ -348,10 +348,10 @@ def kernel_arrays(monkeypatch):
             return fn(*args)
         return call
 
-    monkeypatch.setattr(functional, "_run", spy)
-    functional._PLANS.clear()
+    monkeypatch.setattr(_bn.dispatch, "run", spy)
+    _bn.PLANS.clear()
     yield seen
-    functional._PLANS.clear()
+    _bn.PLANS.clear()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -379,8 +379,8 @@ def test_small_strided_inputs_reach_kernels_contiguous(shape, axis, dtype, reque
                                              moving_mean=m, moving_variance=1 / s**2)
         return (y, y2, m, s, dx, dg, db, yi) + fastbn.moments(x, axis=reduced)
 
-    assert functional._serial(_axes.layout(x, (axis % x.ndim,)).view(x))
-    functional._PLANS.clear()
+    assert _bn.serial(_axes.layout(x, (axis % x.ndim,)).view(x))
+    _bn.PLANS.clear()
     want = calls(x, dy)
     seen = request.getfixturevalue("kernel_arrays")     # from here on
 
@@ -416,8 +416,8 @@ def test_fortran_dy_is_copied_and_planned(shape, request, monkeypatch):
         got = fastbn.batch_norm_backward(np.asfortranarray(dy), x, m, s, None)
         for u, v in zip(got, want):
             assert u.tobytes() == v.tobytes()
-        assert len(functional._PLANS) == 1
-        monkeypatch.setattr(functional, "_batch_norm_backward", None)   # planned from here on
+        assert len(_bn.PLANS) == 1
+        monkeypatch.setattr(_bn, "batch_norm_backward", None)   # planned from here on
     assert seen and all(ok for _, ok in seen), [name for name, ok in seen if not ok]
 
 
@@ -524,17 +524,17 @@ def test_serial_and_parallel_twins_agree_bitwise(shape, axis, monkeypatch):
     from fastbn import functional
     x = np.random.default_rng(11).standard_normal(shape).astype(np.float32) + 100
     dy = np.random.default_rng(12).standard_normal(shape).astype(np.float32)
-    lay = _axes.layout(x, functional._features(x, axis, "test"))
+    lay = _axes.layout(x, _bn.features(x, axis, "test"))
     runs = []
     for serial in (False, True):
-        assert functional._serial(lay.view(x)) is serial
+        assert _bn.serial(lay.view(x)) is serial
         y, m, s = fastbn.batch_norm_forward(x, None, None, axis=axis)
         runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, None, axis=axis)
                     + fastbn.batch_norm_forward(x, None, None, axis=axis, training=False,
                                                 moving_mean=m, moving_variance=1 / s**2))
         monkeypatch.setattr(fastbn._config, "SERIAL_BELOW", 10**12)
         monkeypatch.setattr(fastbn._config, "ROWS_SERIAL_BELOW", 10**12)
-        functional._PLANS.clear()           # plans keep the kernel they chose
+        _bn.PLANS.clear()           # plans keep the kernel they chose
     for u, v in zip(*runs):
         assert u.tobytes() == v.tobytes()
 
@@ -563,11 +563,11 @@ def test_rows_go_parallel_over_several_row_chunks(shape, serial, serial_backward
     assert fastbn._config.ROWS_SERIAL_BELOW == 1 << 17
     x = np.ones(shape, np.float32)
     xk = _axes.layout(x, (1,)).view(x)           # the kernels' view (folded or not)
-    assert functional._serial(xk) is serial
-    assert functional._serial(xk, 2) is serial_backward
+    assert _bn.serial(xk) is serial
+    assert _bn.serial(xk, 2) is serial_backward
     y, m, s = fastbn.batch_norm_forward(x, None, None)
     fastbn.batch_norm_backward(x, x, m, s, None)
-    (plan,) = functional._PLANS.values()
+    (plan,) = _bn.PLANS.values()
     kernels = fastbn.kernels
     assert plan.chunk == kernels.rows_per_chunk(*xk.shape)
     assert plan.forward is getattr(kernels._forward_rows_fused,
@@ -584,10 +584,10 @@ def test_serial_calls_on_one_row_chunk_take_whole_rows():
     over several chunks, blocks of up to 1024 columns."""
     from fastbn import functional
     one_chunk, chunks = np.ones((30, 2100), np.float32), np.ones((200, 150), np.float32)
-    assert functional._serial(one_chunk, 2) and functional._serial(chunks, 2)
-    assert functional._cols(one_chunk) == functional._cols(one_chunk, 2) == 2100
-    assert functional._cols(np.ones((60, 500), np.float32)) == fastbn.kernels.COLS_PER_BLOCK
-    assert functional._cols(chunks, 2) == fastbn.kernels.COLS_PER_BLOCK
+    assert _bn.serial(one_chunk, 2) and _bn.serial(chunks, 2)
+    assert _bn.cols(one_chunk) == _bn.cols(one_chunk, 2) == 2100
+    assert _bn.cols(np.ones((60, 500), np.float32)) == fastbn.kernels.COLS_PER_BLOCK
+    assert _bn.cols(chunks, 2) == fastbn.kernels.COLS_PER_BLOCK
 
 
 def test_no_warnings_on_plain_input():
@@ -607,7 +607,7 @@ def test_planes_read_as_grouped_rows_agree_with_planes(shape, monkeypatch):
     g = rng.standard_normal(shape[1])
     results = []
     for group_below in (0, 10**9):                  # planes always / rows whenever possible
-        monkeypatch.setattr(_axes, "GROUP_BELOW", group_below)
+        monkeypatch.setattr(fastbn._config, "GROUP_BELOW", group_below)
         _axes._layout.cache_clear()
         assert _axes.layout(x, (1,)).kind == ("planes" if group_below == 0 else "rows")
         y, m, s = fastbn.batch_norm_forward(x, g, None, axis=1)
@@ -641,22 +641,22 @@ def test_fused_kernels_match_split_kernels_bitwise(shape, axis, kind, serial, dt
     dy = rng.standard_normal(x.shape).astype(dtype)
     fshape = tuple(shape[a] for a in np.atleast_1d(axis))
     g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
-    lay = _axes.layout(x, functional._features(x, axis, "test"))
-    assert functional._fuse(lay.view(x), lay, 1) == kind
+    lay = _axes.layout(x, _bn.features(x, axis, "test"))
+    assert _bn.dispatch.fuse(lay.view(x), lay, 1) == kind
     if kind == "rows":
-        kern = functional._run(fastbn.kernels._forward_rows_fused, lay.view(x))
+        kern = _bn.dispatch.run(fastbn.kernels._forward_rows_fused, lay.view(x))
         assert kern is getattr(fastbn.kernels._forward_rows_fused,
                                "serial" if serial else "parallel")
     runs = []
     for fused in (True, False):
         if not fused:
-            monkeypatch.setattr(functional, "_fuse", lambda xk, lay, arrays: None)
-            functional._PLANS.clear()       # a plan would run the fused kernels again
+            monkeypatch.setattr(_bn.dispatch, "fuse", lambda xk, lay, arrays: None)
+            _bn.PLANS.clear()       # a plan would run the fused kernels again
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)     # (1, 9): one value per feature
             y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis)
             runs.append((y, m, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis))
-    assert not functional._PLANS            # the split kernels ran, not a plan
+    assert not _bn.PLANS            # the split kernels ran, not a plan
     for a, c in zip(*runs):
         assert a.tobytes() == c.tobytes()
     y = runs[0][0]
@@ -699,10 +699,10 @@ def test_folded_rows_agree_with_unfolded_rows(shape, axis, order, dtype, monkeyp
     fshape = (shape[-1],)
     g, b = rng.standard_normal(fshape), rng.standard_normal(fshape)
     runs, folds = [], []
-    for fold_below in (_axes.FOLD_BELOW, 0):
-        monkeypatch.setattr(_axes, "FOLD_BELOW", fold_below)
+    for fold_below in (fastbn._config.FOLD_BELOW, 0):
+        monkeypatch.setattr(fastbn._config, "FOLD_BELOW", fold_below)
         _axes._layout.cache_clear()
-        fastbn.functional._PLANS.clear()
+        fastbn._bn.PLANS.clear()
         folds.append(_axes.layout(x, (x.ndim - 1,)).fold)
         out = np.full(shape, np.nan, dtype=dtype, order="F")
         y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis, out=out)
@@ -744,9 +744,9 @@ def test_planned_calls_give_the_bits_of_checked_calls(shape, axis, dtype, affine
         mv = np.full(fshape, 2.0, dtype) if moving else None
         y, m, s = fastbn.batch_norm_forward(x, g, b, axis=axis, moving_mean=mm, moving_variance=mv)
         runs.append((y, m, s, mm, mv) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=axis))
-        assert len(functional._PLANS) == 1
-        monkeypatch.setattr(functional, "_batch_norm_forward", None)    # planned from here on
-        monkeypatch.setattr(functional, "_batch_norm_backward", None)
+        assert len(_bn.PLANS) == 1
+        monkeypatch.setattr(_bn, "batch_norm_forward", None)    # planned from here on
+        monkeypatch.setattr(_bn, "batch_norm_backward", None)
     for a, c in zip(*runs):
         assert (a is None and c is None) or a.tobytes() == c.tobytes()
 
@@ -768,10 +768,10 @@ def test_planned_inference_gives_the_bits_of_checked_inference(shape, axis, dtyp
     kw = dict(axis=axis, training=False, moving_mean=mm, moving_variance=mv)
     checked = fastbn.batch_norm_forward(x, g, b, **kw)
     if first == "training":
-        functional._PLANS.clear()
+        _bn.PLANS.clear()
         fastbn.batch_norm_forward(x, g, b, axis=axis)
-    assert len(functional._PLANS) == 1
-    monkeypatch.setattr(functional, "_batch_norm_forward", None)       # planned from here on
+    assert len(_bn.PLANS) == 1
+    monkeypatch.setattr(_bn, "batch_norm_forward", None)       # planned from here on
     before = mm.copy(), mv.copy()
     planned = fastbn.batch_norm_forward(x, g, b, **kw)
     for a, c in zip(checked, planned):
@@ -801,15 +801,15 @@ def test_planned_calls_write_into_out(shape, axis, order, in_place, planned, mon
     dx, dg, db = fastbn.batch_norm_backward(dy, x, m, s, None, axis=axis)
     checked = []
     if planned:
-        assert len(functional._PLANS) == 1
-        monkeypatch.setattr(functional, "_batch_norm_forward", None)
-        monkeypatch.setattr(functional, "_batch_norm_backward", None)
+        assert len(_bn.PLANS) == 1
+        monkeypatch.setattr(_bn, "batch_norm_forward", None)
+        monkeypatch.setattr(_bn, "batch_norm_backward", None)
     else:                                   # the checked path must run: count its calls
-        for name in ("_batch_norm_forward", "_batch_norm_backward"):
-            def spy(*a, _f=getattr(functional, name), **k):
+        for name in ("batch_norm_forward", "batch_norm_backward"):
+            def spy(*a, _f=getattr(_bn, name), **k):
                 checked.append(_f)
                 return _f(*a, **k)
-            monkeypatch.setattr(functional, name, spy)
+            monkeypatch.setattr(_bn, name, spy)
     out = np.asarray(x.copy(), order=order) if in_place else np.full(shape, np.nan, order=order,
                                                                       dtype=x.dtype)
     res = fastbn.batch_norm_forward(out if in_place else x, None, None, axis=axis, out=out)
@@ -833,19 +833,19 @@ def test_plans_follow_the_thread_count_and_stay_few(monkeypatch):
     before = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        assert functional._num_threads() == numba.get_num_threads() == 1
+        assert _bn.num_threads() == numba.get_num_threads() == 1
         fastbn.batch_norm_forward(x, None, None)
     finally:
         numba.set_num_threads(before)
-    assert functional._num_threads() == numba.get_num_threads()
-    assert sorted(k[-1] for k in functional._PLANS) == sorted({1, before})
+    assert _bn.num_threads() == numba.get_num_threads()
+    assert sorted(k[-1] for k in _bn.PLANS) == sorted({1, before})
     for stand_in in (None, types.SimpleNamespace(_is_initialized=True)):  # another Numba
-        monkeypatch.setattr(functional, "_numba_parallel", stand_in)
-        assert functional._num_threads() == numba.get_num_threads()
+        monkeypatch.setattr(_bn.dispatch, "_numba_parallel", stand_in)
+        assert _bn.num_threads() == numba.get_num_threads()
     monkeypatch.undo()
-    for n in range(2, 2 + functional._PLANS_MAX):
+    for n in range(2, 2 + _bn.PLANS_MAX):
         fastbn.batch_norm_forward(np.ones((n, 3)), None, None)
-    assert 0 < len(functional._PLANS) <= functional._PLANS_MAX
+    assert 0 < len(_bn.PLANS) <= _bn.PLANS_MAX
 
 
 # ------------------------------------------------------------------ out=
@@ -969,7 +969,7 @@ def test_out_the_same_memory_as_x_stays_in_place():
     interleaved out (disjoint, within x's bounds) is right too."""
     rng = np.random.default_rng(7)
     x = rng.standard_normal((300, 50)).astype(np.float32) + 3
-    assert not functional._overlaps(x[...], (x,), ())
+    assert not _bn.overlaps(x[...], (x,), ())
     dy = rng.standard_normal(x.shape).astype(np.float32)
     y0, m, s = fastbn.batch_norm_forward(x, None, None)
     dx0, _, _ = fastbn.batch_norm_backward(dy, x, m, s, None)
@@ -1008,12 +1008,13 @@ def _runtime_warnings(rec, text):
 #: columns a feature's overflowing squares pass through.
 _OVERFLOW_LAYOUTS = [
     pytest.param((64, 3), -1, 0, "rows", id="folded-one-row"),      # (1, 192)
-    pytest.param((64, 3), -1, _axes.FOLD_MIN_ROWS, "rows", id="rows-one-chunk"),
-    pytest.param((512, 3), -1, _axes.FOLD_MIN_ROWS, "rows", id="folded-two-rows"),  # (2, 768)
+    pytest.param((64, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows", id="rows-one-chunk"),
+    pytest.param((512, 3), -1, fastbn._config.FOLD_MIN_ROWS, "rows",
+                 id="folded-two-rows"),                                          # (2, 768)
     pytest.param((1000, 3), -1, 10**9, "rows", id="rows-eight-chunks"),  # Chan-merged
-    pytest.param((4, 3, 64), 1, _axes.FOLD_MIN_ROWS, None, id="grouped-rows"),  # (4, 192)
-    pytest.param((4, 3, 4096), 1, _axes.FOLD_MIN_ROWS, None, id="planes-two-chunks"),
-    pytest.param((4, 16, 4096), 1, _axes.FOLD_MIN_ROWS, "planes", id="planes-fused"),
+    pytest.param((4, 3, 64), 1, fastbn._config.FOLD_MIN_ROWS, None, id="grouped-rows"),  # (4, 192)
+    pytest.param((4, 3, 4096), 1, fastbn._config.FOLD_MIN_ROWS, None, id="planes-two-chunks"),
+    pytest.param((4, 16, 4096), 1, fastbn._config.FOLD_MIN_ROWS, "planes", id="planes-fused"),
 ]
 
 
@@ -1027,16 +1028,16 @@ def test_overflowing_variance_warns_once_per_call(shape, axis, fold_min_rows, ki
     (``inf - inf`` in ``kernels._chunks._moments_from_sums``), and no warning;
     every layout, fused or split, serial or parallel, now gives what the
     float64 reference gives, and fused and split the same bits."""
-    monkeypatch.setattr(_axes, "FOLD_MIN_ROWS", fold_min_rows)
+    monkeypatch.setattr(fastbn._config, "FOLD_MIN_ROWS", fold_min_rows)
     for name in ("SERIAL_BELOW", "ROWS_SERIAL_BELOW"):
         monkeypatch.setattr(fastbn._config, name, 10**12 if serial else 0)
     _axes._layout.cache_clear()
     try:
         lay = _axes.layout(np.empty(shape), (axis % len(shape),))
-        assert functional._fuse(lay.view(np.empty(shape)), lay, 1) == kind
+        assert _bn.dispatch.fuse(lay.view(np.empty(shape)), lay, 1) == kind
         fused = _overflowing_variance_warns(shape, axis)
-        monkeypatch.setattr(functional, "_fuse", lambda xk, lay, arrays: None)
-        functional._PLANS.clear()
+        monkeypatch.setattr(_bn.dispatch, "fuse", lambda xk, lay, arrays: None)
+        _bn.PLANS.clear()
         split = _overflowing_variance_warns(shape, axis)
     finally:
         _axes._layout.cache_clear()     # no layout of the patched FOLD_MIN_ROWS stays
@@ -1052,7 +1053,7 @@ def _overflowing_variance_warns(shape, axis):
     g, b = rng.standard_normal(c), rng.standard_normal(c)
     top = np.finfo(np.float64).max
     lay = _axes.layout(x, (axis % x.ndim,))
-    planned = functional._fuse(lay.view(x), lay, 1) == "rows"
+    planned = _bn.dispatch.fuse(lay.view(x), lay, 1) == "rows"
     with np.errstate(over="ignore"):                         # the reference's squares
         y_ref, m_ref, s_ref = R.batch_norm_forward(x, g, b, axis=axis)
         _, v_ref = R.moments(x, axis=R.reduced_axes(x.ndim, axis))
@@ -1070,7 +1071,7 @@ def _overflowing_variance_warns(shape, axis):
         np.testing.assert_array_equal(y, y_ref)             # beta, exactly
         np.testing.assert_allclose(m, m_ref, rtol=0, atol=1e-13 * 1e300)
         np.testing.assert_allclose(mm, 0.01 * m_ref, rtol=0, atol=1e-13 * 1e300)
-    assert len(functional._PLANS) == planned
+    assert len(_bn.PLANS) == planned
     with warnings.catch_warnings(record=True) as rec:       # no moving statistics
         warnings.simplefilter("always")
         fastbn.batch_norm_forward(x, g, b, axis=axis)
@@ -1187,12 +1188,12 @@ def test_blend_running_matches_the_numpy_expression_bitwise(dtype):
         want_m = (rm.astype(np.float64) * (1.0 - momentum) + mean * momentum).astype(dtype)
         want_v = (rv.astype(np.float64) * (1.0 - momentum)
                   + (var * scale) * momentum).astype(dtype)
-        assert functional._blend_running(rm, rv, mean, var, momentum, scale) is True
+        assert _bn.blend_running(rm, rv, mean, var, momentum, scale) is True
         assert rm.tobytes() == want_m.tobytes() and rv.tobytes() == want_v.tobytes()
     strided = np.zeros(100, dtype)[::2]
     for args in ((strided, rv), (rm, rv.astype(np.float16)), (rm, np.zeros(49, dtype))):
         before = [a.copy() for a in args]
-        assert functional._blend_running(*args, mean, var, 0.5, 1.0) is False
+        assert _bn.blend_running(*args, mean, var, 0.5, 1.0) is False
         assert all(a.tobytes() == b.tobytes() for a, b in zip(args, before))
 
 
@@ -1203,15 +1204,15 @@ def test_planned_training_gives_the_public_calls_bits():
     x = (rng.standard_normal((96, 40)) * 3 + 1e3).astype(np.float32)
     dy = rng.standard_normal(x.shape).astype(np.float32)
     g, b = rng.standard_normal(40).astype(np.float32), None
-    functional._PLANS.clear()
-    assert functional._planned_training(x, 1, g, b, 1e-5) is None
+    _bn.PLANS.clear()
+    assert _bn.planned_training(x, 1, g, b, 1e-5) is None
     mm, mv = np.zeros(40), np.zeros(40)
     y, m, s = fastbn.batch_norm_forward(x, g, b, axis=1, epsilon=1e-5, moving_mean=mm,
                                         moving_variance=mv, momentum=0.0)
     want = (y, m, mv, s) + fastbn.batch_norm_backward(dy, x, m, s, g, axis=1)
-    y2, m2, v2, s2 = functional._planned_training(x, 1, g, b, 1e-5)
-    got = (y2, m2, v2, s2) + functional._planned_training_backward(dy, x, m2, s2, g, 1)
+    y2, m2, v2, s2 = _bn.planned_training(x, 1, g, b, 1e-5)
+    got = (y2, m2, v2, s2) + _bn.planned_training_backward(dy, x, m2, s2, g, 1)
     for a, c in zip(got, want):
         assert a.dtype == c.dtype and a.tobytes() == c.tobytes()
-    assert functional._planned_training(x, 1, g, b, -1.0) is None      # checked: it raises
-    assert functional._planned_training(x, 1, g.astype(np.int32), b, 1e-5) is None
+    assert _bn.planned_training(x, 1, g, b, -1.0) is None      # checked: it raises
+    assert _bn.planned_training(x, 1, g.astype(np.int32), b, 1e-5) is None

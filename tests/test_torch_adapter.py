@@ -153,7 +153,7 @@ def test_functional_matches_torch_functional():
 def test_zero_copy_views_and_memory_format():
     """CPU tensors reach the kernels as NumPy views of their own memory, in the
     layout the kernels read directly (no copy), and outputs keep the format."""
-    from fastbn import functional as F
+    from fastbn import _bn
     from fastbn._axes import layout
     for shape, fmt in [((8, 64, 16, 16), torch.channels_last),
                        ((8, 64, 16, 16), torch.contiguous_format),
@@ -164,7 +164,7 @@ def test_zero_copy_views_and_memory_format():
         a = fbt_boundary.array(x)
         assert a.ctypes.data == x.data_ptr() and a.strides == tuple(s * 4 for s in x.stride())
         lay = layout(a, (1,))
-        assert not lay.copies and not F._copied(lay.view(a))
+        assert not lay.copies and not _bn.copied(lay.view(a))
         y = fbt.BatchNorm2d(shape[1]) if len(shape) == 4 else None
         if y is not None:
             out = y(x)
@@ -464,33 +464,33 @@ def _bits(t):
     ((8, 4, 5), None, None), ((8, 4, 3, 3), None, None)])    # other planes: checked calls
 def test_planned_route_gives_the_checked_bits(shape, fmt, planned, dtype, monkeypatch):
     """The adapter's C++ training path (fastbn/torch/_native.cpp) and its Python
-    planned calls (functional._planned_training, its backward and _blend_running;
+    planned calls (_bn.planned_training, its backward and blend_running;
     planes have no plan and take the checked calls) against the checked calls, on the same modules' states over
     three training steps then one in eval: outputs, input and parameter
     gradients and running statistics bit for bit, momentum 0.1 and None."""
-    from fastbn import functional as F
+    from fastbn import _bn
     cls = CLASSES[len(shape) - 2 if len(shape) > 2 else 1]
     native = _native()
     runs, calls = [], {}
     for route in ("native", "planned", "checked"):
         rng = np.random.default_rng(zlib.crc32(repr((shape, fmt, dtype)).encode()))
-        monkeypatch.setattr(F, "_PLANS", {})
+        monkeypatch.setattr(_bn.plans, "PLANS", {})
         monkeypatch.setattr(fbt_native, "_NATIVE_PLANS", {})
         if route == "native":
             monkeypatch.setattr(fbt_native, "_native_module", _Spy(native, calls))
         else:
             monkeypatch.setattr(fbt_native, "_native_module", False)
         if route == "checked":
-            monkeypatch.setattr(F, "_planned_training", lambda *a: None)
-            monkeypatch.setattr(F, "_planned_training_backward", lambda *a: None)
-            monkeypatch.setattr(F, "_blend_running", lambda *a: False)
+            monkeypatch.setattr(_bn, "planned_training", lambda *a: None)
+            monkeypatch.setattr(_bn, "planned_training_backward", lambda *a: None)
+            monkeypatch.setattr(_bn, "blend_running", lambda *a: False)
         elif route == "planned":
             for name in ("_planned_training", "_planned_training_backward", "_blend_running"):
-                def spy(*a, _f=getattr(F, name), _n=name):
+                def spy(*a, _f=getattr(_bn, name[1:]), _n=name):
                     r = _f(*a)
                     calls[_n] = calls.get(_n, 0) + (r is not None and r is not False)
                     return r
-                monkeypatch.setattr(F, name, spy)
+                monkeypatch.setattr(_bn, name[1:], spy)
         out = []
         for momentum in (0.1, None):
             fb = cls[1](shape[1], momentum=momentum, dtype=dtype)

@@ -45,7 +45,7 @@ def test_scratch_is_per_thread_and_reused():
     t.start()
     t.join()
     assert not np.shares_memory(a, other[0])
-    big = _workers.scratch("t", (_workers.KEEP_SCRATCH_BYTES // 4 + 1,), np.float32)
+    big = _workers.scratch("t", (_config.KEEP_SCRATCH_BYTES // 4 + 1,), np.float32)
     assert not np.shares_memory(big, _workers.scratch("t", (4, 5), np.float32))
 
 

@@ -31,7 +31,7 @@ import time
 import numba
 import numpy as np
 
-from fastbn import bench, functional
+from fastbn import _bn, bench
 from fastbn import kernels as K
 
 
@@ -85,7 +85,7 @@ def main():
         for where, x in arrays.items():
             out = np.empty_like(x)
             shift = x[0].astype(np.float64)
-            chunk, cols = functional._split(x)
+            chunk, cols = _bn.split(x)
             calls = max(5, (1 << 24) // x.size)
             passes = {
                 "statistics": lambda: K._moments_rows.parallel(x, shift, chunk, cols),

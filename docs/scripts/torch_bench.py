@@ -51,6 +51,7 @@ import torch  # noqa: E402
 
 import fastbn  # noqa: E402
 import fastbn.torch as fbt  # noqa: E402
+import fastbn.torch._native as fbt_native  # noqa: E402
 from fastbn.bench import CASES  # noqa: E402
 
 torch.set_num_threads(ARGS.threads)
@@ -116,11 +117,11 @@ def _module_case(shape, fmt):
 def _python_path(step):
     """``step`` with fastbn.torch's C++ training path off: its Python path."""
     def python():
-        native, fbt._native_module = fbt._native_module, False
+        native, fbt_native._native_module = fbt_native._native_module, False
         try:
             step()
         finally:
-            fbt._native_module = native
+            fbt_native._native_module = native
     return python
 
 
@@ -170,8 +171,8 @@ def pieces():
             bn(x).backward(dy)
         step()
         step()
-        key = (x.shape, x.stride(), x.dtype, fastbn.functional._num_threads())
-        plan = fbt._NATIVE_PLANS[key]
+        key = (x.shape, x.stride(), x.dtype, fastbn._bn.num_threads())
+        plan = fbt_native._NATIVE_PLANS[key]
         w, b, rm, rv = bn.weight, bn.bias, bn.running_mean, bn.running_var
         steps = {"step": step}
         if shape == (32, 64):
@@ -179,16 +180,16 @@ def pieces():
                 bn(x)
 
             def native_call():
-                fbt._native_module.train(plan, x, w, b, rm, rv, 0.1, 1e-5)
+                fbt_native._native_module.train(plan, x, w, b, rm, rv, 0.1, 1e-5)
 
             def trivial_op():
                 x.grad = None
                 (x * 1.0).backward(dy)
             steps.update(forward=forward, native_call=native_call, trivial_op_step=trivial_op)
         else:
-            from fastbn import functional as F
+            from fastbn import _bn
             xa, dya = x.detach().numpy(), dy.numpy()
-            fp = F._PLANS[F._plan_key(xa, 1)]
+            fp = _bn.PLANS[_bn.plan_key(xa, 1)]
             gamma, beta = np.ones(c, np.float32), np.zeros(c, np.float32)
             y, dx = np.empty_like(xa), np.empty_like(xa)
             stats, grads = np.empty((3, c)), np.empty((2, c), np.float32)
@@ -209,8 +210,8 @@ def pieces():
 def _takes_native(shape, fmt):
     """Whether fastbn.torch's training calls on this input run its C++ path."""
     x = torch.zeros(shape).contiguous(memory_format=fmt)
-    key = (x.shape, x.stride(), x.dtype, fastbn.functional._num_threads())
-    return bool(fbt._NATIVE_PLANS.get(key))
+    key = (x.shape, x.stride(), x.dtype, fastbn._bn.num_threads())
+    return bool(fbt_native._NATIVE_PLANS.get(key))
 
 
 class Block(torch.nn.Module):

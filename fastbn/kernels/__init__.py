@@ -14,7 +14,7 @@ from .conv import (_avg_pool_backward, _avg_pool_forward, _bias_act, _col2im, _c
                    _max_pool_backward, _max_pool_forward, _relu_grad)
 from .fused import (_backward_planes_fused, _backward_rows_fused, _forward_planes_fused,
                     _forward_rows_fused)
-from .layout import _copy_tiles
+from .transpose import _copy_tiles
 from .moments import _merge_columns, _moments_planes, _moments_rows, _moments_rows_at
 from .normalize import (_affine_planes, _affine_rows, _blend_pair, _finite_shift,
                         _inference_vectors, _invstd_scale, _update_moving, _update_moving_pair)

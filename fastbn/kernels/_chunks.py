@@ -6,27 +6,15 @@ so results are bitwise identical with 1, 2 or 16 threads.
 """
 import numpy as np
 
-from .._config import SERIAL_BELOW, STREAM_MIN_BYTES, helper
+from .._config import (COLS_PER_BLOCK, PLANE_CHUNK, ROWS_PER_CHUNK, SERIAL_BELOW,
+                       SHARE_MIN_ROWS, STREAM_MIN_BYTES, UNROLL_MIN_COLS, helper)
 from ._intrinsics import LINE, fma
 
-#: rows layout: most rows per statistics chunk (see :func:`rows_per_chunk`). A
-#: 128 x 1024 block is 512 KiB in float32, the L2 of one core here (the 32 MiB
-#: L3 is shared), so much of it is still cached for a second pass over it (the
-#: fused kernels' statistics and elementwise passes). Moments of (8192, 1024)
-#: fp32, 2 threads: 1.1 ms with 128 x 1024 blocks, 1.9 ms with 256 x 256 (short
-#: rows defeat the prefetcher).
-ROWS_PER_CHUNK = 128
 #: rows layout: an array of at most ``ROWS_PER_CHUNK`` rows is cut in two chunks
-#: when it has at least this many rows and ``SHARE_MIN_SIZE`` elements: the size
-#: from which ``functional._serial`` shares work between threads, read once here
-#: (a test that patches ``_config.SERIAL_BELOW`` picks a kernel, not the chunks).
-SHARE_MIN_ROWS = 64
+#: when it has at least ``SHARE_MIN_ROWS`` rows and this many elements, read
+#: once here (a test that patches ``_config.SERIAL_BELOW`` picks a kernel, not
+#: the chunks).
 SHARE_MIN_SIZE = SERIAL_BELOW
-#: rows layout: at most this many columns per task. Column blocks only split
-#: the work (each column is reduced on its own), so they never change a result.
-COLS_PER_BLOCK = 1024
-#: planes layout: elements of one feature per statistics chunk (32 KiB fp32).
-PLANE_CHUNK = 8192
 
 
 @helper
@@ -128,7 +116,7 @@ def _moments_from_sums(s1, s2, m, rel):
     NaN, which the merge would spread to the feature's variance and moving
     statistics without a warning. M2 is then inf, as the merge of one-value chunks gives
     (its ``delta ** 2`` overflows alike), and
-    ``fastbn.functional._check_variance`` says so. A non-finite ``s1`` (inf or
+    ``fastbn._bn.moving.check_variance`` says so. A non-finite ``s1`` (inf or
     NaN in the data) still gives NaN. Once per chunk and feature, never per
     element: the finish loop stays vectorized (four instructions more per
     four columns in the serial kernels' assembly; the element loops are the
@@ -181,18 +169,10 @@ def rows_per_chunk(n, c):
     order of the sums, so serial and parallel kernels must both be given it.
 
     Rows cut into column blocks, the only split of one chunk, cost each thread
-    time per row segment (47 ns per extra 400-column segment of the ``dx``
-    pass on (128, 784), serially: about one L3 miss, as if the prefetcher
-    started over). The fused kernels alone, two chunks of 64 rows in parallel
-    against one of 128 as it ran before (forward serially, backward in two
-    column blocks), interleaved in one process, 2 threads, fp32, 2026-12-03,
-    forward / backward: (128, 784) 1.43-1.46x / 1.33-1.40x; (128, 512) 1.33x /
-    1.18x; (128, 1024) 1.20x / 1.20x; (64, 784) 1.23x / 1.25x; (128, 256)
-    1.08-1.14x / 1.18-1.19x. Chunks of 16 rows on (32, 4096) were 0.93x
-    forward, hence the floor of 64 rows. Over several chunks, equal ones
-    against 128 rows and a remainder: (160, 784) 1.42x / 1.42x, (400, 512)
-    1.23x / 1.23x, (3000, 256) 1.03x / 1.05x; an even count against an odd
-    one: (300, 300) 1.17x / 1.09x, (340, 784) 1.15x / 1.15x. Whole calls:
+    time per row segment (47 ns per extra 400-column segment, about one L3
+    miss), so two chunks of 64 rows beat one of 128 in column blocks: the
+    fused kernels 1.43x forward, 1.33x backward on (128, 784) fp32; chunks of
+    16 rows were 0.93x on (32, 4096), hence the floor of 64 rows. Whole calls:
     ``docs/maths.md``, "Whole rows for each thread".
     """
     if n <= ROWS_PER_CHUNK and (n < SHARE_MIN_ROWS or n * c < SHARE_MIN_SIZE):
@@ -214,24 +194,6 @@ def _row_task(task, n, c, n_blocks, rows_per_chunk, cols_per_block):
     r0 = k * rows_per_chunk
     c0 = (task - k * n_blocks) * cols_per_block
     return k, r0, min(n, r0 + rows_per_chunk), c0, min(c, c0 + cols_per_block)
-
-
-#: rows layout: fewest columns for which the row sums take four rows per sweep
-#: (see :func:`_rows_moments`). Against one row per sweep, interleaved
-#: in one process on the 2-core dev machine, 2 threads, fp32: moments 1.20x
-#: and gradient sums 1.23x faster on (128, 784), 1.13x / 1.05x on (8192, 1024);
-#: on (100352, 64) (NHWC, 64 columns) four rows were 0.7x, hence the floor.
-#:
-#: The four rows lie a quarter of the chunk apart, not next to each other: one
-#: thread then reads four memory streams instead of one, and a single stream
-#: is limited by how many cache misses one core keeps in flight, not by the
-#: bus (a plain float32 sum over (8192, 1024), 2 threads: 19 GB/s as one
-#: stream, 26 GB/s as four, in a run whose triad was 20 GB/s). The statistics
-#: pass on (8192, 1024) alone, against adjacent rows, interleaved, 2026-12-02:
-#: float32 1.34-1.38x, float64 1.07-1.18x; gradient sums 1.13-1.17x (float32),
-#: 0.92-1.04x (float64). Squares accumulate through :func:`._intrinsics.fma`
-#: (the same bits for float32 data, whose ``d * d`` is exact in float64).
-UNROLL_MIN_COLS = 256
 
 
 @helper
@@ -361,12 +323,9 @@ def _half(x, r0, r1):
     row chunks), else 0 (one row per sweep).
 
     Two rows half a chunk apart share the loads of the per-feature vectors and
-    read two streams instead of one. Whole training calls against one row per
-    sweep, interleaved in one process, 2 threads, 2026-12-02, forward / backward:
-    C 1.09x / 1.04x, G 1.04x / 1.01x, E 1.07x / 1.07x (from memory); B 0.99x /
-    1.03x and F 0.98x / 1.03x (two chunks, in cache). On one chunk, (128, 784),
-    the forward was 0.97x, hence one row per sweep there. Every element is
-    computed alone, so this never changes a result."""
+    read two streams instead of one: 1.09x forward on (8192, 1024) fp32, but
+    0.97x on one chunk, (128, 784), hence one row per sweep there. Every
+    element is computed alone, so this never changes a result."""
     return (r1 - r0) // 2 if x.shape[0] > r1 - r0 else 0
 
 
@@ -402,12 +361,8 @@ def _streams(out, c0):
 
     An ordinary store first reads its line (read for ownership), so the
     elementwise pass of the backward moves 16 bytes per float32 element, not
-    12; streamed, it does not. Whole calls on E's NHWC (32, 56, 56, 64) fp32
-    against ordinary stores, ``docs/scripts/ab_layouts.py --bench-shapes
-    --clock thread --rounds 11 --calls 10``, ``NUMBA_NUM_THREADS=1``, shared
-    2-core machine, 2026-12-06: forward 1.03x (0.98-1.06), inference 1.05x
-    (1.00-1.12), backward 1.08x (1.02-1.12); A, B, C, F, G (not streamed)
-    0.97-1.00x. (2-thread wall-clock ratios were noise-bound: load 10 on 2 cores.)"""
+    12; streamed, it does not: the backward on NHWC (32, 56, 56, 64) fp32 1.08x
+    faster than with ordinary stores (one thread)."""
     item = out.itemsize
     return (out.size * item >= STREAM_MIN_BYTES and out.strides[1] == item
             and out.strides[0] % LINE == 0 and (out.ctypes.data + c0 * item) % LINE == 0)

@@ -36,7 +36,7 @@ def _forward_planes_fused(x, shift, gamma, beta, eps, y, stats, chunk):
 
     ``gamma``/``beta`` are vectors of length C (ones / zeros for None), float64
     or the input's dtype (widened as they are read, see
-    :func:`fastbn.functional._param_dtype`); ``shift`` as in
+    :func:`fastbn._bn.checks.param_dtype`); ``shift`` as in
     :func:`._moments_planes`.
     """
     outer, c, inner = x.shape
@@ -128,16 +128,14 @@ def _forward_rows_fused(x, gamma, beta, eps, y, stats, rows_per_chunk, cols_per_
 
     The split kernels' passes in one call: the statistics tasks of
     :func:`._moments_rows` (shifted by each column's first finite value, as
-    :func:`fastbn.functional._shift`), their merge, ``invstd``, then the
+    :func:`fastbn._bn.dispatch.shift`), their merge, ``invstd``, then the
     tasks of :func:`._affine_rows` over the same row chunks, so a thread
     finds its chunk still in cache when there are no more chunks than
     threads. When the rows fit one chunk and are split into column blocks
     (in parallel), each block's task runs both passes, and no thread waits
-    for the others between them: the whole kernel 1.04-1.06x faster than
-    with two task loops on (128, 784) fp32, 1.07x on (128, 1024), 1.06-1.09x
-    on (128, 300) (medians of per-round ratios, both interleaved in one
-    process, 2 threads, 2026-12-02). Serially that path was 0.93-0.95x, so
-    a serial call on one chunk takes whole rows (one block) instead.
+    for the others between them: 1.07x faster than two task loops on
+    (128, 1024) fp32 in parallel, but 0.93-0.95x serially, so a serial call
+    on one chunk takes whole rows (one block) instead.
     ``gamma``/``beta`` are vectors (ones / zeros for None), float64 or the
     input's dtype as in :func:`_forward_planes_fused`, one entry per feature.
     When ``x`` has more columns than features, its rows are

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 
 from .. import autograd as ag
-from .. import functional as F
+from .. import _bn
 from .._files import atomic_write
 from . import layers as L, losses as losses_mod, optimizers, saving, utils
 from ._format import format_shape
@@ -316,7 +316,7 @@ class Sequential(Trainer):
     def __call__(self, x, training=False):
         """Run the layers on ``x`` (building the model on first use); returns a Tensor."""
         if training is not None:
-            F._check_training(training, f"model {self.name!r}")
+            _bn.check_training(training, f"model {self.name!r}")
         if not isinstance(x, ag.Tensor):
             x = ag.Tensor(self._as_input(x, "x"))
         self._check_input_shape(x.shape, "x")

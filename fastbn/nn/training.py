@@ -44,7 +44,7 @@ import warnings
 import numpy as np
 
 from .. import autograd as ag
-from .. import functional as F
+from .. import _bn
 from . import callbacks as callbacks_mod, layers as L, losses as losses_mod, utils
 from ._progress import Progbar, mark_warm
 
@@ -599,7 +599,7 @@ class Trainer:
     def _fit_data(self, x, y, validation_split, validation_data):
         """``fit``'s training and validation data, checked and prepared once."""
         x, y = self._prepare(x, y)
-        if F._number(validation_split) is None:
+        if _bn.number(validation_split) is None:
             raise TypeError(f"fit(): validation_split must be a number in [0, 1) (the "
                             f"fraction held out, e.g. 0.2), got {validation_split!r} of type "
                             f"{type(validation_split).__name__}")

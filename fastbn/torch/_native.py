@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from .. import functional as F
+from .. import _bn
 from ._boundary import KERNEL_DTYPES, array
 
 NATIVE_ENV = "FASTBN_TORCH_NATIVE"
@@ -166,7 +166,7 @@ def _native_plan(key, input):
     call, or after functional's plans were emptied), to ask again next call."""
     plan = False
     if input.dtype in KERNEL_DTYPES and input.numel() * input.element_size() < NATIVE_MAX_BYTES:
-        spec = F._native_plan(array(input), 1)
+        spec = _bn.native_plan(array(input), 1)
         if spec is None:
             return None
         if spec and build_native():
@@ -185,7 +185,7 @@ def train(input, weight, bias, running_mean, running_var, momentum, eps):
     variance of an update held back, for the caller's warning."""
     if _native_module is False:
         return None
-    key = (input.shape, input.stride(), input.dtype, F._num_threads())
+    key = (input.shape, input.stride(), input.dtype, _bn.num_threads())
     plan = _NATIVE_PLANS.get(key)
     if plan is None:
         plan = _native_plan(key, input)

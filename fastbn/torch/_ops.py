@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _bn
 from .. import functional as F
 from . import _native
 from ._boundary import KERNEL_DTYPES, array, check, compute, tensor, vector
@@ -33,7 +34,7 @@ def _forward_numpy(x, gamma, beta, running_mean, running_var, training, eps):
     """``(y, mean, invstd, var)`` of the arrays: :func:`fastbn.functional`'s planned
     training call when the shape has a plan, else its checked call."""
     if training:
-        res = F._planned_training(x, 1, gamma, beta, eps)
+        res = _bn.planned_training(x, 1, gamma, beta, eps)
         if res is not None:
             y, mean, var, invstd = res
             return y, mean, invstd, var
@@ -86,7 +87,7 @@ def _update_impl(running_mean: Tensor, running_var: Tensor, mean: Tensor, var: T
 def update_arrays(running_mean, running_var, mean, var, count, momentum):
     """:func:`_update_impl` with ``mean`` and ``var`` as NumPy arrays (float64)."""
     if running_mean.dtype in KERNEL_DTYPES and running_var.dtype in KERNEL_DTYPES:
-        if F._blend_running(array(running_mean), array(running_var), mean, var, momentum,
+        if _bn.blend_running(array(running_mean), array(running_var), mean, var, momentum,
                             count / (count - 1)):
             return
     _update_running(running_mean, mean, momentum)
@@ -127,7 +128,7 @@ def _backward_arrays(grad_output, input, weight, mean, invstd, training, x=None,
         x = array(compute(input))
         gamma = vector(weight, x.dtype)
     dy = array(compute(grad_output))
-    res = F._planned_training_backward(dy, x, mean, invstd, gamma, 1) if training else None
+    res = _bn.planned_training_backward(dy, x, mean, invstd, gamma, 1) if training else None
     if res is None:
         res = F.batch_norm_backward(dy, x, mean, invstd, gamma, axis=1, training=training)
     dx, dgamma, dbeta = res
@@ -291,7 +292,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if res is not None:
             out, held_var = res
             if held_var is not None:
-                F._warn_native_held(held_var.numpy())
+                _bn.warn_native_held(held_var.numpy())
             return out
     if torch.is_grad_enabled() and (input.requires_grad
                                     or (weight is not None and weight.requires_grad)

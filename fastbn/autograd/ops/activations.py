@@ -6,8 +6,7 @@ Each keeps its input's shape and dtype; the float32 ``elu`` and the exact
 import numpy as np
 
 # The engine's compiled activation kernels (one import: the line to change when they move).
-from ...functional import (_elu_backward as elu_backward, _elu_forward as elu_forward,
-                           _gelu_backward as gelu_backward, _gelu_forward as gelu_forward)
+from ..._activations import elu_backward, elu_forward, gelu_backward, gelu_forward
 from ..tensor import Function
 
 __all__ = ["relu", "leaky_relu", "elu", "tanh", "sigmoid", "softmax", "log_softmax", "selu",

@@ -8,12 +8,8 @@ for these ops and for :mod:`fastbn.nn`'s layers.
 import numpy as np
 
 # The engine's convolution and pooling dispatch (one import: the line to change when it moves).
-from ...functional import (_avg_pool_backward as avg_pool_backward,
-                           _avg_pool_forward as avg_pool_forward,
-                           _conv2d_backward as conv2d_backward,
-                           _conv2d_forward as conv2d_forward,
-                           _max_pool_backward as max_pool_backward,
-                           _max_pool_forward as max_pool_forward)
+from ..._conv import (avg_pool_backward, avg_pool_forward, conv2d_backward, conv2d_forward,
+                      max_pool_backward, max_pool_forward)
 from ..tensor import Function, Tensor
 
 __all__ = ["conv2d", "max_pool2d", "avg_pool2d", "global_average_pool2d"]

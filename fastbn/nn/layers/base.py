@@ -12,7 +12,7 @@ import inspect
 import numpy as np
 
 from ... import autograd as ag
-from ... import functional as F
+from ... import _bn
 from .. import _serialization, activations, constraints, initializers, regularizers, utils
 from ._utils import FLOATX, shape_tuple
 
@@ -424,7 +424,7 @@ class Layer:
             x = ag.Tensor(x.data.astype(FLOATX))
         self._build_once((None,) + x.shape[1:])
         if training is not None:
-            F._check_training(training, f"{type(self).__name__} {self.name!r}")
+            _bn.check_training(training, f"{type(self).__name__} {self.name!r}")
         if mask is not None and self._takes_mask():
             out = self.call(x, training=training, mask=mask)
         else:

