@@ -30,10 +30,11 @@ Inputs that fit in cache can beat the triad; large ones cannot beat it by
 much. The table, a JSON file (with machine information) and a PNG bar chart
 are written to ``--out``.
 
-Its modules: ``cases`` (the case table, which the asv suite and the docs
-scripts import too), ``timing`` (medians, the noise re-measure, the triad),
-``peers`` (the peers and the worker process), ``report`` (machine, rows,
-table, chart) and ``cli`` (the command).
+The case table is :mod:`fastbn.bench.cases` (the asv suite and the docs
+scripts import it too); behind this module, package-private: ``_timing``
+(medians, the noise re-measure, the triad), ``_peers`` (the peers and the
+worker process), ``_report`` (machine, rows, table, chart) and ``_cli`` (the
+command).
 
 Examples
 --------
@@ -43,12 +44,16 @@ Examples
 >>> bench.parse_axis("1,2"), bench.parse_axis("-1")
 ((1, 2), -1)
 """
+from . import _peers
+from ._cli import main, parse_axis, run
+from ._peers import MALLOC_REUSE_ENV, FastbnOutPeer, FastbnPeer, NumpyPeer, TorchPeer
+from ._report import machine_info
+from ._timing import NOISE_RATIO, RESAMPLE, TRIAD_BYTES_PER_ELEMENT, measure, triad
 from .cases import CASE_NAMES, CASES, EPSILON, MOMENTUM, OPS, make_inputs, traffic_bytes
-from .cli import main, parse_axis, run
-from .peers import (MALLOC_REUSE_ENV, PEERS, FastbnOutPeer, FastbnPeer, NumpyPeer,
-                    TorchPeer)
-from .report import machine_info
-from .timing import NOISE_RATIO, RESAMPLE, TRIAD_BYTES_PER_ELEMENT, measure, triad
+
+#: The peers by name (``fastbn``, ``fastbn-out``, ``numpy``, ``torch``), each a class
+#: built from :func:`make_inputs`' arrays; the asv suite uses the same registry.
+PEERS = _peers.PEERS
 
 __all__ = ["CASES", "CASE_NAMES", "OPS", "PEERS", "make_inputs", "traffic_bytes",
            "measure", "triad", "run", "main"]

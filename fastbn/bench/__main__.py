@@ -1,6 +1,6 @@
 """``python -m fastbn.bench``: the ``fastbn-bench`` command (and each peer's worker)."""
 import sys
 
-from .cli import main
+from ._cli import main
 
 sys.exit(main())

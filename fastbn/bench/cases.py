@@ -44,14 +44,29 @@ CASE_NAMES = {
 LAYOUTS = {"D": "NCHW", "E": "NHWC"}
 #: Operation -> bytes moved per element, in units of the itemsize (minimal traffic).
 OPS = {"forward": 3, "inference": 2, "backward": 5}
+#: The ``epsilon`` every peer adds to the variance.
 EPSILON = 1e-3
-MOMENTUM = 0.99                      # Keras convention; PyTorch's is 1 - 0.99
+#: The moving statistics' ``momentum`` (Keras convention; PyTorch's is 1 - 0.99).
+MOMENTUM = 0.99
 
 
 def feature_axes(shape, axis):
     """The feature axes ``axis`` names in ``shape``, non-negative and sorted.
 
-    >>> feature_axes((256, 28, 28), (2, -2)), feature_axes((128, 784), -1)
+    Parameters
+    ----------
+    shape : tuple of int
+    axis : int or tuple of ints
+        The feature axes, negative ones counted from the end.
+
+    Returns
+    -------
+    tuple of int
+
+    Examples
+    --------
+    >>> from fastbn.bench import cases
+    >>> cases.feature_axes((256, 28, 28), (2, -2)), cases.feature_axes((128, 784), -1)
     ((1, 2), (1,))
     """
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
@@ -59,10 +74,22 @@ def feature_axes(shape, axis):
 
 
 def label(name):
-    """A case's asv parameter: its name, shape, axis, dtype and layout, e.g.
-    ``"A 128x784 ax-1 f32"``, ``"D 32x64x56x56 ax1 f32 NCHW"``.
+    """A case's asv parameter: its name, shape, axis, dtype and layout.
 
-    >>> [label(n) for n in "AE"]
+    Parameters
+    ----------
+    name : str
+        A key of :data:`CASES`.
+
+    Returns
+    -------
+    str
+        For example ``"A 128x784 ax-1 f32"`` or ``"D 32x64x56x56 ax1 f32 NCHW"``.
+
+    Examples
+    --------
+    >>> from fastbn.bench import cases
+    >>> [cases.label(n) for n in "AE"]
     ['A 128x784 ax-1 f32', 'E 32x56x56x64 ax-1 f32 NHWC']
     """
     shape, axis, dtype = CASES[name]

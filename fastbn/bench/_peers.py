@@ -8,7 +8,7 @@ pools never compete.
 
 Examples
 --------
->>> from fastbn.bench import cases, peers
+>>> from fastbn.bench import _peers as peers, cases
 >>> ops = peers.PEERS["numpy"](cases.make_inputs((16, 3), -1, "float32"), -1)
 >>> ops.output("forward").shape
 (16, 3)
@@ -23,11 +23,9 @@ import sys
 
 import numpy as np
 
+from ._timing import measure_steady, triad
 from .cases import EPSILON, MOMENTUM, feature_axes, make_inputs
-from .timing import measure_steady, triad
 
-__all__ = ["FastbnPeer", "FastbnOutPeer", "NumpyPeer", "TorchPeer", "PEERS",
-           "MALLOC_REUSE_ENV", "worker", "run_worker"]
 
 _SAMPLE_POINTS = 64                  # output elements compared across peers
 #: ``--malloc-reuse``: glibc keeps freed memory instead of returning each large

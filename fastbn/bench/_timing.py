@@ -3,7 +3,7 @@
 Examples
 --------
 >>> import numpy as np
->>> from fastbn.bench import timing
+>>> from fastbn.bench import _timing as timing
 >>> samples, number, samplings, noisy = timing.measure_steady(lambda: np.ones(100).sum(),
 ...                                                            5, 1e-4, 1.0)
 >>> len(samples), 1 <= samplings <= 1 + timing.RESAMPLE
@@ -15,8 +15,6 @@ import time
 
 import numpy as np
 
-__all__ = ["NOISE_RATIO", "RESAMPLE", "TRIAD_BYTES_PER_ELEMENT", "measure", "measure_steady",
-           "triad", "triad_kernels", "llc_bytes"]
 
 #: A sampling whose median is over this many times its fastest sample is noise: on a
 #: quiet 2-core VM the median of 20 samples stays within 1.2x of the minimum (1.65x

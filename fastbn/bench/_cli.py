@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> from fastbn.bench import cli
+>>> from fastbn.bench import _cli as cli
 >>> cli.parse_axis("1,2"), cli.parse_axis("-1")
 ((1, 2), -1)
 """
@@ -12,12 +12,11 @@ import os
 import sys
 import tempfile
 
+from ._peers import PEERS, run_worker, worker
+from ._report import combine_rounds, machine_info, plot, summarise, table
+from ._timing import NOISE_RATIO, RESAMPLE
 from .cases import CASE_NAMES, CASES, EPSILON, MOMENTUM, OPS
-from .peers import PEERS, run_worker, worker
-from .report import combine_rounds, machine_info, plot, summarise, table
-from .timing import NOISE_RATIO, RESAMPLE
 
-__all__ = ["parse_axis", "run", "main"]
 
 
 def parse_axis(text):
@@ -29,7 +28,7 @@ def parse_axis(text):
 
 
 
-def _parser():
+def parser():
     p = argparse.ArgumentParser(
         prog="fastbn-bench",
         description="Benchmark fastbn batch norm against NumPy and PyTorch and a STREAM "
@@ -275,7 +274,7 @@ def main(argv=None):
     >>> out.getvalue().startswith("usage: fastbn-bench")
     True
     """
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     if args._worker:
         with open(args._worker + ".spec.json") as f:
             spec = json.load(f)

@@ -6,7 +6,7 @@ fastbn's speed-up over a peer is the peer's time over fastbn's.
 
 Examples
 --------
->>> from fastbn.bench import report
+>>> from fastbn.bench import _report as report
 >>> rows = [dict(case="A", op="forward", peer=p, threads=1, shape=[128, 784], axis=-1,
 ...              dtype="float32", median_s=s, min_s=s, max_s=s, samples=5,
 ...              output_sample=[0.0, 1.0]) for p, s in (("fastbn", 1e-5), ("numpy", 4e-5))]
@@ -20,10 +20,9 @@ import platform
 
 import numpy as np
 
+from ._timing import NOISE_RATIO
 from .cases import OPS, traffic_bytes
-from .timing import NOISE_RATIO
 
-__all__ = ["machine_info", "combine_rounds", "summarise", "table", "plot"]
 
 
 def machine_info():
@@ -147,6 +146,8 @@ def summarise(results, triad_gbps):
 
 
 def table(results, triad_info, peers, threads):
+    """The text table of one thread count: a row per case and operation, each peer's
+    time, GB/s, % of the triad and speed-up, then notes on noisy rows and disagreements."""
     rows = [r for r in results if r["threads"] == threads and "median_s" in r]
     t = triad_info.get(threads, {})
     lines = [f"threads={threads}   STREAM triad: {t.get('gbps', float('nan')):.1f} GB/s "
@@ -230,13 +231,14 @@ def _name_width(peer):
 
 
 def plot(results, triad_info, peers, threads, path):
+    """Write the chart of one thread count (``bench.png``) to ``path``."""
     import matplotlib.pyplot as plt
-    fig = _chart(results, triad_info, peers, threads)
+    fig = chart(results, triad_info, peers, threads)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def _chart(results, triad_info, peers, threads):
+def chart(results, triad_info, peers, threads):
     """GB/s per case and peer, one panel per operation, the triad dashed; a
     noisy time is hatched and labelled "noisy" on its bar."""
     import matplotlib
