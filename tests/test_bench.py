@@ -14,6 +14,7 @@ import pytest
 
 import reference
 from fastbn import bench
+from fastbn.bench import _cli, _report, _timing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
@@ -101,8 +102,8 @@ def test_table_gives_fastbn_out_its_own_speedup():
                     max_s=ms / 1e3, gbps=1.0, pct_triad=5.0, **extra)
     results = [row("fastbn", 2.0, speedup_vs_torch=1.5), row("fastbn-out", 1.0, speedup_vs_torch=3.0),
                row("torch", 3.0)]
-    text = bench._table(results, {2: {"gbps": 20.0, "best_gbps": 21.0}},
-                        ["fastbn", "fastbn-out", "torch"], 2)
+    text = _report.table(results, {2: {"gbps": 20.0, "best_gbps": 21.0}},
+                         ["fastbn", "fastbn-out", "torch"], 2)
     head, _, line = text.splitlines()[1:4]
     assert "vs torch" in head and len(head) == len(line)
     cells = line.split()
@@ -206,12 +207,12 @@ def test_noisy_sampling_is_taken_again_then_flagged(monkeypatch):
     the least noisy sampling kept, and one still noisy flagged."""
     quiet, noisy = [1.0, 1.1, 1.0, 1.2, 1.1], [1.0, 9.0, 8.0, 7.0, 9.0]
     takes = iter([(noisy, 1), (quiet, 1)])
-    monkeypatch.setattr(bench, "measure", lambda *a: next(takes))
-    samples, number, tries, flagged = bench._measure_steady(None, 5, 0, 1)
+    monkeypatch.setattr(_timing, "measure", lambda *a: next(takes))
+    samples, number, tries, flagged = _timing.measure_steady(None, 5, 0, 1)
     assert samples == quiet and tries == 2 and not flagged
     calls = []
-    monkeypatch.setattr(bench, "measure", lambda *a: calls.append(1) or (noisy, 1))
-    samples, number, tries, flagged = bench._measure_steady(None, 5, 0, 1)
+    monkeypatch.setattr(_timing, "measure", lambda *a: calls.append(1) or (noisy, 1))
+    samples, number, tries, flagged = _timing.measure_steady(None, 5, 0, 1)
     assert flagged and tries == len(calls) == 1 + bench.RESAMPLE
 
 
@@ -226,8 +227,8 @@ def _noisy_rows():
 
 
 def test_table_says_in_words_which_time_is_noisy():
-    text = bench._table(_noisy_rows(), {2: {"gbps": 20.0, "best_gbps": 21.0}},
-                        ["fastbn", "torch"], 2)
+    text = _report.table(_noisy_rows(), {2: {"gbps": 20.0, "best_gbps": 21.0}},
+                         ["fastbn", "torch"], 2)
     line = next(t for t in text.splitlines() if t.startswith("C "))
     assert "4.500!" in line
     note = next(t for t in text.splitlines() if "NOISY" in t)
@@ -237,7 +238,7 @@ def test_table_says_in_words_which_time_is_noisy():
 
 def test_chart_hatches_and_labels_a_noisy_bar():
     import matplotlib.pyplot as plt
-    fig = bench._chart(_noisy_rows(), {2: {"gbps": 20.0}}, ["fastbn", "torch"], 2)
+    fig = _report.chart(_noisy_rows(), {2: {"gbps": 20.0}}, ["fastbn", "torch"], 2)
     try:
         ax = fig.axes[0]
         assert [t.get_text() for t in ax.texts] == ["noisy"]
@@ -261,7 +262,7 @@ def test_help_names_the_command_and_explains_every_flag(capsys):
     assert "issue" not in text
     for name, words in bench.CASE_NAMES.items():
         assert f"{name}: {words}" in " ".join(text.split())
-    for action in _flags(bench._parser()):
+    for action in _flags(_cli.parser()):
         # a help text that says more than its default
         assert action.help and len(action.help.replace("(default: %(default)s)", "")) > 12, \
             action.option_strings

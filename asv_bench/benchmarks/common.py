@@ -7,10 +7,13 @@ it. Add a new name instead.
 The fastbn side calls only the public API (``fastbn.moments``,
 ``batch_norm_forward``, ``batch_norm_backward``), so the suite can measure any
 commit that has it. The peers (plain NumPy, PyTorch) come from the one
-registry in :mod:`fastbn.bench`; where that module or PyTorch is missing,
+registry in :mod:`fastbn.bench`, the cases from its one table,
+:mod:`fastbn.bench.cases`; where that module or PyTorch is missing,
 their benchmarks are skipped (``NotImplementedError`` in ``setup``).
 """
+import importlib.util
 import math
+import os
 import tracemalloc
 from functools import lru_cache
 
@@ -21,6 +24,15 @@ try:                                   # the peer registry (absent before it lan
 except ImportError:                    # pragma: no cover
     _bench = None
 try:
+    from fastbn.bench import cases as _cases
+except ImportError:                    # pragma: no cover
+    # a fastbn from before fastbn.bench.cases: this checkout's table (it imports no fastbn)
+    _spec = importlib.util.spec_from_file_location(
+        "_fastbn_bench_cases", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                            os.pardir, os.pardir, "fastbn", "bench", "cases.py"))
+    _cases = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_cases)
+try:
     # imported here, once, in asv's forkserver: every benchmark process is
     # forked from it, and importing PyTorch in each of them cost 1-2 s apiece
     # (most of a 13-minute quick run)
@@ -28,33 +40,21 @@ try:
 except ImportError:                    # pragma: no cover
     torch = None
 
-#: The benchmark cases (fastbn.bench.CASES): label -> (shape, feature axis, dtype).
-#: One parameter carries all three, as they come in pairs (G is C in float64);
-#: a full (shape x axis x dtype) grid would nearly double the run for pairs
-#: nobody asked about.
-CASES = {
-    "A 128x784 ax-1 f32": ((128, 784), -1, "float32"),
-    "B 256x300 ax-1 f32": ((256, 300), -1, "float32"),
-    "C 8192x1024 ax-1 f32": ((8192, 1024), -1, "float32"),
-    "D 32x64x56x56 ax1 f32 NCHW": ((32, 64, 56, 56), 1, "float32"),
-    "E 32x56x56x64 ax-1 f32 NHWC": ((32, 56, 56, 64), -1, "float32"),
-    "F 256x28x28 ax(1,2) f32": ((256, 28, 28), (1, 2), "float32"),
-    "G 8192x1024 ax-1 f64": ((8192, 1024), -1, "float64"),
-}
+#: The benchmark cases (fastbn.bench.cases.CASES): label -> (shape, feature axis, dtype),
+#: e.g. "A 128x784 ax-1 f32" (fastbn.bench.cases.label). One parameter carries all
+#: three, as they come in pairs (G is C in float64); a full (shape x axis x dtype)
+#: grid would nearly double the run for pairs nobody asked about.
+CASES = {_cases.label(name): case for name, case in _cases.CASES.items()}
 IMPLS = ["fastbn", "numpy", "torch"]
 #: Implementations whose every allocation tracemalloc sees (NumPy arrays and
 #: Numba's NRT allocations, not PyTorch's allocator).
 TRACED_IMPLS = ["fastbn", "numpy"]
 #: Bytes moved per element, in itemsizes, under the minimal-traffic model.
-TRAFFIC = {"moments": 1, "forward": 3, "inference": 2, "backward": 5}
-EPSILON = 1e-3
-MOMENTUM = 0.99
+TRAFFIC = {"moments": 1, **_cases.OPS}
+EPSILON = _cases.EPSILON
+MOMENTUM = _cases.MOMENTUM
 SEED = 0
-
-
-def feature_axes(shape, axis):
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    return tuple(sorted(a % len(shape) for a in axes))
+feature_axes = _cases.feature_axes
 
 
 def reduced_axes(shape, axis):
@@ -70,18 +70,7 @@ def inputs(case):
     ``moving_*_inf`` are only read.
     """
     shape, axis, dtype = CASES[case]
-    rng = np.random.default_rng(SEED)
-    dt = np.dtype(dtype)
-    fshape = tuple(shape[a] for a in feature_axes(shape, axis))
-    feature = lambda a: np.ascontiguousarray(a, dtype=dt)  # noqa: E731
-    return dict(
-        x=rng.standard_normal(shape, dtype=dt) * dt.type(2) + dt.type(1),
-        dy=rng.standard_normal(shape, dtype=dt),
-        gamma=feature(rng.uniform(0.5, 1.5, fshape)),
-        beta=feature(rng.normal(0.0, 0.1, fshape)),
-        moving_mean_train=np.zeros(fshape, dt), moving_var_train=np.ones(fshape, dt),
-        moving_mean_inf=feature(rng.normal(1.0, 0.1, fshape)),
-        moving_var_inf=feature(rng.uniform(3.0, 5.0, fshape)))
+    return _cases.make_inputs(shape, axis, dtype, seed=SEED)
 
 
 class _FastbnOps:

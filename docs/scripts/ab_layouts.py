@@ -77,16 +77,14 @@ def cases(rng):
     return out
 
 
-#: the benchmark shapes (fresh outputs), for ``--bench-shapes``; D (NCHW planes) left out
-BENCH_SHAPES = {"A": ((128, 784), -1, np.float32), "B": ((256, 300), -1, np.float32),
-                "C": ((8192, 1024), -1, np.float32), "E": ((32, 56, 56, 64), -1, np.float32),
-                "F": ((256, 28, 28), (1, 2), np.float32), "G": ((8192, 1024), -1, np.float64)}
-
-
 def bench_cases(rng):
-    """``{label: (x, dy, axis)}`` for the benchmark shapes, plain C-ordered arrays."""
+    """``{label: (x, dy, axis)}`` for the benchmark shapes (``fastbn.bench.cases``, this
+    tree's) but D (NCHW planes), plain C-ordered arrays, for ``--bench-shapes``."""
+    table = importlib.import_module("fastbn_this.bench.cases").CASES    # loaded by main
     out = {}
-    for name, (shape, axis, dtype) in BENCH_SHAPES.items():
+    for name, (shape, axis, dtype) in table.items():
+        if name == "D":
+            continue
         x = (rng.standard_normal(shape) * 2 + 3).astype(dtype)
         dy = rng.standard_normal(shape).astype(dtype)
         out[f"{name} {shape} {np.dtype(dtype).name}"] = (x, dy, axis)

@@ -300,10 +300,11 @@ def summary_chart(d, path):
 def _bench_chart(d, path):
     """Redraw a run's fastbn-bench chart from its JSON, in today's style."""
     from fastbn import bench
+    from fastbn.bench._report import plot
     results = [dict(r, threads=int(r["threads"])) for r in d["results"]]
     triad = {int(k): v for k, v in d["triad"].items()}
     peers = [p for p in bench.PEERS if any(r["peer"] == p for r in results)]
-    bench._plot(results, triad, peers, next(iter(triad)), path)
+    plot(results, triad, peers, next(iter(triad)), path)
 
 
 def render(args):

@@ -41,6 +41,7 @@ import numpy as np
 from bench_results import TARGETS       # the kernels' goals
 
 from fastbn import bench
+from fastbn.bench._timing import triad_kernels
 
 OPS = ("forward", "inference", "backward")
 
@@ -59,7 +60,7 @@ def _median_time(fn, calls):
 def fresh_cost(nbytes, calls):
     """Seconds the page faults of a fresh ``nbytes`` output cost the triad kernel:
     its median time writing a new array less its median writing a reused one."""
-    _, kernel = bench._triad_kernels()
+    _, kernel = triad_kernels()
     n = nbytes // 4
     b = np.ones(n, np.float32)
     c = np.full(n, 2.0, np.float32)

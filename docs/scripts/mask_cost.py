@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-CASES = {"C": ((8192, 1024), (64, 128)), "E": ((32, 56, 56, 64), (32, 56 * 56))}
+#: case (of ``fastbn.bench.cases``) -> the (sequences, positions) its mask is cut into
+SEQUENCES = {"C": (64, 128), "E": (32, 56 * 56)}
 
 
 def padded_mask(shape, seqs, rng):
@@ -44,11 +45,12 @@ def main(argv=None):
     import numba
 
     import fastbn
+    from fastbn.bench.cases import CASES
 
     rng = np.random.default_rng(0)
     print(f"threads={numba.get_num_threads()} rounds={args.rounds} calls={args.calls}")
     for name in args.cases:
-        shape, seqs = CASES[name]
+        shape, seqs = CASES[name][0], SEQUENCES[name]
         x = rng.standard_normal(shape, dtype=np.float32)
         mask = padded_mask(shape[:-1], seqs, rng)
         c = shape[-1]
