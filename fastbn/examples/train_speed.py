@@ -374,7 +374,8 @@ def run_keras_cnn(samples, batch_size, epochs):
 
 
 #: Which op classes each part of :func:`cnn_profile`'s split times.
-_PARTS = {"convolution": ("Conv2D",), "pooling": ("MaxPool2D",), "batch norm": ("BatchNorm",)}
+_PARTS = {"convolution": ("conv.Conv2D",), "pooling": ("conv.MaxPool2D",),
+          "batch norm": ("normalization.BatchNorm",)}
 
 
 def cnn_profile(samples, batch_size):
@@ -414,7 +415,8 @@ def cnn_profile(samples, batch_size):
 
     for part, names in _PARTS.items():
         for name in names:
-            cls = getattr(ag, name)
+            family, op = name.split(".")
+            cls = getattr(getattr(ag.ops, family), op)
             saved.append((cls, cls.__dict__.get("forward"), cls.__dict__.get("backward")))
             cls.forward = timed(cls.forward, part)
             cls.backward = timed(cls.backward, part)

@@ -2,7 +2,7 @@
 import numpy as np
 
 from ... import autograd as ag
-from ... import _bn
+from ... import _bn, functional as F
 from .. import constraints, initializers, regularizers
 from .._format import format_shape
 from ._utils import FLOATX
