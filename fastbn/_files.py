@@ -11,7 +11,9 @@ racing into one path each rename a complete file of their own; the last
 rename wins.
 """
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -50,6 +52,67 @@ def _fsync_dir(directory):
         os.close(fd)
 
 
+def _protected_symlinks():
+    """Linux's ``fs.protected_symlinks`` (1: on); on, where it cannot be read."""
+    try:
+        with open("/proc/sys/fs/protected_symlinks", encoding="ascii") as f:
+            return int(f.read().strip() or 1)
+    except (OSError, ValueError):
+        return 1
+
+
+def _check_follow(link, st, directory):
+    """Refuse ``link`` where the kernel's ``may_follow_link`` would refuse ``open``.
+
+    The rule: in a sticky world-writable directory a symlink is followed only
+    if it belongs to the follower's euid or to the directory's owner; renaming
+    over ``realpath`` would otherwise skip it.
+    """
+    euid = os.geteuid()
+    if st.st_uid == euid or not _protected_symlinks():
+        return
+    dst = os.stat(directory)
+    sticky_ww = stat.S_ISVTX | stat.S_IWOTH
+    if dst.st_mode & sticky_ww != sticky_ww or dst.st_uid == st.st_uid:
+        return
+    raise PermissionError(
+        errno.EACCES,
+        f"Permission denied: {link} is a symbolic link owned by uid {st.st_uid} in the "
+        f"sticky world-writable directory {directory} (owner uid {dst.st_uid}); "
+        f"fs.protected_symlinks forbids following it, as open(path, 'w') would. "
+        f"Remove the link or write to another path", str(link))
+
+
+def _resolve(path):
+    """``os.path.realpath(path)``, checking each symlink it follows as the kernel does."""
+    todo = os.path.abspath(path).split("/")[::-1]
+    resolved, links = "/", 0
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, name)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:  # nothing below a missing name can be a link
+            return os.path.join(candidate, *todo[::-1])
+        if not stat.S_ISLNK(st.st_mode):
+            resolved = candidate
+            continue
+        links += 1
+        if links > 40:  # the kernel's MAXSYMLINKS
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+        _check_follow(candidate, st, resolved)
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            resolved = "/"
+        todo.extend(target.split("/")[::-1])
+    return resolved
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
@@ -65,7 +128,10 @@ def atomic_path(path):
     ----------
     path : str or path-like
         The destination. Its directory must exist. A symbolic link is
-        followed: the file it points to is replaced, the link kept.
+        followed: the file it points to is replaced, the link kept; one
+        that ``open(path, "w")`` may not follow (Linux's
+        ``fs.protected_symlinks``: a link of another user in a sticky
+        world-writable directory such as ``/tmp``) raises ``PermissionError``.
 
     Yields
     ------
@@ -85,7 +151,7 @@ def atomic_path(path):
     """
     path = Path(path)
     if path.is_symlink():  # write where the link points, as open(path, "w") would
-        path = Path(os.path.realpath(path))
+        path = Path(_resolve(path) if hasattr(os, "geteuid") else os.path.realpath(path))
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
