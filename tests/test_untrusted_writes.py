@@ -80,3 +80,80 @@ def test_protected_symlinks_checks_every_link_of_a_chain(tmp_path, monkeypatch):
     os.symlink(planted, mine)
     assert not _write(mine)
     assert victim.read_text() == "secret"
+
+
+def _lock(fd):
+    """A live writer's lock, the one atomic_path takes (an open-file-description lock)."""
+    import fcntl
+    import struct
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi4x", fcntl.F_WRLCK, 0, 0, 0, 0))
+
+
+def test_a_killed_save_leaves_no_part_behind_the_next_save(tmp_path):
+    # A SIGKILLed writer's temporary (no lock: the kernel dropped it with the process) goes
+    # at the next save of the same file; a live writer's (locked), another file's, and a
+    # look-alike of another name stay.
+    dest = tmp_path / "model.weights.h5"
+    dest.write_bytes(b"old")
+    killed = tmp_path / ".model.weights.h5.k1ll3d_x.part"
+    killed.write_bytes(b"x" * 4096)
+    live = tmp_path / ".model.weights.h5.l1ve_wrt.part"
+    live.write_bytes(b"half")
+    other = tmp_path / ".model.weights.h5.bak.k1ll3d_x.part"  # model.weights.h5.bak's
+    other.write_bytes(b"y")
+    fd = os.open(live, os.O_RDWR)
+    try:
+        _lock(fd)
+        with atomic_write(dest) as f:
+            f.write(b"new")
+        assert dest.read_bytes() == b"new"
+        assert not killed.exists()
+        assert live.read_bytes() == b"half"
+        assert other.exists()
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(tmp_path)) == sorted([dest.name, live.name, other.name])
+
+
+def test_a_running_save_keeps_its_part_while_another_save_cleans(tmp_path):
+    # Two saves of one file at once (nested here): the inner one's clean-up must not take
+    # the outer one's temporary, which the outer then renames into place whole.
+    import h5py
+    dest = tmp_path / "w.h5"
+    with _files.atomic_path(dest) as outer:
+        with h5py.File(outer, "w") as f:  # HDF5 takes its own flock: it must still work
+            f["x"] = [1.0, 2.0]
+            with atomic_write(dest) as g:
+                g.write(b"inner")
+            assert os.path.exists(outer)
+    with h5py.File(dest, "r") as f:
+        assert list(f["x"][()]) == [1.0, 2.0]
+    assert os.listdir(tmp_path) == ["w.h5"]
+
+
+def test_sigkilled_writer_process_part_removed_live_one_kept(tmp_path):
+    # Real processes: one writer SIGKILLed mid-save, one still writing; then a save here.
+    import signal
+    import subprocess
+    import sys
+    import time
+    dest = tmp_path / "cnn.npz"
+    code = ("import sys, time; from fastbn._files import atomic_write\n"
+            "with atomic_write(sys.argv[1]) as f:\n"
+            "    f.write(b'z' * 65536); f.flush(); print(f.name, flush=True); time.sleep(60)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(dest)], stdout=subprocess.PIPE)
+             for _ in range(2)]
+    try:
+        dead, live = (os.path.basename(p.stdout.readline().decode().strip()) for p in procs)
+        assert {n for n in os.listdir(tmp_path) if n.endswith(".part")} == {dead, live}
+        procs[0].send_signal(signal.SIGKILL)
+        procs[0].wait(timeout=30)
+        with atomic_write(dest) as f:
+            f.write(b"mine")
+        assert {n for n in os.listdir(tmp_path) if n.endswith(".part")} == {live}
+        assert dest.read_bytes() == b"mine"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=30)
+            p.stdout.close()
