@@ -1,4 +1,4 @@
-"""Atomic writes meet files another user planted: symlinks in sticky directories, stale ``.part``."""
+"""Atomic writes against planted symlinks in sticky directories and stale ``.part`` files."""
 import errno
 import os
 
