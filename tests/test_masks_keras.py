@@ -52,6 +52,7 @@ def test_mask_with_any_axis_matches_keras(keras, xshape, axis, mshape):
     xt = Tensor(x, requires_grad=True)
     y = fb(xt, training=True, mask=mask)
     (y * Tensor(r)).sum().backward()
+    assert y.data.dtype == ko.dtype == np.float32
     np.testing.assert_allclose(y.data, ko, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fb.moving_mean.value, np.asarray(kb.moving_mean.value),
                                rtol=1e-5, atol=1e-6)
@@ -70,3 +71,16 @@ def test_masks_keras_refuses_stay_refused(keras, xshape, axis, mshape):
         keras.layers.BatchNormalization(axis=axis)(x, training=True, mask=mask)
     with pytest.raises(ValueError):
         nn.BatchNormalization(axis=axis)(x, training=True, mask=mask)
+
+
+def test_per_feature_mask_overflow_is_said():
+    # A moving statistic past float32's largest value is held there with a warning, as
+    # on the unmasked path.
+    x, mask = _data((4, 5, 3), (4, 5), seed=8)
+    x[:, :, 0] *= np.float32(1e30)
+    x[1, :, 0] = -x[1, :, 0]
+    mask[:2] = True
+    fb = nn.BatchNormalization(axis=1, momentum=0.0)
+    with pytest.warns(RuntimeWarning, match="largest value"):
+        fb(x, training=True, mask=mask)
+    assert np.isfinite(fb.moving_variance.value).all()

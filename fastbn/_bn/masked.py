@@ -185,13 +185,14 @@ def masked_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_
         for name, arr in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
             check_moving(arr, fshape, name, fn, axis)
     if w is not None:                              # Keras' mask, varying along the features
-        count, mean, var = _per_feature_stats(xk, feats, w)
-        mean, var = mean.astype(xk.dtype), var.astype(xk.dtype)
+        count, mean, var = _per_feature_stats(xk, feats, w)   # float64, as on the paths below
         y, mean_out, invstd = checked.batch_norm_forward(x, gamma, beta, axis, epsilon, False,
                                                          mean, var, momentum, out=out)
         if moving_mean is not None:
-            for arr, batch in ((moving_mean, mean), (moving_variance, var)):
-                update_moving_numpy(arr, batch, momentum)
+            if sum(update_moving_numpy(arr, batch, momentum)
+                   for arr, batch in ((moving_mean, mean), (moving_variance, var))):
+                warn_overflow(None, moving_mean, moving_variance, var.reshape(-1), momentum,
+                              fn)
         return y, mean_out, invstd
     stats = selected_stats(xk, feats, m)
     if stats is not None:
