@@ -44,6 +44,61 @@ def sample_mask(mask, x, feats, name, fn):
     return np.ascontiguousarray(first)
 
 
+def keras_mask(mask, x, feats, fn):
+    """``mask`` for the masked forward and backward: ``(m, None)``, ``m`` over the
+    non-feature axes as :func:`sample_mask` gives it, or ``(None, w)``, ``w`` a boolean
+    array shaped like ``x`` that varies along the feature axes.
+
+    The second is Keras 3's rule for a mask :func:`sample_mask` refuses: one axis less
+    than ``x``, given a trailing axis and broadcast to ``x`` (a ``(batch, time)`` mask
+    with ``axis=1`` selects, for feature ``t``, the batches ``mask[:, t]`` keeps); a
+    mask neither rule takes raises :func:`sample_mask`'s error.
+    """
+    try:
+        return sample_mask(mask, x, feats, "mask", fn), None
+    except ValueError as e:
+        m = np.asarray(mask).astype(bool)
+        if m.ndim != x.ndim - 1:
+            raise
+        try:
+            w = np.broadcast_to(m[..., None], x.shape)
+        except ValueError:
+            raise e from None
+    first = w[tuple(0 if a in feats else slice(None) for a in range(x.ndim))]
+    keep = tuple(None if a in feats else slice(None) for a in range(x.ndim))
+    if np.array_equal(np.broadcast_to(first[keep], x.shape), w):
+        return np.ascontiguousarray(first), None
+    return None, w
+
+
+def _feature_sums(v, feats):
+    """Sums of ``v`` (float64) over the non-feature axes, in the features' order."""
+    rest = tuple(a for a in range(v.ndim) if a not in feats)
+    return np.transpose(np.sum(v, axis=rest, dtype=np.float64, keepdims=True), rest + feats
+                        ).reshape(tuple(v.shape[a] for a in feats))
+
+
+def _broadcast_features(v, x, feats):
+    """A features-shaped ``v`` as an array that broadcasts against ``x``."""
+    shape = [1] * x.ndim
+    for a in feats:
+        shape[a] = x.shape[a]
+    return np.asarray(v).reshape(shape) if list(feats) == sorted(feats) else np.transpose(
+        np.asarray(v).reshape((1,) * (x.ndim - len(feats)) + v.shape),
+        np.argsort([a for a in range(x.ndim) if a not in feats] + list(feats)))
+
+
+def _per_feature_stats(xk, feats, w):
+    """``(count, mean, var)`` per feature of the positions ``w`` selects (NumPy float64);
+    a feature with none selected gets 0 and 0, as Keras' ``sum / (count + 1e-7)`` does."""
+    count = _feature_sums(w, feats)
+    safe = np.maximum(count, 1)
+    mean = _feature_sums(np.where(w, xk, 0), feats) / safe
+    d = np.where(w, xk - _broadcast_features(mean, xk, feats), 0)
+    var = _feature_sums(np.square(d, dtype=np.float64), feats) / safe
+    return count, mean, var
+
+
 def selected_stats(xk, feats, m):
     """``(n, mean, m2)`` (float64, kernel order) of the positions ``m`` selects, read in
     place through their row indices, or None when ``xk`` is not C-contiguous with
@@ -122,13 +177,23 @@ def masked_forward(x, gamma, beta, axis, epsilon, training, moving_mean, moving_
     xk, out_dtype = float_input(x, "x", fn)
     feats = features(xk, axis, fn)
     momentum = check_momentum(momentum, fn)
-    m = sample_mask(mask, xk, feats, "mask", fn)
+    m, w = keras_mask(mask, xk, feats, fn)
     fshape = tuple(xk.shape[a] for a in feats)
     if (moving_mean is None) != (moving_variance is None):
         raise ValueError(f"{fn}: pass both moving_mean and moving_variance, or neither")
     if moving_mean is not None:
         for name, arr in (("moving_mean", moving_mean), ("moving_variance", moving_variance)):
             check_moving(arr, fshape, name, fn, axis)
+    if w is not None:                              # Keras' mask, varying along the features
+        count, mean, var = _per_feature_stats(xk, feats, w)   # float64, as on the paths below
+        y, mean_out, invstd = checked.batch_norm_forward(x, gamma, beta, axis, epsilon, False,
+                                                         mean, var, momentum, out=out)
+        if moving_mean is not None:
+            if sum(update_moving_numpy(arr, batch, momentum)
+                   for arr, batch in ((moving_mean, mean), (moving_variance, var))):
+                warn_overflow(None, moving_mean, moving_variance, var.reshape(-1), momentum,
+                              fn)
+        return y, mean_out, invstd
     stats = selected_stats(xk, feats, m)
     if stats is not None:
         count, mean_k, m2_k = stats
@@ -166,7 +231,17 @@ def masked_backward(dy, x, mean, invstd, gamma, axis, training, out, mask):
         return dx, dgamma, dbeta
     xk, _ = float_input(x, "x", fn)
     feats = features(xk, axis, fn)
-    m = sample_mask(mask, xk, feats, "mask", fn)
+    m, w = keras_mask(mask, xk, feats, fn)
+    if w is not None:                              # per feature: n and the mask vary
+        n = _broadcast_features(np.maximum(_feature_sums(w, feats), 1), xk, feats)
+        def fv(v):                                 # feature-shaped -> against x, float64
+            return _broadcast_features(np.asarray(v, np.float64), xk, feats)
+        s = fv(invstd)
+        g = 1.0 if gamma is None else fv(gamma)
+        xhat = (xk - fv(mean)) * s
+        corr = g * s * (fv(dbeta) + xhat * fv(dgamma)) / n
+        dx -= (corr * w).astype(dx.dtype)
+        return dx, dgamma, dbeta
     n = int(np.count_nonzero(m))
     if n == 0:                                     # the forward gave constant zeros
         dx[...] = 0

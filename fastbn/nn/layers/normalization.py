@@ -26,7 +26,10 @@ class BatchNormalization(Layer):
     :class:`Masking` layer in a :class:`~fastbn.nn.Sequential` provides it),
     the batch statistics and the moving statistics' update come from the
     unmasked positions only; a fully masked batch gives zeros; in inference
-    the mask changes nothing (Keras).
+    the mask changes nothing (Keras). As in Keras 3, a mask with one axis
+    less than ``x`` that is not of that shape gets a trailing axis and is
+    broadcast to ``x``: a ``(batch, time)`` mask with ``axis=1`` keeps, for
+    step ``t``, the batches ``m[:, t]`` selects.
 
     Parameters
     ----------
