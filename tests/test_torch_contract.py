@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("expecttest")    # torch.testing._internal imports it
 
 import fastbn.torch as ft                                        # noqa: E402
-from torch.testing._internal.common_modules import module_db    # noqa: E402
+from torch.testing._internal.common_modules import FunctionInput, module_db  # noqa: E402
 
 _FASTBN = {"BatchNorm1d": ft.BatchNorm1d, "BatchNorm2d": ft.BatchNorm2d,
            "BatchNorm3d": ft.BatchNorm3d}
@@ -55,19 +55,21 @@ def _assert_same(ref, ours, dtype):
     torch.testing.assert_close(ours[0], ref[0], **tol)
 
 
-def _samples():
+def _cases(func):
+    """A param per case of each entry's ``func`` (``module_inputs_func`` or
+    ``module_error_inputs_func``), for float32 and float64, training and eval."""
     for info in _INFOS:
         for dtype in (torch.float32, torch.float64):
             for training in (True, False):
-                inputs = info.module_inputs_func(info, device="cpu", dtype=dtype,
-                                                 requires_grad=True, training=training)
+                inputs = getattr(info, func)(info, device="cpu", dtype=dtype,
+                                             requires_grad=True, training=training)
                 for i, _ in enumerate(inputs):
                     yield pytest.param(info, dtype, training, i,
                                        id=f"{info.module_cls.__name__}-{dtype}-"
                                           f"{'train' if training else 'eval'}-{i}")
 
 
-@pytest.mark.parametrize("info,dtype,training,i", list(_samples()))
+@pytest.mark.parametrize("info,dtype,training,i", list(_cases("module_inputs_func")))
 def test_module_db_samples_match_torch_nn(info, dtype, training, i):
     sample = info.module_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True,
                                      training=training)[i]
@@ -76,19 +78,7 @@ def test_module_db_samples_match_torch_nn(info, dtype, training, i):
                  _run(ours, sample.forward_input, training), dtype)
 
 
-def _error_samples():
-    for info in _INFOS:
-        for dtype in (torch.float32, torch.float64):
-            for training in (True, False):
-                inputs = info.module_error_inputs_func(info, device="cpu", dtype=dtype,
-                                                       requires_grad=True, training=training)
-                for i, _ in enumerate(inputs):
-                    yield pytest.param(info, dtype, training, i,
-                                       id=f"{info.module_cls.__name__}-{dtype}-"
-                                          f"{'train' if training else 'eval'}-{i}")
-
-
-@pytest.mark.parametrize("info,dtype,training,i", list(_error_samples()))
+@pytest.mark.parametrize("info,dtype,training,i", list(_cases("module_error_inputs_func")))
 def test_module_db_error_inputs_match_torch_nn(info, dtype, training, i):
     case = info.module_error_inputs_func(info, device="cpu", dtype=dtype, requires_grad=True,
                                          training=training)[i]
@@ -106,7 +96,8 @@ def test_module_db_has_the_batch_norm_samples():
     # the three entries and their 94 samples with error inputs: a torch that
     # renames them must not leave the tests above empty
     assert sorted(m.module_cls.__name__ for m in _INFOS) == sorted(_FASTBN)
-    assert len(list(_samples())) + len(list(_error_samples())) >= 94
+    count = len(list(_cases("module_inputs_func")))
+    assert count + len(list(_cases("module_error_inputs_func"))) >= 94
 
 
 # ---------------------------------------------------------------- zero-size batches
@@ -126,8 +117,8 @@ def test_zero_size_batch_matches_torch_nn(cls, shape, training, native, monkeypa
         for m in (ref, ours):
             m.train(training)
         x = torch.zeros(shape, requires_grad=True)
-        r = _run(ref, type("FI", (), {"args": (x,), "kwargs": {}})(), training)
-        o = _run(ours, type("FI", (), {"args": (x,), "kwargs": {}})(), training)
+        r = _run(ref, FunctionInput(x), training)
+        o = _run(ours, FunctionInput(x), training)
         assert not isinstance(o, Exception), o
         _assert_same(r, o, torch.float32)
         assert o[0].shape == shape
