@@ -218,6 +218,77 @@ class _EagerBatchNorm(torch.autograd.Function):
         return dx, dw if has_weight else None, db if has_bias else None, None
 
 
+def _empty(input, weight, bias):
+    """A zero-size batch's output: empty like ``input``, with zero gradients for
+    ``weight`` and ``bias`` (sums over no elements), as torch.nn gives; the
+    running statistics are left alone."""
+    shape = (1, input.shape[1]) + (1,) * (input.dim() - 2)
+    out = input.clone()
+    if weight is not None:
+        out = out * weight.to(input.dtype).view(shape)
+    if bias is not None:
+        out = out + bias.to(input.dtype).view(shape)
+    return out
+
+
+def _batched(*tensors):
+    """Whether any of ``tensors`` is a ``torch.func.vmap`` batched tensor."""
+    is_batched = torch._C._functorch.is_batchedtensor
+    return any(t is not None and is_batched(t) for t in tensors)
+
+
+class _VmapBatchNorm(torch.autograd.Function):
+    """Batch norm under ``torch.func.vmap``: a vmap rule that folds the vmapped
+    dim into the batch (evaluation: the same running statistics for every
+    sample) or into the channels (training without running statistics: each
+    sample's own statistics), then runs the eager path on the plain tensor."""
+
+    @staticmethod
+    def forward(input, weight, bias, running_mean, running_var, training, eps):
+        return batch_norm(input, running_mean, running_var, weight, bias, training, 0.0, eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        input, weight, bias, running_mean, running_var, training, eps = inputs
+        ctx.save_for_backward(input, weight, bias, running_mean, running_var)
+        ctx.training, ctx.eps = training, eps
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        input, weight, bias, running_mean, running_var = ctx.saved_tensors
+        leaves = [t if t is None else t.detach().requires_grad_(need)
+                  for t, need in zip((input, weight, bias), ctx.needs_input_grad)]
+        with torch.enable_grad():
+            out = _EagerBatchNorm.apply(*leaves, (running_mean, running_var, ctx.training,
+                                                  ctx.eps, 0.0))
+            wanted = [t for t in leaves if t is not None and t.requires_grad]
+            grads = iter(torch.autograd.grad(out, wanted, grad_output))
+        return tuple(next(grads) if t is not None and t.requires_grad else None
+                     for t in leaves) + (None,) * 4
+
+    @staticmethod
+    def vmap(info, in_dims, input, weight, bias, running_mean, running_var, training, eps):
+        if any(d is not None for d in in_dims[1:5]):
+            raise ValueError("fastbn.torch.batch_norm: under torch.func.vmap only the input may "
+                             "be batched, not weight, bias or the running statistics; vmap "
+                             "over the input, or use torch.nn.BatchNorm")
+        if training and running_mean is not None:
+            raise RuntimeError("fastbn.torch.batch_norm: under torch.func.vmap, training would "
+                               "update running_mean and running_var in place for every "
+                               "sample at once (torch.nn refuses it too); use eval() or "
+                               "track_running_stats=False")
+        x = input.movedim(in_dims[0], 0) if in_dims[0] is not None else input.unsqueeze(0)
+        if not training:
+            out = batch_norm(x.flatten(0, 1), running_mean, running_var, weight, bias, False,
+                             0.0, eps)
+            return out.unflatten(0, x.shape[:2]), 0
+        b, c = x.shape[0], x.shape[2]
+        x = x.movedim(0, 1).flatten(1, 2)       # (N, B * C, ...): each sample's channels
+        out = batch_norm(x, None, None, None if weight is None else weight.repeat(b),
+                         None if bias is None else bias.repeat(b), True, 0.0, eps)
+        return out.unflatten(1, (b, c)), 1
+
+
 # ------------------------------------------------------------ functional API
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5):
@@ -253,8 +324,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     ------
     ValueError
         For a tensor not on the CPU, an unsupported dtype, fewer than 2
-        dimensions, one value per channel in training, or no running
-        statistics in evaluation.
+        dimensions, one value per channel or ``eps <= 0`` in training, or no
+        running statistics in evaluation.
 
     Examples
     --------
@@ -262,9 +333,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     >>> from fastbn.torch import batch_norm
     >>> x = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
     >>> rm, rv = torch.zeros(2), torch.ones(2)
-    >>> batch_norm(x, rm, rv, training=True, eps=0.0)
-    tensor([[-1., -1.],
-            [ 1.,  1.]])
+    >>> batch_norm(x, rm, rv, training=True)
+    tensor([[-1.0000, -1.0000],
+            [ 1.0000,  1.0000]])
     >>> rm, rv
     (tensor([0.2000, 2.0000]), tensor([ 1.1000, 20.9000]))
     """
@@ -278,6 +349,15 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         raise ValueError("fastbn.torch.batch_norm: training=False normalizes with the running "
                          "statistics; pass running_mean and running_var (or training=True)")
     training, eps, momentum = bool(training), float(eps), float(momentum)
+    if training and not eps > 0:        # torch 2.13 refuses it too: 0 / 0 on a constant channel
+        raise ValueError(f"fastbn.torch.batch_norm: eps must be positive in training, got "
+                         f"{eps}; the default is 1e-5 (0 divides by zero on a constant "
+                         f"channel)")
+    if input.numel() == 0:              # torch.nn's answer: empty output, zero gradients
+        return _empty(input, weight, bias)
+    if _batched(input, weight, bias):
+        return _VmapBatchNorm.apply(input, weight, bias, running_mean, running_var, training,
+                                    eps)
     update = training and running_mean is not None and running_var is not None
     if torch.compiler.is_compiling():
         out, mean, _, var = torch.ops.fastbn.batch_norm(input, weight, bias, running_mean,
