@@ -138,7 +138,7 @@ def test_load_model_optimizer_state_bomb_refused(tmp_path, no_array_reads):
     _rewrite(path, files, **{"optimizer.npz": state.getvalue()})
     with pytest.raises(ValueError, match=r"optimizer entry '0/0' has shape \(5000, 2\)"):
         nn.models.load_model(path)
-    assert no_array_reads == []
+    assert len(no_array_reads) == 2        # the model's kernel and bias, not the (5000, 2)
 
 
 @pytest.mark.parametrize("cc", [[], {"optimizer": "adam"}, {"loss": "mse"},
