@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 
+from .._files import atomic_write
+
 __all__ = ["Callback", "LearningRateScheduler", "EarlyStopping", "ModelCheckpoint",
            "BackupAndRestore", "TerminateOnNaN", "ReduceLROnPlateau", "CSVLogger"]
 
@@ -491,16 +493,31 @@ class BackupAndRestore(Callback):
         self._batches = 0
 
     def on_train_begin(self, logs=None):
-        for path in (self._path, self._prev):
-            if os.path.exists(path):
-                try:
-                    epoch = self.model._load_training_state(path)
-                except (OSError, ValueError):
-                    if path == self._prev or not os.path.exists(self._prev):
-                        raise
-                    continue
-                self.model._initial_epoch = epoch
-                return
+        if not os.path.exists(self._path):
+            if os.path.exists(self._prev):
+                self.model._initial_epoch = self.model._load_training_state(self._prev)
+            return
+        try:
+            self.model._initial_epoch = self.model._load_training_state(self._path)
+            return
+        except (OSError, ValueError) as e:  # a truncated or corrupt file is a ValueError
+            if not os.path.exists(self._prev):
+                raise
+            latest_error = e
+        try:
+            epoch = self.model._load_training_state(self._prev)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"BackupAndRestore: neither backup can be read: {self._path} "
+                             f"({latest_error}) nor {self._prev} ({e}); delete both files "
+                             f"to train from the start") from None
+        warnings.warn(f"BackupAndRestore: the latest backup {self._path} cannot be read "
+                      f"({latest_error}); restored the previous one, {self._prev}",
+                      RuntimeWarning, stacklevel=2)
+        # Keras copies the .bkp over the unreadable latest, so the next save's rotation
+        # keeps a readable .bkp instead of copying the broken file over it.
+        with atomic_write(self._path) as dst, open(self._prev, "rb") as src:
+            shutil.copyfileobj(src, dst)
+        self.model._initial_epoch = epoch
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch

@@ -5,7 +5,6 @@ from :class:`fastbn.nn.training.Trainer`; files are written and read by
 :mod:`fastbn.nn.saving`.
 """
 import textwrap
-import zipfile
 
 import numpy as np
 
@@ -34,7 +33,8 @@ def _wrap(text, width):
 
 
 def _read_weights_file(filepath):
-    """The arrays of a :meth:`Sequential.save_weights` file, in file order.
+    """The :class:`~fastbn.nn.saving.Npz` of a :meth:`Sequential.save_weights` file:
+    its entries' names and dtypes checked from their ``.npy`` headers, no array read.
 
     Anything else (another array file, a truncated or foreign file) is one
     ``ValueError`` starting "not a save_weights file"; a missing file stays an
@@ -46,20 +46,17 @@ def _read_weights_file(filepath):
     with open(filepath, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":
             raise reject("it is not an .npz (zip) archive")
-        fh.seek(0)
-        try:
-            with np.load(fh, allow_pickle=False) as f:
-                stored = {k: f[k] for k in f.files}
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-            raise reject(f"it cannot be read as an .npz ({e})") from None
-    for k, a in stored.items():
-        if "/" not in k:
-            raise reject(f"entry {k!r} is not named '<layer>/<weight>'")
-        if a.dtype.kind != "f":
-            raise reject(f"entry {k!r} is {a.dtype}; weights are real floating point")
-    return stored
-
-
+    npz = saving.Npz(filepath, reject)
+    try:
+        for k, (_, dtype) in npz.headers.items():
+            if "/" not in k:
+                raise reject(f"entry {k!r} is not named '<layer>/<weight>'")
+            if dtype.kind != "f":
+                raise reject(f"entry {k!r} is {dtype}; weights are real floating point")
+    except ValueError:
+        npz.close()
+        raise
+    return npz
 
 
 class Sequential(Trainer):
@@ -521,6 +518,26 @@ class Sequential(Trainer):
     def _load_training_state(self, path):
         return saving.load_training_state(self, path)
 
+    def _pair_weights(self, filepath, stored):
+        """``(variable, entry)`` for each variable, given each entry's shape in ``stored``:
+        by name, or by order where the names differ; every shape checked."""
+        vs = self.variables
+        names = [v.name for v in vs]
+        if set(stored) == set(names):
+            pairs = [(v, v.name) for v in vs]
+        elif len(stored) == len(vs):
+            pairs = list(zip(vs, stored))
+        else:
+            raise ValueError(f"load_weights: {filepath} holds {len(stored)} weights, the "
+                             f"model {self.name!r} has {len(vs)}; it was saved from a "
+                             f"different architecture")
+        for v, k in pairs:
+            if stored[k] != v.shape:
+                raise ValueError(f"load_weights: weight {k!r} in {filepath} has shape "
+                                 f"{stored[k]}, but variable {v.name!r} has shape {v.shape}; "
+                                 f"the file comes from a different architecture")
+        return pairs
+
     def load_weights(self, filepath):
         """Read weights written by :meth:`save_weights` into this model.
 
@@ -558,26 +575,17 @@ class Sequential(Trainer):
         ValueError: load_weights: not a save_weights file: ...not-weights.npz: entry 'x_train' is not named '<layer>/<weight>'
         """
         self._require_built("its weights")
-        vs = self.variables
         if saving.is_hdf5_file(filepath):
-            stored = saving.read_weights_h5(self, filepath)
+            arrays = saving.read_weights_h5(self, filepath)
+            pairs = self._pair_weights(filepath, {k: a.shape for k, a in arrays.items()})
         else:
-            stored = _read_weights_file(filepath)
-        names = [v.name for v in vs]
-        if set(stored) == set(names):
-            pairs = [(v, v.name, stored[v.name]) for v in vs]
-        elif len(stored) == len(vs):
-            pairs = [(v, k, stored[k]) for v, k in zip(vs, stored)]
-        else:
-            raise ValueError(f"load_weights: {filepath} holds {len(stored)} weights, the "
-                             f"model {self.name!r} has {len(vs)}; it was saved from a "
-                             f"different architecture")
+            with _read_weights_file(filepath) as npz:
+                pairs = self._pair_weights(
+                    filepath, {k: shape for k, (shape, _) in npz.headers.items()})
+                arrays = {k: npz.read(k) for _, k in pairs}  # shapes checked: only now read
         values = []
-        for v, k, a in pairs:
-            if a.shape != v.shape:
-                raise ValueError(f"load_weights: weight {k!r} in {filepath} has shape "
-                                 f"{a.shape}, but variable {v.name!r} has shape {v.shape}; "
-                                 f"the file comes from a different architecture")
+        for v, k in pairs:
+            a = arrays[k]
             with np.errstate(over="ignore"):
                 cast = a.astype(v.dtype)
             overflow = np.isfinite(a) & ~np.isfinite(cast)
@@ -588,7 +596,7 @@ class Sequential(Trainer):
                                  f"(largest {np.finfo(v.dtype).max:.6g}); it would load as "
                                  f"inf")
             values.append(cast)
-        for (v, _, _), cast in zip(pairs, values):  # nothing is assigned until all passed
+        for (v, _), cast in zip(pairs, values):  # nothing is assigned until all passed
             v.assign(cast)
 
 

@@ -8,6 +8,7 @@ previous file whole.
 """
 import io
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -156,6 +157,103 @@ def read_weights_h5(model, path):
                              f"saved from a different architecture")
     return stored
 
+# ------------------------------------------------------------- .npz members
+_NPZ_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError)
+
+
+class Npz:
+    """An ``.npz`` archive whose ``.npy`` headers are read first, before any array.
+
+    :attr:`headers` maps each entry (its name without ``.npy``) to its
+    ``(shape, dtype)``; each entry's size in the zip must be exactly what its
+    header's shape and itemsize need, which bounds what :meth:`read`
+    decompresses. The caller checks the shapes against what it expects, then
+    reads. Anything malformed raises ``reject(why)``.
+
+    Parameters
+    ----------
+    source : str, path-like or file object
+    reject : callable
+        ``reject(why)`` returns the exception to raise.
+    """
+
+    def __init__(self, source, reject):
+        self._reject = reject
+        try:
+            self._zip = zipfile.ZipFile(source)
+        except _NPZ_ERRORS as e:
+            raise reject(f"it cannot be read as an .npz ({e})") from None
+        try:
+            self._infos, self.headers = {}, {}
+            for info in self._zip.infolist():
+                self._header(info)
+        except BaseException:
+            self._zip.close()
+            raise
+
+    def _header(self, info):
+        fmt = np.lib.format
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        try:
+            with self._zip.open(info) as fh:
+                version = fmt.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = fmt.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = fmt.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"entry {key!r} has .npy format version {version}")
+                offset = fh.tell()
+        except _NPZ_ERRORS as e:
+            raise self._reject(f"it cannot be read as an .npz (entry {key!r}: {e})") from None
+        if dtype.hasobject:
+            raise self._reject(f"entry {key!r} holds Python objects, which would need pickle")
+        need = offset + math.prod(shape) * dtype.itemsize
+        if info.file_size != need:
+            raise self._reject(f"entry {key!r} is {info.file_size} bytes, but its header "
+                               f"(shape {shape}, {dtype}) says {need}")
+        self._infos[key] = info
+        self.headers[key] = (shape, dtype)
+
+    def read(self, key):
+        """The array of entry ``key``."""
+        try:
+            with self._zip.open(self._infos[key]) as fh:
+                return np.lib.format.read_array(fh, allow_pickle=False)
+        except _NPZ_ERRORS as e:
+            raise self._reject(f"it cannot be read as an .npz (entry {key!r}: {e})") from None
+
+    def close(self):
+        self._zip.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def optimizer_state_keys(headers, variables, reject, prefix=""):
+    """The entries of an optimizer state (:meth:`Optimizer._get_state`) to read, once
+    their headers' shapes are checked against ``variables`` (others are ignored)."""
+    keys = []
+    for k, (shape, dtype) in headers.items():
+        if not k.startswith(prefix):
+            continue
+        name = k[len(prefix):]
+        if name in ("iterations", "learning_rate"):
+            want = ()
+        else:
+            i, _, j = name.partition("/")
+            if not (i.isdigit() and j.isdigit() and int(i) < len(variables)):
+                continue
+            want = tuple(variables[int(i)].shape)
+        if shape != want or dtype.kind not in "iuf":
+            raise reject(f"optimizer entry {k!r} has shape {shape} and dtype {dtype}, "
+                         f"expected shape {want}")
+        keys.append(k)
+    return keys
+
 
 def save_training_state(model, path, epoch):
     """Write weights, optimizer state and the next epoch to one ``.npz``, atomically."""
@@ -169,22 +267,31 @@ def save_training_state(model, path, epoch):
 
 
 def load_training_state(model, path):
-    """Restore what :func:`save_training_state` wrote; returns the epoch to start from."""
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    """Restore what :func:`save_training_state` wrote; returns the epoch to start from.
+
+    Every entry's shape is checked from its header before any array is read;
+    a file that is not a training state (truncated, foreign) is a ``ValueError``.
+    """
+    def reject(why):
+        return ValueError(f"{os.fspath(path)} is not a training state of this model "
+                          f"({model.name!r}): {why}")
+
     vs = model.variables
-    weights = [arrays.get(f"weights/{i}") for i in range(len(vs))]
-    if any(w is None or w.shape != v.shape for w, v in zip(weights, vs)) or \
-            f"weights/{len(vs)}" in arrays or "epoch" not in arrays:
-        raise ValueError(f"{os.fspath(path)} is not a training state of this model "
-                         f"({model.name!r}): the weights differ in number or shape")
+    with Npz(path, reject) as f:
+        shapes = {k: shape for k, (shape, _) in f.headers.items()}
+        if any(shapes.get(f"weights/{i}") != v.shape for i, v in enumerate(vs)) or \
+                f"weights/{len(vs)}" in shapes or shapes.get("epoch") != ():
+            raise reject("the weights differ in number or shape")
+        keys = optimizer_state_keys(f.headers, model.trainable_variables, reject,
+                                    "optimizer/") if model.optimizer is not None else []
+        weights = [f.read(f"weights/{i}") for i in range(len(vs))]
+        state = {k[len("optimizer/"):]: f.read(k) for k in keys}
+        epoch = f.read("epoch")
     for v, w in zip(vs, weights):
         v.assign(w)
     if model.optimizer is not None:
-        model.optimizer._set_state(model.trainable_variables,
-                                   {k[len("optimizer/"):]: a for k, a in arrays.items()
-                                    if k.startswith("optimizer/")})
-    return int(arrays["epoch"])
+        model.optimizer._set_state(model.trainable_variables, state)
+    return int(epoch)
 
 
 # ------------------------------------------------------------- .keras files
@@ -260,8 +367,80 @@ def save_model(model, path):
                 z.writestr(name, data)
 
 
+_CONFIG_LIMIT = 64 << 20    # bytes of config.json: a 1,000-layer model's is about 1 MB
+_DEFLATE_RATIO = 1032       # deflate's largest expansion: bounds a member's declared size
+
+
+class _ShapeOnly:
+    """What :func:`_weight_shapes` gives a layer's ``build`` instead of a variable."""
+
+    def __init__(self, name, shape):
+        self.name, self.shape, self.value, self.tensor = name, shape, None, None
+        self.dtype = np.dtype(L.FLOATX)
+
+
+def _weight_shapes(layers, input_shape):
+    """``(layer name, weight name, shape)`` of each variable ``layers`` would create for
+    ``input_shape``, found by building them with ``add_weight`` recording the shapes
+    instead of allocating (a config may ask for 10**13 units)."""
+    out = []
+    shape = tuple(input_shape)
+    for layer in layers:
+        def record(name, shape, *args, _layer=layer, **kwargs):
+            shape = tuple(shape)
+            out.append((_layer.name, f"{_layer.name}/{name}", shape))
+            return _ShapeOnly(f"{_layer.name}/{name}", shape)
+        layer.add_weight = record
+        shape = layer._build_once(shape)
+    return out
+
+
+def _check_config(config, reject):
+    """Raise ``reject`` unless ``config`` has the structure :func:`save_model` writes."""
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict):
+        raise reject("config.json has no 'config' object")
+    c = config["config"]
+    if not isinstance(c.get("layers"), list) or not all(
+            isinstance(e, dict) and isinstance(e.get("class_name"), str)
+            and isinstance(e.get("config"), dict) for e in c["layers"]):
+        raise reject("'layers' is not a list of {'class_name': str, 'config': {...}}")
+    shape = c.get("input_shape")
+    if shape is not None and not (isinstance(shape, list) and shape and all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0)
+            for d in shape)):
+        raise reject(f"'input_shape' is {shape!r}, not a list of sizes")
+    if c.get("name") is not None and not isinstance(c["name"], str):
+        raise reject(f"the model name is {c['name']!r}, not a string")
+    cc = config.get("compile_config")
+    if cc is not None and not (
+            isinstance(cc, dict) and isinstance(cc.get("optimizer"), dict)
+            and isinstance(cc["optimizer"].get("class_name"), str)
+            and isinstance(cc["optimizer"].get("config"), dict) and "loss" in cc
+            and (cc.get("metrics") is None or (isinstance(cc["metrics"], list) and all(
+                isinstance(m, str) for m in cc["metrics"])))):
+        raise reject(f"compile_config {cc!r} is not {{'optimizer': {{'class_name': ..., "
+                     f"'config': {{...}}}}, 'loss': ..., 'metrics': [...]}}")
+
+
+def _member(z, name, reject):
+    """Member ``name`` of zip ``z``, open, once its declared size is one its compressed
+    data can hold (what is decompressed is bounded by that size)."""
+    info = z.getinfo(name)
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _DEFLATE_RATIO
+    if info.file_size > max(info.compress_size, 1) * ratio:
+        raise reject(f"{name} declares {info.file_size} bytes from {info.compress_size} "
+                     f"compressed")
+    return z.open(info)
+
+
 def load_model(path, model_class, custom_objects=None, compile=True):
-    """Read a ``.keras`` file written by :func:`save_model` into a new ``model_class``."""
+    """Read a ``.keras`` file written by :func:`save_model` into a new ``model_class``.
+
+    Nothing the file describes is allocated before it is checked: the config's
+    structure, the weights' shapes the config would build (computed without
+    allocating) against the stored ``.npy`` headers, and those against the bytes
+    the archive holds.
+    """
 
     def reject(why):
         return ValueError(f"load_model: {os.fspath(path)} is not a fastbn .keras file: {why}")
@@ -275,23 +454,62 @@ def load_model(path, model_class, custom_objects=None, compile=True):
         if "config.json" not in names or "model.weights.npz" not in names:
             raise reject("no config.json / model.weights.npz inside (a Keras-written "
                          ".keras file stores HDF5 weights, which load_model does not read)")
-        config = json.loads(z.read("config.json"))
+        if z.getinfo("config.json").file_size > _CONFIG_LIMIT:
+            raise reject(f"config.json is {z.getinfo('config.json').file_size} bytes, over "
+                         f"{_CONFIG_LIMIT}")
+        try:
+            with _member(z, "config.json", reject) as fh:
+                config = json.loads(fh.read(_CONFIG_LIMIT + 1))
+        except (ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise reject(f"config.json cannot be read ({e})") from None
+        if not isinstance(config, dict):
+            raise reject("config.json is not an object")
         if config.get("format") != FORMAT:
             raise reject(f"format {config.get('format')!r}, expected {FORMAT!r}")
-        with np.load(io.BytesIO(z.read("model.weights.npz")), allow_pickle=False) as f:
-            weights = [f[str(i)] for i in range(len(f.files))]
-        state = None
+        _check_config(config, reject)
+        classes = _layer_classes(custom_objects)
+        for entry in config["config"]["layers"]:
+            if entry["class_name"] not in classes:
+                raise ValueError(f"unknown layer class {entry['class_name']!r}; pass it in "
+                                 f"custom_objects={{'{entry['class_name']}': TheClass}}")
+        shape = config["config"].get("input_shape")
+        if shape is None:
+            raise reject("the configuration has no input shape")
+        try:
+            planned = _weight_shapes([classes[e["class_name"]].from_config(dict(e["config"]))
+                                      for e in config["config"]["layers"]], shape)
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as e:
+            raise reject(f"its layer configuration cannot be built ({e})") from None
+        with Npz(_member(z, "model.weights.npz", reject), reject) as f:
+            stored = [f.headers.get(str(i)) for i in range(len(f.headers))]
+            total = sum(math.prod(h[0]) * h[1].itemsize for h in stored if h is not None)
+            if total > z.getinfo("model.weights.npz").file_size:
+                raise reject(f"its weights' headers declare {total} bytes, more than "
+                             f"model.weights.npz holds")
+            if len(stored) != len(planned):
+                raise reject(f"the configuration builds {len(planned)} weights, "
+                             f"model.weights.npz holds {len(f.headers)}")
+            for (layer, wname, want), h in zip(planned, stored):
+                if h is None or h[0] != want or h[1].kind != "f":
+                    raise reject(f"layer {layer!r} would build weight {wname!r} of shape "
+                                 f"{want}, but model.weights.npz stores "
+                                 f"{None if h is None else (h[0], str(h[1]))}")
+            model = model_from_config(config["config"], model_class, custom_objects)
+            if not model.built:
+                raise reject("the configuration has no input shape")
+            model.set_weights([f.read(str(i)) for i in range(len(stored))])
+        cc = config.get("compile_config")
+        if not (compile and cc is not None):
+            return model
+        try:
+            optimizer = optimizers.get(cc["optimizer"])
+            loss = losses.deserialize(cc["loss"])
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise reject(f"its compile_config cannot be used ({e})") from None
+        model.compile(optimizer=optimizer, loss=loss, metrics=cc["metrics"] or None)
         if "optimizer.npz" in names:
-            with np.load(io.BytesIO(z.read("optimizer.npz")), allow_pickle=False) as f:
-                state = {k: f[k] for k in f.files}
-    model = model_from_config(config["config"], model_class, custom_objects)
-    if not model.built:
-        raise reject("the configuration has no input shape")
-    model.set_weights(weights)
-    cc = config.get("compile_config")
-    if compile and cc is not None:
-        model.compile(optimizer=optimizers.get(cc["optimizer"]),
-                      loss=losses.deserialize(cc["loss"]), metrics=cc["metrics"] or None)
-        if state is not None:
+            with Npz(_member(z, "optimizer.npz", reject), reject) as f:
+                keys = optimizer_state_keys(f.headers, model.trainable_variables, reject)
+                state = {k: f.read(k) for k in keys}
             model.optimizer._set_state(model.trainable_variables, state)
     return model
