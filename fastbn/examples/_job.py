@@ -10,6 +10,7 @@ import platform
 import sys
 import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -187,3 +188,115 @@ def atomic_json(obj, path):
 
     with atomic_write(path, "w") as f:
         f.write(json.dumps(obj, indent=2) + "\n")
+
+
+# ----------------------------------------------------------------- checkpoints
+#: The checkpoint's file name in ``--out``.
+CHECKPOINT = "checkpoint.npz"
+#: What a checkpoint's ``state`` entry must hold.
+_STATE_KEYS = ("epochs_done", "history", "rows", "settings", "optimizer_iterations", "rng")
+
+
+def save_checkpoint(path, model, epochs_done, history, rows, settings):
+    """Weights, optimizer state, epochs done, history and the shuffling generator's
+    state, in one ``.npz`` replaced atomically."""
+    from fastbn._files import atomic_write
+    from fastbn.nn import utils
+
+    opt = model.optimizer
+    arrays = {f"var/{v.name}": v.value for v in model.variables}
+    for i, v in enumerate(model.trainable_variables):
+        entry = opt._state.get(id(v))
+        for k, slot in enumerate(entry[1] if entry is not None and entry[0] is v else ()):
+            arrays[f"slot/{i}/{k}"] = slot
+    state = {"epochs_done": epochs_done, "history": history, "rows": rows,
+             "settings": settings, "optimizer_iterations": opt.iterations,
+             "rng": utils.get_rng().bit_generator.state}
+    arrays["state"] = np.array(json.dumps(state))
+    with atomic_write(path) as f:
+        np.savez(f, **arrays)
+
+
+def _checked(f, key, like):
+    """Entry ``key`` of the open ``.npz`` ``f`` cast to ``like``'s dtype, after the
+    checks ``Sequential.load_weights`` makes: present, real floating point, same
+    shape, no finite value that the cast turns into inf."""
+    if key not in f.files:
+        raise ValueError(f"entry {key!r} is missing")
+    a = f[key]
+    if a.dtype.kind != "f":
+        raise ValueError(f"entry {key!r} has dtype {a.dtype}, not real floating point")
+    if a.shape != tuple(like.shape):
+        raise ValueError(f"entry {key!r} has shape {a.shape}, the model's has "
+                         f"{tuple(like.shape)}; the checkpoint comes from another model")
+    with np.errstate(over="ignore"):
+        cast = a.astype(like.dtype)
+    overflow = np.isfinite(a) & ~np.isfinite(cast)
+    if overflow.any():
+        raise ValueError(f"entry {key!r} holds {a[overflow].flat[0]:.6g}, beyond the range "
+                         f"of dtype {like.dtype} (largest {np.finfo(like.dtype).max:.6g}); "
+                         f"it would load as inf")
+    return cast
+
+
+def read_checkpoint(path, model):
+    """Read and check a :func:`save_checkpoint` file against the compiled ``model``.
+
+    Returns ``(state, restore)``: the checkpoint's state dictionary and a
+    function that puts the weights, the optimizer's slots and step count and
+    the generator's state into ``model``. Nothing is changed before every entry
+    has passed; a failed check raises ValueError naming the entry.
+    """
+    from fastbn.nn import utils
+
+    opt = model.optimizer
+    try:
+        f = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"not a checkpoint ({type(e).__name__}: {e})") from None
+    with f:
+        if not hasattr(f, "files"):
+            raise ValueError("not a checkpoint (a single array, not an .npz)")
+        if "state" not in f.files:
+            raise ValueError("entry 'state' is missing")
+        try:
+            state = json.loads(str(f["state"]))
+        except ValueError as e:
+            raise ValueError(f"entry 'state' is not the checkpoint's JSON ({e})") from None
+        missing = [k for k in _STATE_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise ValueError(f"entry 'state' lacks {', '.join(missing)}")
+        values = [(v, _checked(f, f"var/{v.name}", v.value)) for v in model.variables]
+        extra = [k for k in f.files if k.startswith("var/")
+                 and k[4:] not in {v.name for v in model.variables}]
+        if extra:
+            raise ValueError(f"entry {extra[0]!r} is not a variable of the model; the "
+                             f"checkpoint comes from another model")
+        slots = {}
+        for i, v in enumerate(model.trainable_variables):
+            got = []
+            while f"slot/{i}/{len(got)}" in f.files:
+                got.append(_checked(f, f"slot/{i}/{len(got)}", v.value).copy())
+            if got:
+                slots[i] = (v, got)
+    if not isinstance(state["settings"], dict):
+        raise ValueError("entry 'state' has settings that are not a mapping")
+    it = state["optimizer_iterations"]
+    if not isinstance(it, int) or isinstance(it, bool) or it < 0:
+        raise ValueError(f"entry 'state' has optimizer_iterations {it!r}, not a count")
+    bg = utils.get_rng().bit_generator
+    try:
+        type(bg)().state = state["rng"]
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"entry 'state' has an rng state that {type(bg).__name__} "
+                         f"refuses ({e})") from None
+
+    def restore():
+        for v, value in values:
+            v.assign(value)
+        for v, got in slots.values():
+            opt._state[id(v)] = (v, got)
+        opt.iterations = it
+        bg.state = state["rng"]
+
+    return state, restore

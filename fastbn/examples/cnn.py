@@ -42,13 +42,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._job import (OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot, plural, seed,
-                   set_threads, usable_cpus, versions)
+from ._job import (CHECKPOINT, OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot,
+                   plural, read_checkpoint, save_checkpoint, seed, set_threads, usable_cpus,
+                   versions)
 
 __all__ = ["build_model", "main"]
 
-#: The checkpoint's file name in ``--out``.
-CHECKPOINT = "checkpoint.npz"
 #: Settings a resumed run must share with its checkpoint.
 _SAME_ON_RESUME = ("dataset", "data", "batch_size", "validation_split", "seed", "limit")
 
@@ -166,47 +165,6 @@ def _load(args):
 
 
 # ----------------------------------------------------------------- checkpoints
-def _save_checkpoint(path, model, epochs_done, history, rows, settings):
-    """Weights, optimizer state, epochs done, history and the shuffling generator's
-    state, in one ``.npz`` replaced atomically."""
-    from fastbn._files import atomic_write
-    from fastbn.nn import utils
-
-    opt = model.optimizer
-    arrays = {f"var/{v.name}": v.value for v in model.variables}
-    for i, v in enumerate(model.trainable_variables):
-        entry = opt._state.get(id(v))
-        for k, slot in enumerate(entry[1] if entry is not None and entry[0] is v else ()):
-            arrays[f"slot/{i}/{k}"] = slot
-    state = {"epochs_done": epochs_done, "history": history, "rows": rows,
-             "settings": settings, "optimizer_iterations": opt.iterations,
-             "rng": utils.get_rng().bit_generator.state}
-    arrays["state"] = np.array(json.dumps(state))
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
-
-
-def _load_checkpoint(path, model):
-    """Restore what :func:`_save_checkpoint` wrote into the compiled ``model``; returns
-    the checkpoint's state dictionary."""
-    from fastbn.nn import utils
-
-    opt = model.optimizer
-    with np.load(path, allow_pickle=False) as f:
-        state = json.loads(str(f["state"]))
-        for v in model.variables:
-            v.assign(f[f"var/{v.name}"])
-        for i, v in enumerate(model.trainable_variables):
-            slots = []
-            while f"slot/{i}/{len(slots)}" in f.files:
-                slots.append(f[f"slot/{i}/{len(slots)}"].copy())
-            if slots:
-                opt._state[id(v)] = (v, slots)
-    opt.iterations = state["optimizer_iterations"]
-    utils.get_rng().bit_generator.state = state["rng"]
-    return state
-
-
 class _Checkpoint:
     """A Keras-style callback: a checkpoint after every epoch."""
 
@@ -219,7 +177,7 @@ class _Checkpoint:
     def on_epoch_end(self, epoch, logs=None):
         for k, v in logs.items():
             self.history.setdefault(k, []).append(float(v))
-        _save_checkpoint(self.path, self.model, epoch + 1, self.history, self.log.rows,
+        save_checkpoint(self.path, self.model, epoch + 1, self.history, self.log.rows,
                          self.settings)
 
 
@@ -251,7 +209,11 @@ def _run(args, threads):
     history, rows, start = {}, [], 0
     if args.resume:
         model._make_plan()                 # the optimizer's variables, as fit sees them
-        state = _load_checkpoint(out / CHECKPOINT, model)
+        try:                               # every entry checked before any is assigned
+            state, restore = read_checkpoint(out / CHECKPOINT, model)
+        except ValueError as e:
+            raise SystemExit(f"fastbn-cnn: error: --resume: {(out / CHECKPOINT).absolute()}: "
+                             f"{e}") from None
         old = state["settings"]
         changed = [k for k in _SAME_ON_RESUME if old.get(k) != settings.get(k)]
         if changed:
@@ -259,6 +221,7 @@ def _run(args, threads):
                              + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
                              + "; give the same settings (only --epochs, --threads and "
                                "output options may change)")
+        restore()
         history, rows, start = state["history"], state["rows"], state["epochs_done"]
     verbose = 0 if args.quiet else 1
     n_train = int(len(x) * (1.0 - args.validation_split))
