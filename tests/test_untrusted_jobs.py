@@ -14,7 +14,7 @@ from synthetic_data import synthetic_mnist
 @pytest.fixture(autouse=True)
 def fake_data(monkeypatch):
     monkeypatch.setattr(mnist_data, "load_data",
-                        lambda path="mnist.npz": synthetic_mnist(n_train=100, n_test=40))
+                        lambda path="mnist.npz": synthetic_mnist())  # --limit picks
 
 
 def cnn_argv(out, *extra):
@@ -82,3 +82,78 @@ def test_cnn_resume_refuses_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     (tmp_path / cnn.CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(SystemExit, match="--resume: .*checkpoint.npz: not a checkpoint"):
         cnn.main(cnn_argv(tmp_path, "--epochs", "2", "--resume"))
+
+
+def mnist_argv(out, *extra):
+    return ["--limit", "64", "--batch-size", "32", "--epochs", "2", "--seed", "1",
+            "--out", str(out), "--quiet", *extra]
+
+
+def interrupted_main(main, argv):
+    """``main(argv)``, with a KeyboardInterrupt escaping it a failure (pytest would
+    otherwise stop the whole session)."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main(): a traceback, not one line")
+
+
+def _interrupt_at_epoch(monkeypatch, module, epoch):
+    """Make the job's EpochLog callback raise KeyboardInterrupt (a Ctrl-C) after
+    ``epoch`` epochs (0: in the first training step)."""
+    real = module.EpochLog
+
+    class Interrupting(real):
+        def on_train_batch_end(self, batch, logs=None):
+            if len(self.rows) >= epoch:
+                raise KeyboardInterrupt
+            super().on_train_batch_end(batch, logs)
+    monkeypatch.setattr(module, "EpochLog", Interrupting)
+
+
+def test_cnn_ctrl_c_says_the_last_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
+    _interrupt_at_epoch(monkeypatch, cnn, 1)
+    assert interrupted_main(cnn.main, cnn_argv(tmp_path, "--epochs", "3")) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    ckpt = (tmp_path / cnn.CHECKPOINT).absolute()
+    assert err == [f"fastbn-cnn: interrupted; last checkpoint: {ckpt} (resume with --resume)"]
+    monkeypatch.undo()
+    assert cnn.main(cnn_argv(tmp_path, "--epochs", "2", "--resume")) == 0
+
+
+def test_ctrl_c_before_any_checkpoint_says_nothing_was_written(tmp_path, monkeypatch,
+                                                              capsys):
+    from fastbn.examples import mnist
+    for module, argv in ((cnn, cnn_argv(tmp_path / "cnn", "--epochs", "2")),
+                         (mnist, mnist_argv(tmp_path / "mnist"))):
+        _interrupt_at_epoch(monkeypatch, module, 0)
+        assert interrupted_main(module.main, argv) == 130
+        out = (tmp_path / module.__name__.rsplit(".", 1)[1]).absolute()
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"{module._parser().prog}: interrupted; nothing was written to {out}"]
+        assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("killed_before", ["learning_curve.png", "metrics.json"])
+def test_a_kill_between_the_output_files_is_told_from_a_complete_set(tmp_path, monkeypatch,
+                                                                     killed_before):
+    from fastbn.examples import _job, mnist
+    out = tmp_path / "run"
+    assert mnist.main(mnist_argv(out)) == 0
+    assert _job.run_is_complete(out)
+    files = json.loads((out / "metrics.json").read_text())["files"]
+    assert sorted(files) == ["learning_curve.png", "weights.npz"]
+    target = _job.plot if killed_before == "learning_curve.png" else _job.atomic_json
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(_job, target.__name__, killed)
+    assert interrupted_main(mnist.main, mnist_argv(out, "--seed", "2", "--overwrite")) == 130
+    monkeypatch.undo()
+    # weights.npz is the second run's, metrics.json still the first's: not one set
+    assert not _job.run_is_complete(out)
+    assert mnist.main(mnist_argv(out, "--seed", "2", "--overwrite")) == 0
+    assert _job.run_is_complete(out)
+    (out / "metrics.json").write_text(json.dumps(
+        {"files": {"../metrics.json": files["weights.npz"]}}))   # names only, never paths
+    assert not _job.run_is_complete(out)

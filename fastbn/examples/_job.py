@@ -1,9 +1,10 @@
 """What the main jobs (``fastbn-mnist``, ``fastbn-cnn``) share.
 
 The output directory's checks, atomic JSON, the per-epoch log callback, thread
-and seed setup, the learning-curve plot and the versions recorded in
-``metrics.json``.
+and seed setup, the learning-curve plot, the versions recorded in
+``metrics.json``, the checkpoint, the output set and the Ctrl-C line.
 """
+import hashlib
 import json
 import os
 import platform
@@ -300,3 +301,75 @@ def read_checkpoint(path, model):
         bg.state = state["rng"]
 
     return state, restore
+
+
+# ------------------------------------------------------------ outputs, Ctrl-C
+class Progress:
+    """What a job has written so far, for the line Ctrl-C ends it with."""
+
+    def __init__(self):
+        self.checkpoint = None     # the checkpoint this run can resume from, once there is one
+        self.written = []          # the output files written, in order
+
+
+def interrupted(prog, out, progress):
+    """Print the one line a Ctrl-C'd job ends with; returns 130, a shell's status for it."""
+    if progress.checkpoint is not None:
+        line = (f"interrupted; last checkpoint: {progress.checkpoint.absolute()} "
+                f"(resume with --resume)")
+    elif progress.written:
+        line = (f"interrupted while writing {out.absolute()}; kept {', '.join(progress.written)}"
+                f" without metrics.json, so that set is incomplete")
+    else:
+        line = f"interrupted; nothing was written to {out.absolute()}"
+    print(f"{prog}: {line}", file=sys.stderr, flush=True)
+    return 130
+
+
+#: ``metrics.json``'s key listing the files of its set, each with its size and sha256.
+FILES_KEY = "files"
+
+
+def _digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def write_outputs(out, model, metrics, figure=None, progress=None):
+    """``weights.npz``, the plot (``figure``: ``(history, title)``, or None) and, last,
+    ``metrics.json`` as the set's manifest: it records the size and sha256 of the
+    other two, so a reader can tell a complete set (:func:`run_is_complete`) from
+    one a kill left mixed with another run's files. Each file is written atomically."""
+    progress = progress or Progress()
+    files = {}
+    model.save_weights(str(out / "weights.npz"))
+    progress.written.append("weights.npz")
+    files["weights.npz"] = _digest(out / "weights.npz")
+    if figure is not None:
+        plot(figure[0], out / "learning_curve.png", figure[1])
+        progress.written.append("learning_curve.png")
+        files["learning_curve.png"] = _digest(out / "learning_curve.png")
+    metrics[FILES_KEY] = files
+    atomic_json(metrics, out / "metrics.json")
+    progress.written.append("metrics.json")
+
+
+def run_is_complete(out):
+    """Whether ``out`` holds one job's whole set of outputs: a ``metrics.json`` whose
+    ``files`` each exist with the size and sha256 it records.
+
+    A run killed between its files leaves the previous run's ``metrics.json``
+    beside its own ``weights.npz``; the digests then differ and this is False.
+    """
+    from pathlib import Path
+
+    out = Path(out)
+    try:
+        files = json.loads((out / "metrics.json").read_text())[FILES_KEY]
+        return (bool(files) and set(files) <= set(RUN_FILES)   # names, never paths
+                and all(_digest(out / n) == d for n, d in files.items()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -42,9 +42,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._job import (CHECKPOINT, OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot,
+from ._job import (CHECKPOINT, OVERWRITE_HELP, EpochLog, Progress, check_out, interrupted,
                    plural, read_checkpoint, save_checkpoint, seed, set_threads, usable_cpus,
-                   versions)
+                   versions, write_outputs)
 
 __all__ = ["build_model", "main"]
 
@@ -168,8 +168,9 @@ def _load(args):
 class _Checkpoint:
     """A Keras-style callback: a checkpoint after every epoch."""
 
-    def __init__(self, path, log, history, settings):
+    def __init__(self, path, log, history, settings, progress):
         self.path, self.log, self.history, self.settings = path, log, history, settings
+        self.progress = progress
 
     def set_model(self, model):
         self.model = model
@@ -179,24 +180,28 @@ class _Checkpoint:
             self.history.setdefault(k, []).append(float(v))
         save_checkpoint(self.path, self.model, epoch + 1, self.history, self.log.rows,
                          self.settings)
+        self.progress.checkpoint = self.path
 
 
 # ------------------------------------------------------------------------- job
-def run(args):
-    """Train (or resume), evaluate and write the outputs; returns the metrics."""
+def run(args, progress=None):
+    """Train (or resume), evaluate and write the outputs; returns the metrics.
+
+    ``progress`` (a :class:`fastbn.examples._job.Progress`) is told what was
+    written, for the line a Ctrl-C ends :func:`main` with."""
     import numba
 
     numba_threads = numba.get_num_threads()
     threads, limits = set_threads(args.threads)
     try:
-        return _run(args, threads)
+        return _run(args, threads, progress or Progress())
     finally:
         numba.set_num_threads(numba_threads)
         if limits is not None:
             limits.restore_original_limits()
 
 
-def _run(args, threads):
+def _run(args, threads, progress):
     from fastbn import nn
 
     (x, y), (x_test, y_test) = _load(args)
@@ -222,6 +227,7 @@ def _run(args, threads):
                              + "; give the same settings (only --epochs, --threads and "
                                "output options may change)")
         restore()
+        progress.checkpoint = out / CHECKPOINT
         history, rows, start = state["history"], state["rows"], state["epochs_done"]
     verbose = 0 if args.quiet else 1
     n_train = int(len(x) * (1.0 - args.validation_split))
@@ -233,7 +239,7 @@ def _run(args, threads):
               f"images; seed {args.seed}; threads {threads['numba']}{resumed}")
     log = EpochLog(n_train, args.epochs, verbose)
     log.rows = rows
-    checkpoint = _Checkpoint(out / CHECKPOINT, log, history, settings)
+    checkpoint = _Checkpoint(out / CHECKPOINT, log, history, settings, progress)
     if start < args.epochs:
         model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=start,
                   verbose=verbose, validation_split=args.validation_split,
@@ -254,12 +260,10 @@ def _run(args, threads):
         "samples_per_s": n_train * len(log.rows) / train_seconds if train_seconds else None,
         "versions": versions(),
     }
-    model.save_weights(str(out / "weights.npz"))
-    if not args.no_plot and history:
-        plot(history, out / "learning_curve.png",
-             f"fastbn-cnn: the article's CNN on {args.dataset}, Adam, batch "
-             f"{args.batch_size}; test accuracy {test_acc:.2%}")
-    atomic_json(metrics, out / "metrics.json")
+    figure = None if args.no_plot or not history else (
+        history, f"fastbn-cnn: the article's CNN on {args.dataset}, Adam, batch "
+                 f"{args.batch_size}; test accuracy {test_acc:.2%}")
+    write_outputs(out, model, metrics, figure, progress)
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}) after "
           f"{plural(len(log.rows), 'epoch')}; wrote {out}/")
     return metrics
@@ -276,7 +280,7 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success.
+        0 on success, 130 after a Ctrl-C.
 
     Examples
     --------
@@ -290,7 +294,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     _check_args(p, args)
     t0 = time.perf_counter()
-    run(args)
+    progress = Progress()
+    try:
+        run(args, progress)
+    except KeyboardInterrupt:            # one line saying what was kept, not a traceback
+        return interrupted("fastbn-cnn", args.out, progress)
     if not args.quiet:
         print(f"fastbn-cnn: {time.perf_counter() - t0:.0f} s in all", file=sys.stderr)
     return 0

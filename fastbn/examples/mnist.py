@@ -66,8 +66,8 @@ from pathlib import Path
 import numpy as np
 
 from ._job import RUN_FILES  # noqa: F401 - still fastbn.examples.mnist.RUN_FILES
-from ._job import (OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot, plural, seed,
-                   set_threads, usable_cpus, versions)
+from ._job import (OVERWRITE_HELP, EpochLog, Progress, check_out, interrupted, plural, seed,
+                   set_threads, usable_cpus, versions, write_outputs)
 
 __all__ = ["build_model", "epoch_learning_rate", "main"]
 
@@ -333,8 +333,11 @@ def _warn_undistributed(args):
 
 
 # ----------------------------------------------------------------------- job
-def run(args):
-    """Train, evaluate and write the outputs; returns the metrics dictionary."""
+def run(args, progress=None):
+    """Train, evaluate and write the outputs; returns the metrics dictionary.
+
+    ``progress`` (a :class:`fastbn.examples._job.Progress`) is told what was
+    written, for the line a Ctrl-C ends :func:`main` with."""
     from fastbn import nn
 
     dp = None
@@ -348,14 +351,15 @@ def run(args):
     numba_threads = numba.get_num_threads()
     threads, limits = set_threads(args.threads)
     try:
-        return _run(args, nn, threads, dp)
+        return _run(args, nn, threads, dp, progress or Progress())
     finally:                                # leave an in-process caller's threads as they were
         numba.set_num_threads(numba_threads)
         if limits is not None:
             limits.restore_original_limits()
 
 
-def _run(args, nn, threads, dp=None):
+def _run(args, nn, threads, dp=None, progress=None):
+    progress = progress or Progress()
     # rank 0 fetches and caches MNIST first; a --data file that exists is only
     # read, so every rank reads it at once (and each exits if it is not MNIST)
     fetch = dp is not None and not (args.data is not None and args.data.is_file())
@@ -414,12 +418,10 @@ def _run(args, nn, threads, dp=None):
         return metrics
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    model.save_weights(str(out / "weights.npz"))
-    if not args.no_plot:
-        plot(history, out / "learning_curve.png",
-             f"fastbn-mnist: {args.model}, {args.optimizer} lr {args.lr:g} "
-             f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
-    atomic_json(metrics, out / "metrics.json")
+    figure = None if args.no_plot else (
+        history, f"fastbn-mnist: {args.model}, {args.optimizer} lr {args.lr:g} "
+                 f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
+    write_outputs(out, model, metrics, figure, progress)
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); "
           f"{metrics['samples_per_s']:,.0f} samples/s over {plural(len(epochs), 'epoch')}; "
           f"wrote {out}/")
@@ -437,7 +439,7 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success.
+        0 on success, 130 after a Ctrl-C.
 
     Examples
     --------
@@ -451,7 +453,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     _check_args(p, args)
     _warn_undistributed(args)
-    run(args)
+    progress = Progress()
+    try:
+        run(args, progress)
+    except KeyboardInterrupt:            # one line saying what was kept, not a traceback
+        return interrupted("fastbn-mnist", args.out, progress)
     return 0
 
 
