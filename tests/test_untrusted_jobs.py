@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fastbn.datasets import mnist as mnist_data
-from fastbn.examples import cnn
+from fastbn.examples import _job, cnn
 
 from synthetic_data import synthetic_mnist
 
@@ -100,8 +100,8 @@ def interrupted_main(main, argv):
 
 def _interrupt_at_epoch(monkeypatch, module, epoch):
     """Make the job's EpochLog callback raise KeyboardInterrupt (a Ctrl-C) after
-    ``epoch`` epochs (0: in the first training step)."""
-    real = module.EpochLog
+    ``epoch`` epochs (0: in the first training step); returns the undo."""
+    real = _job.EpochLog
 
     class Interrupting(real):
         def on_train_batch_end(self, batch, logs=None):
@@ -109,15 +109,16 @@ def _interrupt_at_epoch(monkeypatch, module, epoch):
                 raise KeyboardInterrupt
             super().on_train_batch_end(batch, logs)
     monkeypatch.setattr(module, "EpochLog", Interrupting)
+    return lambda: monkeypatch.setattr(module, "EpochLog", real)
 
 
 def test_cnn_ctrl_c_says_the_last_checkpoint_and_exits_130(tmp_path, monkeypatch, capsys):
-    _interrupt_at_epoch(monkeypatch, cnn, 1)
+    undo = _interrupt_at_epoch(monkeypatch, cnn, 1)
     assert interrupted_main(cnn.main, cnn_argv(tmp_path, "--epochs", "3")) == 130
     err = capsys.readouterr().err.strip().splitlines()
     ckpt = (tmp_path / cnn.CHECKPOINT).absolute()
     assert err == [f"fastbn-cnn: interrupted; last checkpoint: {ckpt} (resume with --resume)"]
-    monkeypatch.undo()
+    undo()
     assert cnn.main(cnn_argv(tmp_path, "--epochs", "2", "--resume")) == 0
 
 
@@ -137,7 +138,7 @@ def test_ctrl_c_before_any_checkpoint_says_nothing_was_written(tmp_path, monkeyp
 @pytest.mark.parametrize("killed_before", ["learning_curve.png", "metrics.json"])
 def test_a_kill_between_the_output_files_is_told_from_a_complete_set(tmp_path, monkeypatch,
                                                                      killed_before):
-    from fastbn.examples import _job, mnist
+    from fastbn.examples import mnist
     out = tmp_path / "run"
     assert mnist.main(mnist_argv(out)) == 0
     assert _job.run_is_complete(out)
@@ -147,9 +148,9 @@ def test_a_kill_between_the_output_files_is_told_from_a_complete_set(tmp_path, m
 
     def killed(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(_job, target.__name__, killed)
-    assert interrupted_main(mnist.main, mnist_argv(out, "--seed", "2", "--overwrite")) == 130
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(_job, target.__name__, killed)
+        assert interrupted_main(mnist.main, mnist_argv(out, "--seed", "2", "--overwrite")) == 130
     # weights.npz is the second run's, metrics.json still the first's: not one set
     assert not _job.run_is_complete(out)
     assert mnist.main(mnist_argv(out, "--seed", "2", "--overwrite")) == 0
@@ -157,3 +158,61 @@ def test_a_kill_between_the_output_files_is_told_from_a_complete_set(tmp_path, m
     (out / "metrics.json").write_text(json.dumps(
         {"files": {"../metrics.json": files["weights.npz"]}}))   # names only, never paths
     assert not _job.run_is_complete(out)
+
+
+def _numbers(m):
+    return {"history": m["history"], "test_loss": m["test_loss"],
+            "test_accuracy": m["test_accuracy"]}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_mnist_checkpoints_and_resumes_the_same_run(tmp_path, monkeypatch, capsys, optimizer):
+    from fastbn.examples import mnist
+    opt = ["--optimizer", optimizer, "--no-plot"]
+    assert mnist.main(mnist_argv(tmp_path / "a", *opt)) == 0
+    straight = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert not (tmp_path / "a" / _job.CHECKPOINT).exists()   # a finished run keeps none
+    b = tmp_path / "b"
+    undo = _interrupt_at_epoch(monkeypatch, mnist, 1)
+    assert interrupted_main(mnist.main, mnist_argv(b, *opt)) == 130
+    undo()
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"fastbn-mnist: interrupted; last checkpoint: {(b / _job.CHECKPOINT).absolute()} "
+        f"(resume with --resume)"]
+    with pytest.raises(SystemExit) as e:              # another run's checkpoint: refused
+        mnist.main(mnist_argv(b, *opt))
+    assert e.value.code == 2 and "--resume to continue it" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"fastbn-mnist: error: --resume: .*seed=1"):
+        mnist.main(mnist_argv(b, *opt, "--seed", "5", "--resume"))
+    with pytest.raises(SystemExit, match=r"fastbn-mnist: error: --resume: .*epochs=2"):
+        mnist.main(mnist_argv(b, *opt, "--epochs", "3", "--resume"))   # cosine: same count
+    assert mnist.main(mnist_argv(b, *opt, "--resume")) == 0
+    resumed = json.loads((b / "metrics.json").read_text())
+    assert _numbers(resumed) == _numbers(straight)
+    assert [r["epoch"] for r in resumed["epochs"]] == [1, 2]
+    with np.load(tmp_path / "a" / "weights.npz") as wa, np.load(b / "weights.npz") as wb:
+        assert wa.files == wb.files
+        for k in wa.files:
+            np.testing.assert_array_equal(wa[k], wb[k])
+    assert not (b / _job.CHECKPOINT).exists() and _job.run_is_complete(b)
+
+
+def test_mnist_resume_checks_the_checkpoint_and_refuses_distributed(tmp_path, monkeypatch,
+                                                                    capsys):
+    from fastbn.examples import mnist
+    undo = _interrupt_at_epoch(monkeypatch, mnist, 1)
+    assert interrupted_main(mnist.main, mnist_argv(tmp_path, "--no-plot")) == 130
+    undo()
+    ckpt = tmp_path / _job.CHECKPOINT
+    with np.load(ckpt) as f:
+        victim = [k for k in f.files if k.startswith("var/")][-1]
+    _rewrite(ckpt, lambda a: a.__setitem__(victim, np.full(a[victim].shape, 1e40)))
+    with pytest.raises(SystemExit) as e:
+        mnist.main(mnist_argv(tmp_path, "--no-plot", "--resume"))
+    assert str(e.value.code).startswith(f"fastbn-mnist: error: --resume: {ckpt.absolute()}: "
+                                        f"entry {victim!r} holds 1e+40")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        mnist.main(mnist_argv(tmp_path, "--resume", "--distributed"))
+    assert e.value.code == 2
+    assert "--resume does not work with --distributed" in capsys.readouterr().err

@@ -303,6 +303,56 @@ def read_checkpoint(path, model):
     return state, restore
 
 
+def check_resume(p, args):
+    """``--resume``'s usage errors: with ``--overwrite``, or with no checkpoint in ``--out``."""
+    if args.resume and args.overwrite:
+        p.error("--resume continues the run in --out and --overwrite replaces it; give one")
+    check_out(p, args.out, args.overwrite, args.resume)
+    if args.resume and not (args.out / CHECKPOINT).is_file():
+        p.error(f"--resume: there is no checkpoint {args.out / CHECKPOINT}; run without "
+                f"--resume to start, or give the --out of the run to continue")
+
+
+def resume(prog, path, model, settings, same, may_change):
+    """Restore the compiled ``model`` from the checkpoint ``path`` made with the same
+    ``same`` settings; returns its ``(history, rows, epochs_done)``.
+
+    A checkpoint that fails a check, or was made with other settings, exits
+    with ``<prog>: error: --resume: ...`` and leaves the model as it was.
+    """
+    model._make_plan()                     # the optimizer's variables, as fit sees them
+    try:                                   # every entry checked before any is assigned
+        state, restore = read_checkpoint(path, model)
+    except ValueError as e:
+        raise SystemExit(f"{prog}: error: --resume: {path.absolute()}: {e}") from None
+    old = state["settings"]
+    changed = [k for k in same if old.get(k) != settings.get(k)]
+    if changed:
+        raise SystemExit(f"{prog}: error: --resume: the checkpoint was made with "
+                         + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
+                         + f"; give the same settings (only {may_change} may change)")
+    restore()
+    return state["history"], state["rows"], state["epochs_done"]
+
+
+class Checkpoint:
+    """A Keras-style callback: a checkpoint after every epoch, with the history so far."""
+
+    def __init__(self, path, log, history, settings, progress):
+        self.path, self.log, self.history, self.settings = path, log, history, settings
+        self.progress = progress
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(float(v))
+        save_checkpoint(self.path, self.model, epoch + 1, self.history, self.log.rows,
+                        self.settings)
+        self.progress.checkpoint = self.path
+
+
 # ------------------------------------------------------------ outputs, Ctrl-C
 class Progress:
     """What a job has written so far, for the line Ctrl-C ends it with."""
@@ -338,16 +388,24 @@ def _digest(path):
     return {"bytes": path.stat().st_size, "sha256": h.hexdigest()}
 
 
-def write_outputs(out, model, metrics, figure=None, progress=None):
+def write_outputs(out, model, metrics, figure=None, progress=None, drop_checkpoint=False):
     """``weights.npz``, the plot (``figure``: ``(history, title)``, or None) and, last,
     ``metrics.json`` as the set's manifest: it records the size and sha256 of the
     other two, so a reader can tell a complete set (:func:`run_is_complete`) from
-    one a kill left mixed with another run's files. Each file is written atomically."""
+    one a kill left mixed with another run's files. Each file is written atomically.
+
+    ``drop_checkpoint`` removes ``checkpoint.npz`` once ``weights.npz`` holds the
+    trained weights, as Keras' BackupAndRestore removes its backup when training
+    ends: a later run into ``out`` is then refused for its results, not offered
+    ``--resume``."""
     progress = progress or Progress()
     files = {}
     model.save_weights(str(out / "weights.npz"))
     progress.written.append("weights.npz")
     files["weights.npz"] = _digest(out / "weights.npz")
+    if drop_checkpoint:
+        (out / CHECKPOINT).unlink(missing_ok=True)
+        progress.checkpoint = None
     if figure is not None:
         plot(figure[0], out / "learning_curve.png", figure[1])
         progress.written.append("learning_curve.png")

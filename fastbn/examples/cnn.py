@@ -21,7 +21,8 @@ cannot be fetched on every machine; same shapes). Pixels are scaled to
 Outputs in ``--out`` (default ``runs/cnn``), each written to a temporary file
 and renamed: ``metrics.json`` (settings, per-epoch history with seconds and
 samples/s, test loss and accuracy, versions), ``learning_curve.png`` (loss
-and accuracy per epoch) and ``weights.npz`` (``model.save_weights``).
+and accuracy per epoch) and ``weights.npz`` (``model.save_weights``);
+``metrics.json`` comes last and records the size and sha256 of the other two.
 
 Checkpoints. After every epoch ``checkpoint.npz`` is replaced atomically: the
 weights (batch-norm statistics included), Adam's moments and step count,
@@ -35,16 +36,15 @@ numbers (dataset, batch size, seed, split, ``--limit``) must be the ones the
 checkpoint was made with.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._job import (CHECKPOINT, OVERWRITE_HELP, EpochLog, Progress, check_out, interrupted,
-                   plural, read_checkpoint, save_checkpoint, seed, set_threads, usable_cpus,
-                   versions, write_outputs)
+from ._job import (CHECKPOINT, OVERWRITE_HELP, Checkpoint, EpochLog, Progress, check_resume,
+                   interrupted, plural, resume, seed, set_threads, usable_cpus, versions,
+                   write_outputs)
 
 __all__ = ["build_model", "main"]
 
@@ -136,12 +136,7 @@ def _check_args(p, args):
         args.data = args.data.expanduser().absolute()
         if args.data.is_dir():
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz)")
-    if args.resume and args.overwrite:
-        p.error("--resume continues the run in --out and --overwrite replaces it; give one")
-    check_out(p, args.out, args.overwrite, args.resume)
-    if args.resume and not (args.out / CHECKPOINT).is_file():
-        p.error(f"--resume: there is no checkpoint {args.out / CHECKPOINT}; run without "
-                f"--resume to start, or give the --out of the run to continue")
+    check_resume(p, args)
 
 
 def _load(args):
@@ -162,25 +157,6 @@ def _load(args):
     x = (x / 255.0).astype(np.float32)[..., None]
     x_test = (x_test / 255.0).astype(np.float32)[..., None]
     return (x, y), (x_test, y_test)
-
-
-# ----------------------------------------------------------------- checkpoints
-class _Checkpoint:
-    """A Keras-style callback: a checkpoint after every epoch."""
-
-    def __init__(self, path, log, history, settings, progress):
-        self.path, self.log, self.history, self.settings = path, log, history, settings
-        self.progress = progress
-
-    def set_model(self, model):
-        self.model = model
-
-    def on_epoch_end(self, epoch, logs=None):
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(float(v))
-        save_checkpoint(self.path, self.model, epoch + 1, self.history, self.log.rows,
-                         self.settings)
-        self.progress.checkpoint = self.path
 
 
 # ------------------------------------------------------------------------- job
@@ -213,22 +189,9 @@ def _run(args, threads, progress):
     out = args.out
     history, rows, start = {}, [], 0
     if args.resume:
-        model._make_plan()                 # the optimizer's variables, as fit sees them
-        try:                               # every entry checked before any is assigned
-            state, restore = read_checkpoint(out / CHECKPOINT, model)
-        except ValueError as e:
-            raise SystemExit(f"fastbn-cnn: error: --resume: {(out / CHECKPOINT).absolute()}: "
-                             f"{e}") from None
-        old = state["settings"]
-        changed = [k for k in _SAME_ON_RESUME if old.get(k) != settings.get(k)]
-        if changed:
-            raise SystemExit("fastbn-cnn: error: --resume: the checkpoint was made with "
-                             + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
-                             + "; give the same settings (only --epochs, --threads and "
-                               "output options may change)")
-        restore()
+        history, rows, start = resume("fastbn-cnn", out / CHECKPOINT, model, settings,
+                                      _SAME_ON_RESUME, "--epochs, --threads and output options")
         progress.checkpoint = out / CHECKPOINT
-        history, rows, start = state["history"], state["rows"], state["epochs_done"]
     verbose = 0 if args.quiet else 1
     n_train = int(len(x) * (1.0 - args.validation_split))
     if verbose:
@@ -239,7 +202,7 @@ def _run(args, threads, progress):
               f"images; seed {args.seed}; threads {threads['numba']}{resumed}")
     log = EpochLog(n_train, args.epochs, verbose)
     log.rows = rows
-    checkpoint = _Checkpoint(out / CHECKPOINT, log, history, settings, progress)
+    checkpoint = Checkpoint(out / CHECKPOINT, log, history, settings, progress)
     if start < args.epochs:
         model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=start,
                   verbose=verbose, validation_split=args.validation_split,
