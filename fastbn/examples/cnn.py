@@ -21,7 +21,8 @@ cannot be fetched on every machine; same shapes). Pixels are scaled to
 Outputs in ``--out`` (default ``runs/cnn``), each written to a temporary file
 and renamed: ``metrics.json`` (settings, per-epoch history with seconds and
 samples/s, test loss and accuracy, versions), ``learning_curve.png`` (loss
-and accuracy per epoch) and ``weights.npz`` (``model.save_weights``).
+and accuracy per epoch) and ``weights.npz`` (``model.save_weights``);
+``metrics.json`` comes last and records the size and sha256 of the other two.
 
 Checkpoints. After every epoch ``checkpoint.npz`` is replaced atomically: the
 weights (batch-norm statistics included), Adam's moments and step count,
@@ -35,20 +36,18 @@ numbers (dataset, batch size, seed, split, ``--limit``) must be the ones the
 checkpoint was made with.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ._job import (OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot, plural, seed,
-                   set_threads, usable_cpus, versions)
+from ._job import (CHECKPOINT, OVERWRITE_HELP, Checkpoint, EpochLog, Progress, check_resume,
+                   interrupted, plural, resume, seed, set_threads, usable_cpus, versions,
+                   write_outputs)
 
 __all__ = ["build_model", "main"]
 
-#: The checkpoint's file name in ``--out``.
-CHECKPOINT = "checkpoint.npz"
 #: Settings a resumed run must share with its checkpoint.
 _SAME_ON_RESUME = ("dataset", "data", "batch_size", "validation_split", "seed", "limit")
 
@@ -137,12 +136,7 @@ def _check_args(p, args):
         args.data = args.data.expanduser().absolute()
         if args.data.is_dir():
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz)")
-    if args.resume and args.overwrite:
-        p.error("--resume continues the run in --out and --overwrite replaces it; give one")
-    check_out(p, args.out, args.overwrite, args.resume)
-    if args.resume and not (args.out / CHECKPOINT).is_file():
-        p.error(f"--resume: there is no checkpoint {args.out / CHECKPOINT}; run without "
-                f"--resume to start, or give the --out of the run to continue")
+    check_resume(p, args)
 
 
 def _load(args):
@@ -165,80 +159,25 @@ def _load(args):
     return (x, y), (x_test, y_test)
 
 
-# ----------------------------------------------------------------- checkpoints
-def _save_checkpoint(path, model, epochs_done, history, rows, settings):
-    """Weights, optimizer state, epochs done, history and the shuffling generator's
-    state, in one ``.npz`` replaced atomically."""
-    from fastbn._files import atomic_write
-    from fastbn.nn import utils
-
-    opt = model.optimizer
-    arrays = {f"var/{v.name}": v.value for v in model.variables}
-    for i, v in enumerate(model.trainable_variables):
-        entry = opt._state.get(id(v))
-        for k, slot in enumerate(entry[1] if entry is not None and entry[0] is v else ()):
-            arrays[f"slot/{i}/{k}"] = slot
-    state = {"epochs_done": epochs_done, "history": history, "rows": rows,
-             "settings": settings, "optimizer_iterations": opt.iterations,
-             "rng": utils.get_rng().bit_generator.state}
-    arrays["state"] = np.array(json.dumps(state))
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
-
-
-def _load_checkpoint(path, model):
-    """Restore what :func:`_save_checkpoint` wrote into the compiled ``model``; returns
-    the checkpoint's state dictionary."""
-    from fastbn.nn import utils
-
-    opt = model.optimizer
-    with np.load(path, allow_pickle=False) as f:
-        state = json.loads(str(f["state"]))
-        for v in model.variables:
-            v.assign(f[f"var/{v.name}"])
-        for i, v in enumerate(model.trainable_variables):
-            slots = []
-            while f"slot/{i}/{len(slots)}" in f.files:
-                slots.append(f[f"slot/{i}/{len(slots)}"].copy())
-            if slots:
-                opt._state[id(v)] = (v, slots)
-    opt.iterations = state["optimizer_iterations"]
-    utils.get_rng().bit_generator.state = state["rng"]
-    return state
-
-
-class _Checkpoint:
-    """A Keras-style callback: a checkpoint after every epoch."""
-
-    def __init__(self, path, log, history, settings):
-        self.path, self.log, self.history, self.settings = path, log, history, settings
-
-    def set_model(self, model):
-        self.model = model
-
-    def on_epoch_end(self, epoch, logs=None):
-        for k, v in logs.items():
-            self.history.setdefault(k, []).append(float(v))
-        _save_checkpoint(self.path, self.model, epoch + 1, self.history, self.log.rows,
-                         self.settings)
-
-
 # ------------------------------------------------------------------------- job
-def run(args):
-    """Train (or resume), evaluate and write the outputs; returns the metrics."""
+def run(args, progress=None):
+    """Train (or resume), evaluate and write the outputs; returns the metrics.
+
+    ``progress`` (a :class:`fastbn.examples._job.Progress`) is told what was
+    written, for the line a Ctrl-C ends :func:`main` with."""
     import numba
 
     numba_threads = numba.get_num_threads()
     threads, limits = set_threads(args.threads)
     try:
-        return _run(args, threads)
+        return _run(args, threads, progress or Progress())
     finally:
         numba.set_num_threads(numba_threads)
         if limits is not None:
             limits.restore_original_limits()
 
 
-def _run(args, threads):
+def _run(args, threads, progress):
     from fastbn import nn
 
     (x, y), (x_test, y_test) = _load(args)
@@ -250,16 +189,9 @@ def _run(args, threads):
     out = args.out
     history, rows, start = {}, [], 0
     if args.resume:
-        model._make_plan()                 # the optimizer's variables, as fit sees them
-        state = _load_checkpoint(out / CHECKPOINT, model)
-        old = state["settings"]
-        changed = [k for k in _SAME_ON_RESUME if old.get(k) != settings.get(k)]
-        if changed:
-            raise SystemExit("fastbn-cnn: error: --resume: the checkpoint was made with "
-                             + ", ".join(f"{k}={old.get(k)!r}" for k in changed)
-                             + "; give the same settings (only --epochs, --threads and "
-                               "output options may change)")
-        history, rows, start = state["history"], state["rows"], state["epochs_done"]
+        history, rows, start = resume("fastbn-cnn", out / CHECKPOINT, model, settings,
+                                      _SAME_ON_RESUME, "--epochs, --threads and output options")
+        progress.checkpoint = out / CHECKPOINT
     verbose = 0 if args.quiet else 1
     n_train = int(len(x) * (1.0 - args.validation_split))
     if verbose:
@@ -270,7 +202,7 @@ def _run(args, threads):
               f"images; seed {args.seed}; threads {threads['numba']}{resumed}")
     log = EpochLog(n_train, args.epochs, verbose)
     log.rows = rows
-    checkpoint = _Checkpoint(out / CHECKPOINT, log, history, settings)
+    checkpoint = Checkpoint(out / CHECKPOINT, log, history, settings, progress)
     if start < args.epochs:
         model.fit(x, y, batch_size=args.batch_size, epochs=args.epochs, initial_epoch=start,
                   verbose=verbose, validation_split=args.validation_split,
@@ -291,12 +223,10 @@ def _run(args, threads):
         "samples_per_s": n_train * len(log.rows) / train_seconds if train_seconds else None,
         "versions": versions(),
     }
-    model.save_weights(str(out / "weights.npz"))
-    if not args.no_plot and history:
-        plot(history, out / "learning_curve.png",
-             f"fastbn-cnn: the article's CNN on {args.dataset}, Adam, batch "
-             f"{args.batch_size}; test accuracy {test_acc:.2%}")
-    atomic_json(metrics, out / "metrics.json")
+    figure = None if args.no_plot or not history else (
+        history, f"fastbn-cnn: the article's CNN on {args.dataset}, Adam, batch "
+                 f"{args.batch_size}; test accuracy {test_acc:.2%}")
+    write_outputs(out, model, metrics, figure, progress)
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}) after "
           f"{plural(len(log.rows), 'epoch')}; wrote {out}/")
     return metrics
@@ -313,7 +243,7 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success.
+        0 on success, 130 after a Ctrl-C.
 
     Examples
     --------
@@ -327,7 +257,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     _check_args(p, args)
     t0 = time.perf_counter()
-    run(args)
+    progress = Progress()
+    try:
+        run(args, progress)
+    except KeyboardInterrupt:            # one line saying what was kept, not a traceback
+        return interrupted("fastbn-cnn", args.out, progress)
     if not args.quiet:
         print(f"fastbn-cnn: {time.perf_counter() - t0:.0f} s in all", file=sys.stderr)
     return 0

@@ -17,7 +17,11 @@ unless ``--overwrite`` is given):
     ``model.save_weights`` (load with ``model.load_weights``).
 
 Each file is written to a temporary name and renamed into place, so a run
-that fails or is killed leaves the previous run's files whole.
+that fails or is killed leaves the previous run's files whole; ``metrics.json``
+comes last and records the size and sha256 of the other two, so a set that a
+kill left mixed is told from a complete one. After every epoch
+``checkpoint.npz`` is replaced (and removed once the finished run's weights are
+written); ``--resume`` continues an interrupted run from it, number for number.
 
 Models (``--model``), all ``Flatten -> ... -> Dense(10, softmax)``; hidden
 layers 300 and 100 units, ``--activation`` (ELU) and ``--init``
@@ -66,8 +70,9 @@ from pathlib import Path
 import numpy as np
 
 from ._job import RUN_FILES  # noqa: F401 - still fastbn.examples.mnist.RUN_FILES
-from ._job import (OVERWRITE_HELP, EpochLog, atomic_json, check_out, plot, plural, seed,
-                   set_threads, usable_cpus, versions)
+from ._job import (CHECKPOINT, OVERWRITE_HELP, Checkpoint, EpochLog, Progress, check_resume,
+                   interrupted, plural, resume, seed, set_threads, usable_cpus, versions,
+                   write_outputs)
 
 __all__ = ["build_model", "epoch_learning_rate", "main"]
 
@@ -78,6 +83,10 @@ DEFAULT_LR = 1.0
 ADAM_LR = 1e-3
 #: Validation hold-out: the first 5000 training images, as in the notebook.
 N_VALID = 5000
+#: Settings a resumed run must share with its checkpoint (and ``epochs`` under the
+#: cosine schedule, whose rate each epoch depends on the count).
+_SAME_ON_RESUME = ("model", "optimizer", "lr", "schedule", "activation", "init", "batch_size",
+                   "seed", "limit", "data")
 
 
 def build_model(name=DEFAULT_MODEL, activation="elu", kernel_initializer="glorot_uniform",
@@ -175,6 +184,9 @@ def _parser():
                    help="Numba and BLAS threads (default: as configured)")
     p.add_argument("--out", type=Path, default=Path("runs/mnist"),
                    help="output directory (default: %(default)s)")
+    p.add_argument("--resume", action="store_true",
+                   help=f"continue the interrupted run from --out/{CHECKPOINT}, written after "
+                        f"every epoch and removed when the run completes")
     p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="use only the first N training, validation and test images "
@@ -230,7 +242,10 @@ def _check_args(p, args):
         if args.data.is_dir():
             p.error(f"--data {args.data} is a directory; name the MNIST file (mnist.npz) "
                     f"in it, or leave --data out to use fastbn's cache")
-    check_out(p, args.out, args.overwrite)
+    if args.resume and args.distributed:
+        p.error("--resume does not work with --distributed (a distributed run writes no "
+                "checkpoint); start the run again with --overwrite")
+    check_resume(p, args)
 
 
 # ---------------------------------------------------------------------- parts
@@ -333,8 +348,11 @@ def _warn_undistributed(args):
 
 
 # ----------------------------------------------------------------------- job
-def run(args):
-    """Train, evaluate and write the outputs; returns the metrics dictionary."""
+def run(args, progress=None):
+    """Train, evaluate and write the outputs; returns the metrics dictionary.
+
+    ``progress`` (a :class:`fastbn.examples._job.Progress`) is told what was
+    written, for the line a Ctrl-C ends :func:`main` with."""
     from fastbn import nn
 
     dp = None
@@ -348,14 +366,15 @@ def run(args):
     numba_threads = numba.get_num_threads()
     threads, limits = set_threads(args.threads)
     try:
-        return _run(args, nn, threads, dp)
+        return _run(args, nn, threads, dp, progress or Progress())
     finally:                                # leave an in-process caller's threads as they were
         numba.set_num_threads(numba_threads)
         if limits is not None:
             limits.restore_original_limits()
 
 
-def _run(args, nn, threads, dp=None):
+def _run(args, nn, threads, dp=None, progress=None):
+    progress = progress or Progress()
     # rank 0 fetches and caches MNIST first; a --data file that exists is only
     # read, so every rank reads it at once (and each exits if it is not MNIST)
     fetch = dp is not None and not (args.data is not None and args.data.is_file())
@@ -374,6 +393,8 @@ def _run(args, nn, threads, dp=None):
     model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer,
                   metrics=["accuracy"])
     verbose = 0 if args.quiet or not root else 1
+    out = args.out
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     if verbose:
         ranks = f"; {dp.size} ranks" if dp is not None else ""
         print(f"fastbn-mnist: model {args.model}, {model.count_params():,} parameters; "
@@ -384,10 +405,24 @@ def _run(args, nn, threads, dp=None):
     log = EpochLog(len(x_train), args.epochs, verbose, args.batch_size)
     schedule = nn.callbacks.LearningRateScheduler(
         lambda epoch, lr: epoch_learning_rate(args.lr, epoch, args.epochs, args.schedule))
-    h = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                  validation_data=(x_valid, y_valid), shuffle=True, verbose=verbose,
-                  callbacks=[schedule, log])
-    history = {k: [float(v) for v in h.history[k]]
+    callbacks = [schedule, log]
+    seen = {}                              # the history so far, resumed runs' epochs included
+    if dp is None:                         # a distributed run cannot resume, so writes none
+        callbacks.append(Checkpoint(out / CHECKPOINT, log, seen, settings, progress))
+    start = 0
+    if args.resume:
+        same = _SAME_ON_RESUME + (("epochs",) if args.schedule == "cosine" else ())
+        may = ("" if args.schedule == "cosine" else "--epochs, ") + \
+            "--threads and output options"
+        seen, log.rows, start = resume("fastbn-mnist", out / CHECKPOINT, model, settings,
+                                       same, may)
+        callbacks[-1].history = seen
+        progress.checkpoint = out / CHECKPOINT
+    if start < args.epochs:
+        h = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                      validation_data=(x_valid, y_valid), shuffle=True, verbose=verbose,
+                      callbacks=callbacks, initial_epoch=start)
+    history = {k: [float(v) for v in (seen if dp is None else h.history)[k]]
                for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     epochs = log.rows
 
@@ -395,7 +430,7 @@ def _run(args, nn, threads, dp=None):
                                          verbose=0)
     train_seconds = sum(r["seconds"] for r in epochs)
     metrics = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": settings,
         "threads": threads,
         "data": {"train": len(x_train), "validation": len(x_valid), "test": len(x_test)},
         "params": model.count_params(),
@@ -412,14 +447,11 @@ def _run(args, nn, threads, dp=None):
     }
     if not root:
         return metrics
-    out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    model.save_weights(str(out / "weights.npz"))
-    if not args.no_plot:
-        plot(history, out / "learning_curve.png",
-             f"fastbn-mnist: {args.model}, {args.optimizer} lr {args.lr:g} "
-             f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
-    atomic_json(metrics, out / "metrics.json")
+    figure = None if args.no_plot else (
+        history, f"fastbn-mnist: {args.model}, {args.optimizer} lr {args.lr:g} "
+                 f"({args.schedule}), batch {args.batch_size}; test accuracy {test_acc:.2%}")
+    write_outputs(out, model, metrics, figure, progress, drop_checkpoint=dp is None)
     print(f"test accuracy {test_acc:.4f} (loss {test_loss:.4f}); "
           f"{metrics['samples_per_s']:,.0f} samples/s over {plural(len(epochs), 'epoch')}; "
           f"wrote {out}/")
@@ -437,7 +469,7 @@ def main(argv=None):
     Returns
     -------
     int
-        0 on success.
+        0 on success, 130 after a Ctrl-C.
 
     Examples
     --------
@@ -451,7 +483,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     _check_args(p, args)
     _warn_undistributed(args)
-    run(args)
+    progress = Progress()
+    try:
+        run(args, progress)
+    except KeyboardInterrupt:            # one line saying what was kept, not a traceback
+        return interrupted("fastbn-mnist", args.out, progress)
     return 0
 
 
