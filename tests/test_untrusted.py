@@ -237,7 +237,7 @@ def test_a_second_run_into_the_same_out_is_refused(small_mnist, tmp_path, capsys
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"--out {out} holds another run's results" in err
-    assert "--overwrite" in err and ("--resume" in err) == (job_name == "cnn")
+    assert "--overwrite" in err and ("--resume to continue it" in err) == (job_name == "cnn")
     assert _files(out) == before                        # nothing was replaced
     assert job.main(argv + ["--seed", "9", "--overwrite"]) == 0
     assert _files(out)["metrics.json"] != before["metrics.json"]
