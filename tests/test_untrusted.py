@@ -201,6 +201,14 @@ def test_a_build_that_holds_the_lock_too_long_means_the_python_path(fbt, fbt_nat
     torch.testing.assert_close(bn(x), ref(x))
 
 
+def test_the_build_limits_are_set_through_the_package(fbt, monkeypatch):
+    import fastbn.torch._native as native
+    for name, value in (("NATIVE_WAIT_S", 7), ("NATIVE_BUILD_TIMEOUT_S", 8),
+                        ("NATIVE_MAX_BYTES", 9)):
+        monkeypatch.setattr(fbt, name, value)
+        assert getattr(native, name) == value == getattr(fbt, name)
+
+
 def test_a_build_past_its_time_limit_means_the_python_path(fbt, fbt_native, monkeypatch,
                                                            tmp_path):
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", os.fspath(tmp_path))   # nothing built here

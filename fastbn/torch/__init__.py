@@ -31,6 +31,10 @@ running statistics are updated in float64 and rounded once.
 
 Importing this module imports torch; ``import fastbn`` does not.
 """
+import sys
+import types
+
+from . import _native
 from ._modules import BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm, convert
 from ._native import (NATIVE_BUILD_TIMEOUT_S, NATIVE_ENV, NATIVE_MAX_BYTES, NATIVE_WAIT_S,
                       build_native)
@@ -45,3 +49,16 @@ for _obj in (BatchNorm1d, BatchNorm2d, BatchNorm3d, SyncBatchNorm,
              SyncBatchNorm.convert_sync_batchnorm.__func__, batch_norm, build_native, convert):
     _obj.__module__ = __name__
 del _obj
+
+
+class _Package(types.ModuleType):
+    """Setting one of the C++ path's limits here (``fastbn.torch.NATIVE_WAIT_S = 60``)
+    sets the value it reads, as when fastbn.torch was one module."""
+
+    def __setattr__(self, name, value):
+        if name in ("NATIVE_MAX_BYTES", "NATIVE_WAIT_S", "NATIVE_BUILD_TIMEOUT_S"):
+            setattr(_native, name, value)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
